@@ -1,0 +1,2 @@
+//! Criterion benchmarks of the mesh security toolbox.
+fn main() {}

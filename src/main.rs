@@ -1,0 +1,2 @@
+//! The `meshprov` command-line tool.
+fn main() {}
