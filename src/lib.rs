@@ -11,4 +11,3 @@
 pub const SPEC: &str = "Bluetooth Mesh Protocol Specification v1.1 (MshPRT v1.1, 2023-09-12)";
 
 pub use mesh_crypto as crypto;
-
