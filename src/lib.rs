@@ -1,13 +1,16 @@
 //! meshprov: a Bluetooth mesh provisioner for Linux.
 //!
-//! The crate is layered as `../shared/DESIGN.md` describes: `wire/` (byte layouts), `bearer/`
-//! (PB-ADV, PB-GATT), `provisioning/` and `net/` (sans-IO state machines), `rollout/` (plans
-//! and the engine), `radio/` (the only I/O) and `store/` (the only disk state). The security
-//! toolbox lives in the separate `mesh-crypto` crate, re-exported here as [`crypto`].
+//! The crate is layered as `DESIGN.md` describes: `wire/` (byte layouts), `bearer/` (PB-ADV,
+//! PB-GATT), `provisioning/` and `net/` (sans-IO state machines), `rollout/` (plans and the
+//! engine), `radio/` (the only I/O) and `store/` (the only disk state). The security toolbox is
+//! the separate `mesh-crypto` crate, re-exported here as [`crypto`].
 
 /// The specification every `§` reference in this workspace points into.
 ///
 /// Section numbers in doc comments (`§3.9.2`, `§5.4.2.3`, ...) are those of this document.
-pub const SPEC: &str = "Bluetooth Mesh Protocol Specification v1.1 (MshPRT v1.1, 2023-09-12)";
+pub const SPEC: &str = "Bluetooth Mesh Protocol Specification v1.1 (MshPRT v1.1)";
 
 pub use mesh_crypto as crypto;
+
+pub mod exit;
+pub mod tools;

@@ -1,0 +1,3 @@
+//! Offline engineering tools behind `meshprov` subcommands that need no radio.
+
+pub mod keys;
