@@ -12,3 +12,4 @@ pub const SPEC: &str = "Bluetooth Mesh Protocol Specification v1.1 (MshPRT v1.1,
 
 pub use mesh_crypto as crypto;
 
+pub mod wire;
