@@ -143,6 +143,9 @@ pub use proxy::{ProxyMessageType, ProxyPdu, Sar};
 ///
 /// `what` / `field` name the PDU and field concerned (for example `"Provisioning Start"` /
 /// `"Authentication Size"`), so that the message alone tells an engineer what was wrong.
+/// Lengths of a provisioning PDU count its parameters (without the type octet), as the
+/// specification's PDU tables do; lengths of the other PDUs count the whole input given to
+/// the parser that reports them.
 /// [`WireError::failed_code`] maps an error from parsing a provisioning PDU to the
 /// Provisioning Failed error code that the peer should be sent (MshPRT v1.1 §5.4.4).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

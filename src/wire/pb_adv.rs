@@ -179,6 +179,13 @@ impl GenericProvisioningPdu {
         let field = control >> 2;
         match control & 0b11 {
             0b00 => {
+                if bytes.len() < 4 {
+                    return Err(WireError::TooShort {
+                        what: START,
+                        min: 4,
+                        actual: bytes.len(),
+                    });
+                }
                 let mut r = Reader::new(rest, START);
                 let total_length = r.u16_be()?;
                 let fcs = r.u8()?;
