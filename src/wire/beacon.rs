@@ -25,7 +25,7 @@ wire_enum! {
 }
 
 bitmask! {
-    /// OOB Information field, MshPRT v1.1 §3.9.2 (table "OOB Information field"); bits 9–10
+    /// OOB Information field, MshPRT v1.1 §3.10.2 (table "OOB Information field"); bits 9–10
     /// RFU, kept.
     OobInformation(u16) {
         /// Other location.

@@ -468,3 +468,26 @@ pub fn reassemble(
     check_reassembled(start, &pdu)?;
     Ok(pdu)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reference §2.2: table row 0 is `00 91 e3 72 07 96 e4 75` and T[255] = 0xCF (the BlueZ
+    /// and ESP-IDF table).
+    #[test]
+    fn fcs_table_matches_bluez() {
+        assert_eq!(
+            FCS_TABLE[..8],
+            [0x00, 0x91, 0xe3, 0x72, 0x07, 0x96, 0xe4, 0x75]
+        );
+        assert_eq!(FCS_TABLE[255], 0xcf);
+    }
+
+    /// The FCS is usable in constants.
+    #[test]
+    fn fcs_is_const() {
+        const INVITE_FCS: u8 = fcs(&[0x00, 0x00]);
+        assert_eq!(INVITE_FCS, 0x14);
+    }
+}

@@ -257,7 +257,7 @@ bitmask! {
 }
 
 wire_enum! {
-    /// Provisioning record identifier, MshPRT v1.1 §5.4.2.6 (reference §7); 0x0013–0xFFFF
+    /// Provisioning record identifier (Record ID field), MshPRT v1.1 §5.4.1.11 (reference §7); 0x0013–0xFFFF
     /// assumed RFU and kept.
     RecordId(u16) {
         /// Certificate-Based Provisioning URI.
@@ -425,7 +425,7 @@ impl Capabilities {
         Ok(())
     }
 
-    /// The 11 parameter octets (as they go into ConfirmationInputs, §5.4.2.5).
+    /// The 11 parameter octets (as they go into ConfirmationInputs, §5.4.2).
     pub fn params(&self) -> [u8; 11] {
         let [a0, a1] = self.algorithms.0.to_be_bytes();
         let [o0, o1] = self.output_oob_action.0.to_be_bytes();
@@ -618,7 +618,7 @@ impl Start {
         })
     }
 
-    /// The 5 parameter octets (as they go into ConfirmationInputs, §5.4.2.5).
+    /// The 5 parameter octets (as they go into ConfirmationInputs, §5.4.2).
     pub fn params(&self) -> [u8; 5] {
         let public_key = match self.public_key {
             StartPublicKey::NoOob => 0x00,
