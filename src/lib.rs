@@ -14,3 +14,4 @@ pub use mesh_crypto as crypto;
 
 pub mod exit;
 pub mod tools;
+pub mod wire;
