@@ -13,5 +13,6 @@ pub const SPEC: &str = "Bluetooth Mesh Protocol Specification v1.1 (MshPRT v1.1)
 pub use mesh_crypto as crypto;
 
 pub mod exit;
+pub mod time;
 pub mod tools;
 pub mod wire;
