@@ -13,6 +13,9 @@ pub const SPEC: &str = "Bluetooth Mesh Protocol Specification v1.1 (MshPRT v1.1)
 pub use mesh_crypto as crypto;
 
 pub mod exit;
+pub mod radio;
+pub mod sim;
 pub mod time;
 pub mod tools;
+pub mod uuid;
 pub mod wire;

@@ -1,0 +1,492 @@
+//! The simulated building file: the virtual devices that live on the simulated air, and the
+//! network the provisioner hands them. TOML, documented in README.md ("Simulated building
+//! file").
+//!
+//! ```toml
+//! [network]
+//! net_key = "7dd7364cd842ad18c17c2b820c84c3d6"   # optional: a seeded random key otherwise
+//! net_key_index = 0
+//! iv_index = 0
+//!
+//! [air]
+//! loss = 0.1          # per-packet loss on the advertising bearer, 0.0..=0.9
+//! latency_ms = 10
+//! jitter_ms = 10
+//!
+//! [[device]]
+//! uuid = "7b2c1a90-0000-4000-8000-000000000001"
+//! name = "Lobby light 1"
+//! elements = 2
+//! algorithms = ["cmac", "hmac"]
+//! static_oob = "00112233445566778899aabbccddeeff"       # 16 or 32 bytes
+//! output_oob = { size = 4, actions = ["numeric", "blink"] }
+//! input_oob = { size = 4, actions = ["push", "numeric"] }
+//! public_key_oob = true
+//! private_key = "529aa0670d72cd6497502ed473502b037e8803b5c60829a5a3caa219505530ba"
+//! ```
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::radio::sim::AirConfig;
+use crate::uuid::DeviceUuid;
+
+/// A building file could not be used. Each message names the file, the device and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildingError {
+    /// The file could not be read.
+    #[error("cannot read building file {path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown keys (the message has line and column).
+    #[error("building file {path}: {message}")]
+    Syntax {
+        /// The path.
+        path: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("building file {path}: {at}: {message}")]
+    Invalid {
+        /// The path.
+        path: String,
+        /// Where: `network`, `air`, or `device[3] (uuid …)`.
+        at: String,
+        /// What is wrong and what to write instead.
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBuilding {
+    #[serde(default)]
+    network: RawNetwork,
+    #[serde(default)]
+    air: RawAir,
+    #[serde(default, rename = "device")]
+    devices: Vec<RawDevice>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    net_key: Option<String>,
+    net_key_index: Option<u16>,
+    iv_index: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAir {
+    loss: Option<f64>,
+    latency_ms: Option<u64>,
+    jitter_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOob {
+    size: u8,
+    actions: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDevice {
+    uuid: String,
+    name: Option<String>,
+    elements: Option<u8>,
+    algorithms: Option<Vec<String>>,
+    static_oob: Option<String>,
+    oob_only: Option<bool>,
+    output_oob: Option<RawOob>,
+    input_oob: Option<RawOob>,
+    public_key_oob: Option<bool>,
+    private_key: Option<String>,
+    pb_adv: Option<bool>,
+    pb_gatt: Option<bool>,
+    mtu: Option<u16>,
+}
+
+/// The network the provisioner gives the devices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkSpec {
+    /// NetKey bytes, if the file fixes one.
+    pub net_key: Option<[u8; 16]>,
+    /// Its key index (0..=4095).
+    pub net_key_index: u16,
+    /// The IV Index.
+    pub iv_index: u32,
+}
+
+/// Output OOB actions a virtual device offers (MshPRT v1.1 §5.4.1.2, Table 5.22).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputAction {
+    /// Blink a number of times.
+    Blink,
+    /// Beep a number of times.
+    Beep,
+    /// Vibrate a number of times.
+    Vibrate,
+    /// Show a number.
+    Numeric,
+    /// Show letters and digits.
+    Alphanumeric,
+}
+
+/// Input OOB actions a virtual device offers (§5.4.1.2, Table 5.24).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputAction {
+    /// Press a button a number of times.
+    Push,
+    /// Turn a knob a number of times.
+    Twist,
+    /// Type a number.
+    Numeric,
+    /// Type letters and digits.
+    Alphanumeric,
+}
+
+/// One virtual device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceSpec {
+    /// Device UUID.
+    pub uuid: DeviceUuid,
+    /// A name for people.
+    pub name: String,
+    /// Number of elements (1..=255).
+    pub elements: u8,
+    /// Offers BTM_ECDH_P256_CMAC_AES128_AES_CCM.
+    pub cmac: bool,
+    /// Offers BTM_ECDH_P256_HMAC_SHA256_AES_CCM.
+    pub hmac: bool,
+    /// Static OOB value (16 or 32 octets).
+    pub static_oob: Option<Vec<u8>>,
+    /// Mesh 1.1 "only OOB authenticated provisioning supported".
+    pub oob_only: bool,
+    /// Output OOB size and actions.
+    pub output_oob: Option<(u8, Vec<OutputAction>)>,
+    /// Input OOB size and actions.
+    pub input_oob: Option<(u8, Vec<InputAction>)>,
+    /// Offers its public key out of band.
+    pub public_key_oob: bool,
+    /// A fixed P-256 private key (32 octets); otherwise a seeded random key pair.
+    pub private_key: Option<[u8; 32]>,
+    /// Reachable over PB-ADV.
+    pub pb_adv: bool,
+    /// Reachable over PB-GATT.
+    pub pb_gatt: bool,
+    /// ATT MTU the device accepts on PB-GATT.
+    pub mtu: u16,
+}
+
+/// A parsed building file.
+#[derive(Clone, Debug)]
+pub struct Building {
+    /// The network.
+    pub network: NetworkSpec,
+    /// The air.
+    pub air: AirConfig,
+    /// The virtual devices.
+    pub devices: Vec<DeviceSpec>,
+}
+
+fn hex_bytes(s: &str) -> Result<Vec<u8>, String> {
+    let s = s.trim().trim_start_matches("0x");
+    hex::decode(s).map_err(|e| format!("not hex ({e})"))
+}
+
+impl Building {
+    /// Reads and validates a building file.
+    pub fn load(path: &Path) -> Result<Self, BuildingError> {
+        let text = std::fs::read_to_string(path).map_err(|source| BuildingError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses building TOML; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &str) -> Result<Self, BuildingError> {
+        let raw: RawBuilding = toml::from_str(text).map_err(|e| BuildingError::Syntax {
+            path: path.to_string(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        let invalid = |at: String, message: String| BuildingError::Invalid {
+            path: path.to_string(),
+            at,
+            message,
+        };
+        let net_key = match &raw.network.net_key {
+            None => None,
+            Some(s) => {
+                let b = hex_bytes(s).map_err(|m| invalid("network.net_key".into(), m))?;
+                Some(b.try_into().map_err(|b: Vec<u8>| {
+                    invalid(
+                        "network.net_key".into(),
+                        format!("{} bytes instead of 16", b.len()),
+                    )
+                })?)
+            }
+        };
+        let net_key_index = raw.network.net_key_index.unwrap_or(0);
+        if net_key_index > 0x0fff {
+            return Err(invalid(
+                "network.net_key_index".into(),
+                "must be 0..=4095".into(),
+            ));
+        }
+        let mut air = AirConfig::default();
+        if let Some(loss) = raw.air.loss {
+            if !(0.0..=0.9).contains(&loss) {
+                return Err(invalid(
+                    "air.loss".into(),
+                    format!("{loss} is not in 0.0..=0.9"),
+                ));
+            }
+            air.loss = loss;
+        }
+        if let Some(ms) = raw.air.latency_ms {
+            air.latency = std::time::Duration::from_millis(ms);
+        }
+        if let Some(ms) = raw.air.jitter_ms {
+            air.jitter = std::time::Duration::from_millis(ms);
+        }
+        let mut devices = Vec::with_capacity(raw.devices.len());
+        for (i, d) in raw.devices.into_iter().enumerate() {
+            let at = format!("device[{i}] (uuid {})", d.uuid);
+            let uuid: DeviceUuid = d
+                .uuid
+                .parse()
+                .map_err(|e: crate::uuid::UuidError| invalid(at.clone(), e.to_string()))?;
+            if devices.iter().any(|x: &DeviceSpec| x.uuid == uuid) {
+                return Err(invalid(at, "this UUID appears twice".into()));
+            }
+            let elements = d.elements.unwrap_or(1);
+            if elements == 0 {
+                return Err(invalid(at, "elements must be 1..=255".into()));
+            }
+            let algs = d
+                .algorithms
+                .unwrap_or_else(|| vec!["cmac".into(), "hmac".into()]);
+            let mut cmac = false;
+            let mut hmac = false;
+            for a in &algs {
+                match a.as_str() {
+                    "cmac" => cmac = true,
+                    "hmac" => hmac = true,
+                    other => {
+                        return Err(invalid(
+                            at,
+                            format!("unknown algorithm '{other}' (use \"cmac\" or \"hmac\")"),
+                        ));
+                    }
+                }
+            }
+            if !cmac && !hmac {
+                return Err(invalid(
+                    at,
+                    "algorithms must name at least one of \"cmac\", \"hmac\"".into(),
+                ));
+            }
+            let static_oob = match &d.static_oob {
+                None => None,
+                Some(s) => {
+                    let b = hex_bytes(s).map_err(|m| invalid(format!("{at}.static_oob"), m))?;
+                    if b.len() != 16 && b.len() != 32 {
+                        return Err(invalid(
+                            format!("{at}.static_oob"),
+                            format!("{} bytes instead of 16 or 32", b.len()),
+                        ));
+                    }
+                    Some(b)
+                }
+            };
+            let output_oob = match d.output_oob {
+                None => None,
+                Some(o) => {
+                    check_size(o.size).map_err(|m| invalid(format!("{at}.output_oob"), m))?;
+                    let mut acts = Vec::new();
+                    for a in &o.actions {
+                        acts.push(match a.as_str() {
+                            "blink" => OutputAction::Blink,
+                            "beep" => OutputAction::Beep,
+                            "vibrate" => OutputAction::Vibrate,
+                            "numeric" => OutputAction::Numeric,
+                            "alphanumeric" => OutputAction::Alphanumeric,
+                            other => return Err(invalid(format!("{at}.output_oob"), format!("unknown action '{other}' (blink, beep, vibrate, numeric, alphanumeric)"))),
+                        });
+                    }
+                    if acts.is_empty() {
+                        return Err(invalid(
+                            format!("{at}.output_oob"),
+                            "needs at least one action".into(),
+                        ));
+                    }
+                    Some((o.size, acts))
+                }
+            };
+            let input_oob = match d.input_oob {
+                None => None,
+                Some(o) => {
+                    check_size(o.size).map_err(|m| invalid(format!("{at}.input_oob"), m))?;
+                    let mut acts = Vec::new();
+                    for a in &o.actions {
+                        acts.push(match a.as_str() {
+                            "push" => InputAction::Push,
+                            "twist" => InputAction::Twist,
+                            "numeric" => InputAction::Numeric,
+                            "alphanumeric" => InputAction::Alphanumeric,
+                            other => return Err(invalid(format!("{at}.input_oob"), format!("unknown action '{other}' (push, twist, numeric, alphanumeric)"))),
+                        });
+                    }
+                    if acts.is_empty() {
+                        return Err(invalid(
+                            format!("{at}.input_oob"),
+                            "needs at least one action".into(),
+                        ));
+                    }
+                    Some((o.size, acts))
+                }
+            };
+            let private_key = match &d.private_key {
+                None => None,
+                Some(s) => {
+                    let b = hex_bytes(s).map_err(|m| invalid(format!("{at}.private_key"), m))?;
+                    let arr: [u8; 32] = b.try_into().map_err(|b: Vec<u8>| {
+                        invalid(
+                            format!("{at}.private_key"),
+                            format!("{} bytes instead of 32", b.len()),
+                        )
+                    })?;
+                    mesh_crypto::ecdh::KeyPair::from_private_bytes(&arr)
+                        .map_err(|e| invalid(format!("{at}.private_key"), e.to_string()))?;
+                    Some(arr)
+                }
+            };
+            let oob_only = d.oob_only.unwrap_or(false);
+            if oob_only && static_oob.is_none() && output_oob.is_none() && input_oob.is_none() {
+                return Err(invalid(
+                    at,
+                    "oob_only needs static_oob, output_oob or input_oob".into(),
+                ));
+            }
+            let pb_adv = d.pb_adv.unwrap_or(true);
+            let pb_gatt = d.pb_gatt.unwrap_or(true);
+            if !pb_adv && !pb_gatt {
+                return Err(invalid(at, "a device needs pb_adv or pb_gatt".into()));
+            }
+            let mtu = d.mtu.unwrap_or(69);
+            if !(23..=517).contains(&mtu) {
+                return Err(invalid(at, format!("mtu {mtu} is not in 23..=517")));
+            }
+            devices.push(DeviceSpec {
+                uuid,
+                name: d.name.unwrap_or_else(|| format!("device {}", uuid.short())),
+                elements,
+                cmac,
+                hmac,
+                static_oob,
+                oob_only,
+                output_oob,
+                input_oob,
+                public_key_oob: d.public_key_oob.unwrap_or(false),
+                private_key,
+                pb_adv,
+                pb_gatt,
+                mtu,
+            });
+        }
+        Ok(Self {
+            network: NetworkSpec {
+                net_key,
+                net_key_index,
+                iv_index: raw.network.iv_index.unwrap_or(0),
+            },
+            air,
+            devices,
+        })
+    }
+
+    /// The device with this UUID.
+    pub fn device(&self, uuid: &DeviceUuid) -> Option<&DeviceSpec> {
+        self.devices.iter().find(|d| d.uuid == *uuid)
+    }
+}
+
+fn check_size(size: u8) -> Result<(), String> {
+    if (1..=32).contains(&size) {
+        Ok(())
+    } else {
+        Err(format!("size {size} is not in 1..=32"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[network]
+net_key = "7dd7364cd842ad18c17c2b820c84c3d6"
+iv_index = 5
+
+[air]
+loss = 0.3
+
+[[device]]
+uuid = "7b2c1a90-0000-4000-8000-000000000001"
+elements = 2
+algorithms = ["hmac"]
+static_oob = "00112233445566778899aabbccddeeff"
+output_oob = { size = 4, actions = ["numeric", "blink"] }
+
+[[device]]
+uuid = "7b2c1a900000400080000000000000ff"
+pb_adv = false
+"#;
+
+    #[test]
+    fn example_parses() {
+        let b = Building::parse(EXAMPLE, "x.toml").unwrap();
+        assert_eq!(b.network.iv_index, 5);
+        assert_eq!(b.air.loss, 0.3);
+        assert_eq!(b.devices.len(), 2);
+        assert_eq!(b.devices[0].elements, 2);
+        assert!(b.devices[0].hmac && !b.devices[0].cmac);
+        assert!(b.devices[1].cmac && b.devices[1].hmac && !b.devices[1].pb_adv);
+    }
+
+    #[test]
+    fn errors_say_where() {
+        let cases = [
+            ("[[device]]\nuuid = \"12\"\n", "device[0] (uuid 12)"),
+            (
+                "[[device]]\nuuid = \"7b2c1a90-0000-4000-8000-000000000001\"\nalgorithms = [\"aes\"]\n",
+                "unknown algorithm 'aes'",
+            ),
+            (
+                "[[device]]\nuuid = \"7b2c1a90-0000-4000-8000-000000000001\"\nstatic_oob = \"0011\"\n",
+                "2 bytes instead of 16 or 32",
+            ),
+            ("[air]\nloss = 1.5\n", "air.loss"),
+            ("[network]\nnet_kee = \"00\"\n", "unknown field"),
+            (
+                "[[device]]\nuuid = \"7b2c1a90-0000-4000-8000-000000000001\"\n[[device]]\nuuid = \"7b2c1a90000040008000000000000001\"\n",
+                "appears twice",
+            ),
+        ];
+        for (text, expected) in cases {
+            let e = Building::parse(text, "b.toml").unwrap_err().to_string();
+            assert!(e.contains(expected), "{text:?}: {e}");
+            assert!(e.starts_with("building file b.toml"), "{e}");
+        }
+    }
+}

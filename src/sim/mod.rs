@@ -1,0 +1,4 @@
+//! The simulated building: virtual devices on the simulated air ([`crate::radio::sim`]),
+//! described by a building file.
+
+pub mod building;
