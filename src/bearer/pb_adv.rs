@@ -905,23 +905,23 @@ impl Links {
                         CloseCause::TransactionTimeout,
                     ));
                     self.begin_closing(now, id, LinkCloseReason::TIMEOUT);
-                } else if link.timers.take_expired(Timer::Retransmit, now) {
-                    if let Some(out) = &link.outgoing {
-                        // Withdraw copies not yet on the air, then queue the whole transaction.
-                        link.tx.retain(|t| t.kind != TxKind::Segment);
-                        let copies: Vec<Vec<u8>> = out.segments.clone();
-                        for s in copies {
-                            link.push_tx(TxKind::Segment, true, s);
-                        }
-                        link.timers.set(
-                            Timer::Retransmit,
-                            now + jittered(
-                                self.rng.as_mut(),
-                                self.config.retransmit_interval,
-                                self.config.retransmit_jitter,
-                            ),
-                        );
+                } else if link.timers.take_expired(Timer::Retransmit, now)
+                    && let Some(out) = &link.outgoing
+                {
+                    // Withdraw copies not yet on the air, then queue the whole transaction.
+                    let copies: Vec<Vec<u8>> = out.segments.clone();
+                    link.tx.retain(|t| t.kind != TxKind::Segment);
+                    for s in copies {
+                        link.push_tx(TxKind::Segment, true, s);
                     }
+                    link.timers.set(
+                        Timer::Retransmit,
+                        now + jittered(
+                            self.rng.as_mut(),
+                            self.config.retransmit_interval,
+                            self.config.retransmit_jitter,
+                        ),
+                    );
                 }
             }
         }
