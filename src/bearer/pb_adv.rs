@@ -27,14 +27,16 @@
 //!   the FCS is checked before the acknowledgment, and a transaction with a bad FCS is dropped
 //!   unacknowledged (the sender retransmits it). A retransmitted Transaction Start of the
 //!   transaction delivered last is re-acknowledged and not delivered again.
-//! - **Implicit acknowledgment (decision)**: a new transaction from the peer that reassembles
-//!   with a valid FCS also acknowledges our outstanding transaction ([`Stats::implicit_acks`]).
-//!   Acknowledgments stay explicit on the wire (we always send ours, as BlueZ, Zephyr and
-//!   ESP-IDF do), but the provisioning protocol (§5.4.2) is strictly alternating, so the peer
-//!   can only have produced its next PDU after receiving ours; when the Transaction
-//!   Acknowledgment itself is lost this saves a retransmission round and, above all, never lets
-//!   a lost ack stall the link until the transaction timeout. The [`LinkEvent::Delivered`] is
-//!   emitted before the [`LinkEvent::Received`] of the response.
+//! - **Implicit acknowledgment (decision)**: off by default. Acknowledgments are explicit, as
+//!   in BlueZ, Zephyr and ESP-IDF: a lost Transaction Acknowledgment costs one retransmission
+//!   round, after which the peer re-acknowledges (it sees the transaction it delivered last).
+//!   With [`PbAdvConfig::implicit_ack`] set, a new transaction from the peer that reassembles
+//!   with a valid FCS also acknowledges our outstanding one ([`Stats::implicit_acks`]); the
+//!   [`LinkEvent::Delivered`] then comes before the [`LinkEvent::Received`] of the response.
+//!   That is only sound when the upper layer alternates strictly, as the provisioning protocol
+//!   does (§5.4.2: each side sends its next PDU only after receiving the peer's): if both sides
+//!   send at once, the peer's PDU says nothing about ours, and a test with 64 links sending in
+//!   both directions at once lost PDUs that way. We always send our own acknowledgments.
 //! - **Link Close** (§5.3.2.3): [`Links::close`] sends Link Close
 //!   [`PbAdvConfig::link_close_repeats`] times, [`PbAdvConfig::link_close_interval`] apart, then
 //!   forgets the link; a received Link Close ends the link at once.
@@ -102,6 +104,9 @@ pub struct PbAdvConfig {
     pub link_close_interval: Duration,
     /// Most links a provisioner table holds at once (64); [`Links::open`] beyond it fails.
     pub max_links: usize,
+    /// Treat the peer's next transaction as an acknowledgment of our outstanding one (false;
+    /// see the module documentation for when this is sound).
+    pub implicit_ack: bool,
 }
 
 impl Default for PbAdvConfig {
@@ -114,6 +119,7 @@ impl Default for PbAdvConfig {
             link_close_repeats: 3,
             link_close_interval: Duration::from_millis(100),
             max_links: 64,
+            implicit_ack: false,
         }
     }
 }
@@ -384,8 +390,10 @@ impl TimerTable {
 enum TxKind {
     /// A segment of the outstanding transaction.
     Segment,
-    /// A bearer control PDU or a Transaction Acknowledgment.
+    /// A bearer control PDU.
     Control,
+    /// A Transaction Acknowledgment (kept when the link starts closing).
+    Ack,
 }
 
 #[derive(Debug)]
@@ -636,7 +644,8 @@ impl Links {
             return;
         };
         link.timers.stop_all();
-        link.tx.clear();
+        // Acknowledgments still go out: the peer's last PDU was received.
+        link.tx.retain(|t| t.kind == TxKind::Ack);
         link.queue.clear();
         link.outgoing = None;
         link.receiver = Receiver::default();
@@ -663,10 +672,10 @@ impl Links {
         if remaining == 0 {
             return;
         }
-        let first = remaining == self.config.link_close_repeats;
+        // Planned repetitions, not retransmissions: not counted as such.
         link.push_tx(
             TxKind::Control,
-            !first,
+            false,
             control(id, BearerControl::LinkClose { reason }),
         );
         link.state = LinkState::Closing {
@@ -806,19 +815,21 @@ impl Links {
                     SegmentOutcome::Nothing | SegmentOutcome::Bad(_) => {}
                     SegmentOutcome::Reack(x) => {
                         link.push_tx(
-                            TxKind::Control,
+                            TxKind::Ack,
                             true,
                             encode(id, x, GenericProvisioningPdu::TransactionAck),
                         );
                     }
                     SegmentOutcome::Complete(x, pdu) => {
                         link.push_tx(
-                            TxKind::Control,
+                            TxKind::Ack,
                             false,
                             encode(id, x, GenericProvisioningPdu::TransactionAck),
                         );
-                        // Implicit acknowledgment: see the module documentation.
-                        self.complete_outgoing(now, id, true);
+                        if self.config.implicit_ack {
+                            // See the module documentation.
+                            self.complete_outgoing(now, id, true);
+                        }
                         self.events.push_back(LinkEvent::Received(LinkId(id), pdu));
                     }
                 }
