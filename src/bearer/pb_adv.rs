@@ -23,7 +23,9 @@
 //!   Transaction Acknowledgment with its number arrives; after
 //!   [`PbAdvConfig::transaction_timeout`] the link is closed (Link Close reason Timeout,
 //!   [`CloseCause::TransactionTimeout`]).
-//! - **Reception**: segments are collected per transaction in any order, duplicates ignored;
+//! - **Reception**: only transaction numbers of the peer's half are accepted (so a table fed
+//!   both directions of the air, as from a capture, sees only the peer's transactions);
+//!   segments are collected per transaction in any order, duplicates ignored;
 //!   the FCS is checked before the acknowledgment, and a transaction with a bad FCS is dropped
 //!   unacknowledged (the sender retransmits it). A retransmitted Transaction Start of the
 //!   transaction delivered last is re-acknowledged and not delivered again.
@@ -809,8 +811,14 @@ impl Links {
             }
             segment @ (GenericProvisioningPdu::TransactionStart(_)
             | GenericProvisioningPdu::TransactionContinuation(_)) => {
-                self.stats.received += 1;
                 let xact = adv.transaction_number;
+                if (xact & 0x80 != 0) == matches!(self.role, Role::Device { .. }) {
+                    // A transaction number of our own half (§5.3.3) is not the peer's: our
+                    // own traffic heard back, or a confused peer.
+                    self.stats.ignored += 1;
+                    return;
+                }
+                self.stats.received += 1;
                 match link.receiver.add(xact, segment, &mut self.stats) {
                     SegmentOutcome::Nothing | SegmentOutcome::Bad(_) => {}
                     SegmentOutcome::Reack(x) => {
