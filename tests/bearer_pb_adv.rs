@@ -544,7 +544,7 @@ fn sixty_four_concurrent_links() {
         air.prov.close(air.now, *link, LinkCloseReason::SUCCESS);
     }
     air.run_idle(Duration::from_secs(5));
-    assert!(air.devices.iter().all(|d| d.len() == 0));
+    assert!(air.devices.iter().all(|d| d.is_empty()));
     assert!(air.prov.is_empty());
     // With the table empty again, opening works.
     assert!(air.prov.open(air.now, [0xEE; 16]).is_ok());
@@ -884,7 +884,7 @@ fn spurious_timeouts_are_no_ops() {
     assert_eq!(drain_tx(&mut p, deadline).len(), 1);
     assert!(p.poll_timeout().unwrap() > deadline);
     assert_eq!(p.stats().retransmitted, 1);
-    assert!(p.is_open(link) == false && p.len() == 1);
+    assert!(!p.is_open(link) && p.len() == 1);
 }
 
 #[test]
