@@ -1111,3 +1111,116 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn transaction_numbers_of_our_own_half_are_ignored() {
+    let (mut d, id) = open_device();
+    let t = Instant::from_millis(5);
+    // 0x80..=0xFF are the device's own numbers: not from the provisioner.
+    d.handle_adv(
+        t,
+        &encode(id, 0x80, segment(&[0x00, 0x05]).unwrap().remove(0)),
+    );
+    assert!(drain_events(&mut d).is_empty());
+    assert!(drain_tx(&mut d, t).is_empty());
+    assert_eq!(d.stats().ignored, 1);
+    // And a provisioner ignores 0x00..=0x7F transactions.
+    let mut p = provisioner(5);
+    let link = p.open(t, UUID).unwrap();
+    p.handle_adv(
+        t,
+        &encode(
+            link.0,
+            0,
+            GenericProvisioningPdu::BearerControl(BearerControl::LinkAck),
+        ),
+    );
+    drain_events(&mut p);
+    drain_tx(&mut p, t);
+    p.handle_adv(
+        t,
+        &encode(link.0, 0x00, segment(&[0x08]).unwrap().remove(0)),
+    );
+    assert!(drain_events(&mut p).is_empty());
+    p.handle_adv(
+        t,
+        &encode(link.0, 0x80, segment(&[0x08]).unwrap().remove(0)),
+    );
+    assert_eq!(
+        drain_events(&mut p),
+        vec![LinkEvent::Received(link, vec![0x08])]
+    );
+}
+
+#[test]
+fn observer_reports_each_transaction_once_and_bad_ones() {
+    use meshprov::bearer::pb_adv::{Direction, ObservedKind, Observer};
+    let mut o = Observer::new();
+    let id = 0xCAFE_0001;
+    let key = pdu(9, 65);
+    let segs: Vec<Vec<u8>> = segment(&key)
+        .unwrap()
+        .into_iter()
+        .map(|s| encode(id, 0x81, s))
+        .collect();
+    let t = Instant::from_millis(7);
+    o.handle_adv(
+        t,
+        &encode(
+            id,
+            0,
+            GenericProvisioningPdu::BearerControl(BearerControl::LinkOpen { uuid: UUID }),
+        ),
+    );
+    for i in [1, 0, 2, 0, 1, 2] {
+        o.handle_adv(t, &segs[i]);
+    }
+    o.handle_adv(t, &encode(id, 0x81, GenericProvisioningPdu::TransactionAck));
+    let bad = TransactionStart {
+        seg_n: 0,
+        total_length: 1,
+        fcs: fcs(&[0x08]) ^ 1,
+        data: vec![0x08],
+    };
+    o.handle_adv(
+        t,
+        &encode(id, 0x02, GenericProvisioningPdu::TransactionStart(bad)),
+    );
+    o.handle_adv(t, &[1, 2, 3]);
+    let kinds: Vec<ObservedKind> = std::iter::from_fn(|| o.poll_observation())
+        .map(|ob| {
+            assert_eq!(ob.link, LinkId(id));
+            assert_eq!(ob.at, t);
+            ob.kind
+        })
+        .collect();
+    assert_eq!(kinds.len(), 4);
+    assert_eq!(kinds[0], ObservedKind::LinkOpen { uuid: UUID });
+    assert_eq!(
+        kinds[1],
+        ObservedKind::Transaction {
+            direction: Direction::DeviceToProvisioner,
+            pdu: key
+        }
+    );
+    assert_eq!(kinds[2], ObservedKind::TransactionAck);
+    assert!(matches!(
+        kinds[3],
+        ObservedKind::BadTransaction {
+            direction: Direction::ProvisionerToDevice,
+            ..
+        }
+    ));
+    let s = o.stats();
+    assert_eq!(
+        (
+            s.duplicates,
+            s.fcs_errors,
+            s.ignored,
+            s.transactions_received
+        ),
+        (3, 1, 1, 1)
+    );
+    assert_eq!(o.incomplete(), 0);
+    o.forget(LinkId(id));
+}

@@ -352,6 +352,7 @@ enum Timer {
     CloseRepeat = 3,
 }
 
+/// One slot per [`Timer`]; `timer as usize` is 0..=3, always in bounds.
 #[derive(Debug, Default)]
 struct TimerTable([Option<Instant>; 4]);
 
@@ -1144,6 +1145,7 @@ impl Observer {
             segment => {
                 let direction = Direction::of_transaction(xact);
                 let link = self.links.entry(adv.link_id).or_default();
+                // `xact >> 7` is 0 or 1: in bounds.
                 let receiver = &mut link.receivers[usize::from(xact >> 7)];
                 match receiver.add(xact, segment, &mut self.stats) {
                     SegmentOutcome::Complete(_, pdu) => {

@@ -80,6 +80,7 @@ impl ProxySar {
             return vec![emit(Sar::Complete, message_type, pdu)];
         }
         let chunks: Vec<&[u8]> = pdu.chunks(size).collect();
+        // pdu.len() > size, so there are at least two chunks.
         let last = chunks.len() - 1;
         chunks
             .into_iter()
