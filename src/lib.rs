@@ -12,6 +12,7 @@ pub const SPEC: &str = "Bluetooth Mesh Protocol Specification v1.1 (MshPRT v1.1)
 
 pub use mesh_crypto as crypto;
 
+pub mod bearer;
 pub mod exit;
 pub mod radio;
 pub mod sim;
