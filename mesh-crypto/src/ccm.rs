@@ -49,7 +49,7 @@ impl Mic {
     }
 }
 
-/// Encrypts `buf` in place and returns the MIC (detached).
+/// Encrypts `buf` in place and returns the MIC (detached) (MshPRT v1.1 §3.9.2.3).
 pub fn encrypt_in_place(
     key: &[u8; 16],
     nonce: &[u8; 13],
@@ -114,7 +114,7 @@ pub fn decrypt_in_place(
     }
 }
 
-/// Encrypts `plaintext` and returns `ciphertext ‖ MIC`.
+/// Encrypts `plaintext` and returns `ciphertext ‖ MIC` (§3.9.2.3).
 pub fn encrypt(
     key: &[u8; 16],
     nonce: &[u8; 13],
@@ -129,7 +129,7 @@ pub fn encrypt(
     Ok(out)
 }
 
-/// Verifies and decrypts `ciphertext ‖ MIC`, returning the plaintext.
+/// Verifies and decrypts `ciphertext ‖ MIC`, returning the plaintext (§3.9.2.3).
 pub fn decrypt(
     key: &[u8; 16],
     nonce: &[u8; 13],
