@@ -363,6 +363,9 @@ mod tests {
         }
         assert!(check_value(OobKind::Count, 1, &OobValue::Numeric(0)).is_err());
         assert!(check_value(OobKind::Numeric, 2, &OobValue::Numeric(100)).is_err());
-        assert_eq!(format!("{:?}", OobValue::Numeric(123456)), "OobValue::Numeric(…)");
+        assert_eq!(
+            format!("{:?}", OobValue::Numeric(123456)),
+            "OobValue::Numeric(…)"
+        );
     }
 }

@@ -116,12 +116,23 @@ struct Confirming {
 
 enum State {
     ExpectInvite,
-    ExpectStart { invite: u8 },
+    ExpectStart {
+        invite: u8,
+    },
     ExpectPublicKey(Started),
-    ExpectInput { keyed: Keyed, action: InputOobAction, size: u8 },
-    ExpectConfirmation { keyed: Keyed, auth: AuthValue },
+    ExpectInput {
+        keyed: Keyed,
+        action: InputOobAction,
+        size: u8,
+    },
+    ExpectConfirmation {
+        keyed: Keyed,
+        auth: AuthValue,
+    },
     ExpectRandom(Confirming),
-    ExpectData { keys: SessionKeys },
+    ExpectData {
+        keys: SessionKeys,
+    },
     Done,
     Failed(ProvisioningError),
 }
@@ -239,8 +250,17 @@ impl Device {
 
     /// The installer entered `value` on the device (Input OOB): sends Input Complete
     /// (§5.4.1.5). A value that does not fit the action and size is refused.
-    pub fn provide_input(&mut self, now: Instant, value: OobValue) -> Result<(), ProvisioningError> {
-        let State::ExpectInput { keyed, action, size } = &self.state else {
+    pub fn provide_input(
+        &mut self,
+        now: Instant,
+        value: OobValue,
+    ) -> Result<(), ProvisioningError> {
+        let State::ExpectInput {
+            keyed,
+            action,
+            size,
+        } = &self.state
+        else {
             return Err(ProvisioningError::WrongState("provide_input"));
         };
         auth::check_value(OobKind::of_input(*action), *size, &value)?;
@@ -325,7 +345,10 @@ impl Device {
         let state = core::mem::replace(&mut self.state, State::ExpectInvite);
         match (state, pdu) {
             (State::ExpectInvite, ProvisioningPdu::Invite(i)) => {
-                self.send(now, &ProvisioningPdu::Capabilities(self.config.capabilities));
+                self.send(
+                    now,
+                    &ProvisioningPdu::Capabilities(self.config.capabilities),
+                );
                 self.state = State::ExpectStart {
                     invite: i.attention_duration,
                 };
@@ -462,10 +485,16 @@ impl Device {
                 if provisioner_random.ct_eq(&c.random) {
                     return Err(ProvisioningError::ReflectedRandom);
                 }
-                if !c.ctx.verify(&provisioner_random, &c.provisioner_confirmation) {
+                if !c
+                    .ctx
+                    .verify(&provisioner_random, &c.provisioner_confirmation)
+                {
                     return Err(ProvisioningError::ConfirmationFailed);
                 }
-                self.send(now, &ProvisioningPdu::Random(prov_value(c.random.as_bytes())?));
+                self.send(
+                    now,
+                    &ProvisioningPdu::Random(prov_value(c.random.as_bytes())?),
+                );
                 let keys = c
                     .ctx
                     .session_keys(&c.keyed.ecdh, &provisioner_random, &c.random);
@@ -486,7 +515,8 @@ impl Device {
                 let flags = p[18];
                 let iv_index = u32::from_be_bytes([p[19], p[20], p[21], p[22]]);
                 let address = u16::from_be_bytes([p[23], p[24]]);
-                let last = u32::from(address) + u32::from(self.config.capabilities.num_elements) - 1;
+                let last =
+                    u32::from(address) + u32::from(self.config.capabilities.num_elements) - 1;
                 if address == 0 || last > 0x7FFF {
                     auth::wipe(&mut net_key);
                     return Err(ProvisioningError::InvalidData(

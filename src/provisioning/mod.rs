@@ -86,7 +86,9 @@ impl fmt::Debug for AuthPolicy {
             AuthPolicy::Output => f.write_str("Output"),
             AuthPolicy::Input => f.write_str("Input"),
             AuthPolicy::Auto { static_oob: None } => f.write_str("Auto"),
-            AuthPolicy::Auto { static_oob: Some(v) } => {
+            AuthPolicy::Auto {
+                static_oob: Some(v),
+            } => {
                 write!(f, "Auto {{ static_oob: {} bytes, … }}", v.len())
             }
         }

@@ -284,7 +284,12 @@ impl Provisioner {
         now: Instant,
         value: OobValue,
     ) -> Result<(), ProvisioningError> {
-        let State::ExpectOutputOob { keyed, action, size } = &self.state else {
+        let State::ExpectOutputOob {
+            keyed,
+            action,
+            size,
+        } = &self.state
+        else {
             return Err(ProvisioningError::WrongState("provide_output_oob"));
         };
         auth::check_value(OobKind::of_output(*action), *size, &value)?;
@@ -461,10 +466,7 @@ impl Provisioner {
                 if device_random.ct_eq(&confirming.random) {
                     return Err(ProvisioningError::ReflectedRandom);
                 }
-                if !confirming
-                    .ctx
-                    .verify(&device_random, &device_confirmation)
-                {
+                if !confirming.ctx.verify(&device_random, &device_confirmation) {
                     return Err(ProvisioningError::ConfirmationFailed);
                 }
                 let Confirming {
@@ -570,13 +572,15 @@ impl Provisioner {
         };
         match start_auth {
             StartAuth::NoOob => {
-                let auth =
-                    AuthValue::zeros(alg.value_len()).map_err(ProvisioningError::Crypto)?;
+                let auth = AuthValue::zeros(alg.value_len()).map_err(ProvisioningError::Crypto)?;
                 self.send_confirmation(now, keyed, auth)
             }
             StartAuth::StaticOob => {
                 let value = match &self.config.auth {
-                    AuthPolicy::Static(v) | AuthPolicy::Auto { static_oob: Some(v) } => v,
+                    AuthPolicy::Static(v)
+                    | AuthPolicy::Auto {
+                        static_oob: Some(v),
+                    } => v,
                     _ => {
                         return Err(ProvisioningError::InvalidConfig(
                             "static OOB selected without a static value",
@@ -682,9 +686,7 @@ fn negotiate(
         }
     };
     let public_key = if config.oob_public_key.is_some()
-        && caps
-            .public_key_type
-            .contains(PublicKeyType::OOB_AVAILABLE)
+        && caps.public_key_type.contains(PublicKeyType::OOB_AVAILABLE)
     {
         StartPublicKey::Oob
     } else {
@@ -751,7 +753,10 @@ fn best_output(caps: &Capabilities, alg: CryptoAlgorithm) -> Option<StartAuth> {
         return None;
     }
     [
-        (OutputOobAction::OUTPUT_NUMERIC, OutputOobActions::OUTPUT_NUMERIC),
+        (
+            OutputOobAction::OUTPUT_NUMERIC,
+            OutputOobActions::OUTPUT_NUMERIC,
+        ),
         (
             OutputOobAction::OUTPUT_ALPHANUMERIC,
             OutputOobActions::OUTPUT_ALPHANUMERIC,
@@ -776,7 +781,10 @@ fn best_input(caps: &Capabilities, alg: CryptoAlgorithm) -> Option<StartAuth> {
         return None;
     }
     [
-        (InputOobAction::INPUT_NUMERIC, InputOobActions::INPUT_NUMERIC),
+        (
+            InputOobAction::INPUT_NUMERIC,
+            InputOobActions::INPUT_NUMERIC,
+        ),
         (
             InputOobAction::INPUT_ALPHANUMERIC,
             InputOobActions::INPUT_ALPHANUMERIC,
