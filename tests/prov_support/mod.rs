@@ -81,6 +81,8 @@ pub struct Pair {
     pub p_events: Vec<Event>,
     pub d_events: Vec<DeviceEvent>,
     pub tamper: Option<Tamper>,
+    /// What the harness does with a PDU from the provisioner before the device sees it.
+    pub tamper_p2d: Option<Box<dyn FnMut(Vec<u8>) -> Vec<u8>>>,
     /// Whether the harness answers NeedUnicastAddress / CommitRequired / OOB prompts.
     pub auto_answer: bool,
     displayed: Option<OobValue>,
@@ -101,6 +103,7 @@ impl Pair {
             p_events: Vec::new(),
             d_events: Vec::new(),
             tamper: None,
+            tamper_p2d: None,
             auto_answer: true,
             displayed: None,
             output_pending: false,
@@ -118,6 +121,10 @@ impl Pair {
         self.now += Duration::from_millis(10);
         if let Some(pdu) = self.p.poll_transmit() {
             self.p2d.push(pdu.clone());
+            let pdu = match self.tamper_p2d.as_mut() {
+                Some(t) => t(pdu),
+                None => pdu,
+            };
             self.d.handle_pdu(self.now, &pdu);
             return true;
         }
