@@ -72,7 +72,7 @@ fn run_sample(file: &str, algorithm: AlgorithmPolicy, auth_static: bool) {
         out.extend(h(&v, key));
         out
     };
-    let expect_p2d = vec![
+    let expect_p2d = [
         h(&v, "invite_pdu"),
         h(&v, "start_pdu"),
         h(&v, "public_key_pdu_provisioner"),
@@ -80,7 +80,7 @@ fn run_sample(file: &str, algorithm: AlgorithmPolicy, auth_static: bool) {
         with_type(0x06, "random_provisioner"),
         h(&v, "data_pdu"),
     ];
-    let expect_d2p = vec![
+    let expect_d2p = [
         caps_pdu.clone(),
         h(&v, "public_key_pdu_device"),
         with_type(0x05, "confirmation_device"),

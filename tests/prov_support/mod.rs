@@ -69,6 +69,9 @@ pub fn no_oob_config() -> ProvisionerConfig {
 /// `(history of provisioner PDUs, device PDU) -> PDU delivered`.
 pub type Tamper = Box<dyn FnMut(&[Vec<u8>], Vec<u8>) -> Vec<u8>>;
 
+/// What the harness does with a PDU from the provisioner before the device sees it.
+pub type TamperP2d = Box<dyn FnMut(Vec<u8>) -> Vec<u8>>;
+
 pub struct Pair {
     pub p: Provisioner,
     pub d: Device,
@@ -82,7 +85,7 @@ pub struct Pair {
     pub d_events: Vec<DeviceEvent>,
     pub tamper: Option<Tamper>,
     /// What the harness does with a PDU from the provisioner before the device sees it.
-    pub tamper_p2d: Option<Box<dyn FnMut(Vec<u8>) -> Vec<u8>>>,
+    pub tamper_p2d: Option<TamperP2d>,
     /// Whether the harness answers NeedUnicastAddress / CommitRequired / OOB prompts.
     pub auto_answer: bool,
     displayed: Option<OobValue>,
@@ -165,16 +168,18 @@ impl Pair {
             && let Some(v) = self.displayed.take()
         {
             self.output_pending = false;
-            self.p
-                .provide_output_oob(self.now, v)
-                .expect("output OOB value");
+            if let Err(e) = self.p.provide_output_oob(self.now, v) {
+                assert!(self.p.is_finished(), "output OOB value: {e}");
+            }
             return true;
         }
         if self.input_pending
             && let Some(v) = self.input_value.take()
         {
             self.input_pending = false;
-            self.d.provide_input(self.now, v).expect("input OOB value");
+            if let Err(e) = self.d.provide_input(self.now, v) {
+                assert!(self.d.is_finished(), "input OOB value: {e}");
+            }
             return true;
         }
         false
