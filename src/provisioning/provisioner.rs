@@ -277,8 +277,11 @@ impl Provisioner {
         }
     }
 
-    /// The caller's answer to [`Event::OutputOobRequested`]: what the device showed. A value
-    /// that does not fit the action and size is refused and the session keeps waiting.
+    /// The caller's answer to [`Event::OutputOobRequested`]: what the device showed; sends our
+    /// Confirmation (§5.4.1.6). A value that does not fit the action and size is refused with
+    /// [`ProvisioningError::InvalidOobValue`] and the session keeps waiting; a call in another
+    /// state is [`ProvisioningError::WrongState`]. `Ok` means the value was accepted (a later
+    /// failure of the session is reported as [`Event::Failed`]).
     pub fn provide_output_oob(
         &mut self,
         now: Instant,
