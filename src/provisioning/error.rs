@@ -1,0 +1,241 @@
+//! The one error type of the provisioning layer, and the one place that maps an error to a
+//! PB-ADV Link Close reason, a Provisioning Failed error code and a line for the installer
+//! (MshPRT v1.1 §5.4.4; DESIGN.md rule 4).
+//!
+//! Variants are grouped by whose fault they are, as rustls does:
+//! - **the peer's** (the device's when we are the provisioner): malformed or unexpected PDUs,
+//!   invalid or reflected values, a confirmation that does not verify, a Provisioning Failed;
+//! - **ours**: the configuration or the caller (no acceptable algorithm or authentication
+//!   method, No OOB not allowed, a bad OOB value or address, an API call in the wrong state);
+//! - **the link's**: the protocol timeout and a link the bearer lost.
+//!
+//! Who sends Provisioning Failed: only the device (MshPRT v1.1 §5.4.4; reference §2.3 citing
+//! Zephyr's `prov_fail`): on an error the provisioner closes the link with reason Fail and
+//! sends no Failed PDU (BlueZ's initiator does send one, against this reading).
+//! [`ProvisioningError::failed_code`] is therefore what the *device* role sends, and for the
+//! provisioner the code that best describes the error in logs.
+
+use mesh_crypto::CryptoError;
+
+use crate::wire::{Algorithms, FailedCode, LinkCloseReason, PduType, WireError};
+
+/// Why a provisioning session ended, as carried by the PB-ADV Link Close (MshPRT v1.1
+/// §5.3.1.4.3; reference §2): Success, Timeout or Fail.
+pub type CloseReason = LinkCloseReason;
+
+/// Whose fault an error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The peer sent something wrong or refused us.
+    Peer,
+    /// Our configuration or the caller.
+    Local,
+    /// The bearer: a timeout or a lost link.
+    Link,
+}
+
+/// Every way a provisioning session can fail (MshPRT v1.1 §5.4.3, §5.4.4).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProvisioningError {
+    // ----- the peer's fault -----
+    /// Peer: a PDU could not be parsed (RFU type, bad length, prohibited value), MshPRT v1.1
+    /// §5.4.1; Failed code Invalid PDU or Invalid Format per [`WireError::failed_code`].
+    #[error("malformed provisioning PDU: {0}")]
+    Malformed(WireError),
+    /// Peer: a well-formed PDU arrived in a state that does not expect it (MshPRT v1.1
+    /// §5.4.4: Unexpected PDU).
+    #[error("unexpected {received} while waiting for {expected}")]
+    UnexpectedPdu {
+        /// What the state machine was waiting for.
+        expected: &'static str,
+        /// The type received.
+        received: PduType,
+    },
+    /// Peer: the Provisioning Start selects something the device did not advertise, or
+    /// another cross-PDU rule is broken (MshPRT v1.1 §5.4.1.3; Invalid Format).
+    #[error("invalid provisioning parameters: {0}")]
+    InvalidParameters(WireError),
+    /// Peer: the public key is not a valid P-256 point (MshPRT v1.1 §5.4.2.3; Invalid Format).
+    #[error("invalid public key: {0}")]
+    InvalidPublicKey(CryptoError),
+    /// Peer: the device sent our own public key back (reflection; MshPRT v1.1 §5.4.2.3).
+    #[error("the peer sent our own public key back")]
+    ReflectedPublicKey,
+    /// Peer: the device's public key differs from the one known out of band.
+    #[error("the device's public key differs from the key known out of band")]
+    OobPublicKeyMismatch,
+    /// Peer: the Confirmation received equals our own (reflection, CVE-2020-26560).
+    #[error("the peer sent our own confirmation back (CVE-2020-26560 reflection)")]
+    ReflectedConfirmation,
+    /// Peer: the Random received equals our own (reflection, CVE-2020-26560).
+    #[error("the peer sent our own random back (CVE-2020-26560 reflection)")]
+    ReflectedRandom,
+    /// Peer: the peer's Confirmation does not match its Random: a wrong AuthValue on one side,
+    /// or an attack (MshPRT v1.1 §5.4.2.4; Confirmation Failed).
+    #[error("the peer's confirmation does not verify")]
+    ConfirmationFailed,
+    /// Peer: the Provisioning Data did not decrypt (device role; MshPRT v1.1 §5.4.2.5;
+    /// Decryption Failed).
+    #[error("provisioning data did not decrypt")]
+    DecryptionFailed,
+    /// Peer: the decrypted Provisioning Data carries values that cannot be accepted, such as
+    /// a non-unicast address (device role; Invalid Data).
+    #[error("provisioning data not acceptable: {0}")]
+    InvalidData(&'static str),
+    /// Peer: the device sent Provisioning Failed with this error code (MshPRT v1.1
+    /// §5.4.1.10).
+    #[error("device reported Provisioning Failed: {0}")]
+    FailedReceived(FailedCode),
+
+    // ----- our fault (configuration or caller) -----
+    /// Ours: the algorithm policy allows no algorithm the device offers.
+    #[error("no acceptable provisioning algorithm (device offers {})", .offered.names().join(", "))]
+    NoAcceptableAlgorithm {
+        /// What the device offered.
+        offered: Algorithms,
+    },
+    /// Ours: the authentication policy allows no method the device offers.
+    #[error("no acceptable authentication method: {0}")]
+    NoAcceptableAuthMethod(&'static str),
+    /// Ours: the device offers no OOB authentication and No OOB is not allowed
+    /// (`ProvisionerConfig::allow_no_oob`).
+    #[error("the device offers no OOB authentication and No OOB is not allowed")]
+    NoOobNotAllowed,
+    /// Ours: the configuration is unusable (for example a static OOB value of 40 octets).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(&'static str),
+    /// Ours: an OOB value that does not fit the action and size; the session keeps waiting.
+    #[error("invalid OOB value: {0}")]
+    InvalidOobValue(&'static str),
+    /// Ours: the unicast address range is not valid for the device's elements.
+    #[error(
+        "unicast address {address:#06x} cannot hold {elements} elements (0x0001..=0x7fff needed)"
+    )]
+    InvalidAddress {
+        /// The address given.
+        address: u16,
+        /// The device's number of elements.
+        elements: u8,
+    },
+    /// Ours: an API call made in a state that does not take it; the session is unchanged.
+    #[error("{0} called in the wrong state")]
+    WrongState(&'static str),
+    /// Ours: an internal cryptographic step failed (a bug; Unexpected Error).
+    #[error("internal cryptographic error: {0}")]
+    Crypto(CryptoError),
+
+    // ----- the link's fault -----
+    /// Link: no progress for the protocol timeout (60 s; MshPRT v1.1 §5.4.4).
+    #[error("provisioning protocol timeout")]
+    Timeout,
+    /// Link: the bearer lost or closed the link.
+    #[error("the provisioning link was closed")]
+    LinkClosed,
+}
+
+impl ProvisioningError {
+    /// Whose fault this is.
+    pub fn fault(&self) -> Fault {
+        use ProvisioningError as E;
+        match self {
+            E::Malformed(_)
+            | E::UnexpectedPdu { .. }
+            | E::InvalidParameters(_)
+            | E::InvalidPublicKey(_)
+            | E::ReflectedPublicKey
+            | E::OobPublicKeyMismatch
+            | E::ReflectedConfirmation
+            | E::ReflectedRandom
+            | E::ConfirmationFailed
+            | E::DecryptionFailed
+            | E::InvalidData(_)
+            | E::FailedReceived(_) => Fault::Peer,
+            E::NoAcceptableAlgorithm { .. }
+            | E::NoAcceptableAuthMethod(_)
+            | E::NoOobNotAllowed
+            | E::InvalidConfig(_)
+            | E::InvalidOobValue(_)
+            | E::InvalidAddress { .. }
+            | E::WrongState(_)
+            | E::Crypto(_) => Fault::Local,
+            E::Timeout | E::LinkClosed => Fault::Link,
+        }
+    }
+
+    /// The PB-ADV Link Close reason for a session that ended with this error (reference §2):
+    /// Timeout for the protocol timeout, Fail for everything else.
+    pub fn close_reason(&self) -> CloseReason {
+        match self {
+            ProvisioningError::Timeout => LinkCloseReason::TIMEOUT,
+            _ => LinkCloseReason::FAIL,
+        }
+    }
+
+    /// The Provisioning Failed error code (MshPRT v1.1 §5.4.1.10, §5.4.4). The device role
+    /// sends it; the provisioner never does (see the module documentation).
+    pub fn failed_code(&self) -> FailedCode {
+        use ProvisioningError as E;
+        match self {
+            E::Malformed(w) => w.failed_code(),
+            E::UnexpectedPdu { .. } => FailedCode::UNEXPECTED_PDU,
+            E::InvalidParameters(_)
+            | E::InvalidPublicKey(_)
+            | E::ReflectedPublicKey
+            | E::OobPublicKeyMismatch => FailedCode::INVALID_FORMAT,
+            E::ReflectedConfirmation | E::ReflectedRandom | E::ConfirmationFailed => {
+                FailedCode::CONFIRMATION_FAILED
+            }
+            E::DecryptionFailed => FailedCode::DECRYPTION_FAILED,
+            E::InvalidData(_) => FailedCode::INVALID_DATA,
+            E::FailedReceived(code) => *code,
+            E::InvalidAddress { .. } => FailedCode::CANNOT_ASSIGN_ADDRESSES,
+            E::NoAcceptableAlgorithm { .. }
+            | E::NoAcceptableAuthMethod(_)
+            | E::NoOobNotAllowed
+            | E::InvalidConfig(_)
+            | E::InvalidOobValue(_)
+            | E::WrongState(_)
+            | E::Crypto(_)
+            | E::Timeout
+            | E::LinkClosed => FailedCode::UNEXPECTED_ERROR,
+        }
+    }
+
+    /// One line for the installer: what happened and what to do.
+    pub fn user_message(&self) -> String {
+        use ProvisioningError as E;
+        match self {
+            E::Malformed(_) | E::UnexpectedPdu { .. } | E::InvalidParameters(_) => {
+                format!("the device broke the provisioning protocol ({self}); retry, and if it repeats, reset the device")
+            }
+            E::InvalidPublicKey(_) | E::ReflectedPublicKey | E::ReflectedConfirmation | E::ReflectedRandom => {
+                format!("the device sent a forged or invalid value ({self}): possible attack; do not provision it, check that it is the right device")
+            }
+            E::OobPublicKeyMismatch => "the device's public key is not the one known for it: wrong device or impersonation; check the device identity".into(),
+            E::ConfirmationFailed => "the device's confirmation did not match: the OOB value is probably wrong; check the label on the device or re-enter the value".into(),
+            E::DecryptionFailed | E::InvalidData(_) => format!("the provisioning data was refused ({self}); retry"),
+            E::FailedReceived(code) => match *code {
+                FailedCode::CONFIRMATION_FAILED => "device rejected the confirmation: the OOB value is probably wrong; check the label on the device".into(),
+                FailedCode::OUT_OF_RESOURCES => "device is out of resources; power-cycle it and retry".into(),
+                FailedCode::CANNOT_ASSIGN_ADDRESSES => "device cannot take the unicast address range; choose another address".into(),
+                _ => format!("device reported Provisioning Failed: {code}; retry, and reset the device if it repeats"),
+            },
+            E::NoAcceptableAlgorithm { .. } => format!("{self}: allow the other algorithm in the configuration"),
+            E::NoAcceptableAuthMethod(_) => format!("{self}: configure an authentication method the device supports (e.g. its static OOB value)"),
+            E::NoOobNotAllowed => "the device supports no OOB authentication: allow No OOB explicitly if you accept an unauthenticated device".into(),
+            E::InvalidConfig(_) => format!("{self}: fix the configuration"),
+            E::InvalidOobValue(_) => format!("{self}: enter the value again"),
+            E::InvalidAddress { .. } => format!("{self}: choose another unicast address"),
+            E::WrongState(_) | E::Crypto(_) => format!("internal error ({self}); please report it"),
+            E::Timeout => "the device stopped answering: move closer to it, check that it is powered and unprovisioned, then retry".into(),
+            E::LinkClosed => "the link to the device was lost: move closer and retry".into(),
+        }
+    }
+}
+
+impl From<WireError> for ProvisioningError {
+    fn from(e: WireError) -> Self {
+        ProvisioningError::Malformed(e)
+    }
+}
