@@ -17,6 +17,7 @@ pub mod exit;
 pub mod provisioning;
 pub mod radio;
 pub mod sim;
+pub mod store;
 pub mod time;
 pub mod tools;
 pub mod uuid;

@@ -1052,6 +1052,12 @@ fn zero_config_limits() {
     let link = p.open(Instant::ZERO, UUID).unwrap();
     assert_eq!(
         p.poll_timeout(),
+        Some(Instant::from_millis(60_000)),
+        "the retransmission timer waits for the Link Open to go on air"
+    );
+    assert!(p.poll_transmit(Instant::ZERO).is_some());
+    assert_eq!(
+        p.poll_timeout(),
         Some(Instant::from_millis(500)),
         "no jitter"
     );

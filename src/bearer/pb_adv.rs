@@ -403,6 +403,11 @@ enum TxKind {
 struct Tx {
     kind: TxKind,
     retransmission: bool,
+    /// The last copy of a Link Open or of a transaction: its departure starts the
+    /// retransmission timer. Starting the timer when a PDU is queued instead would let a busy
+    /// radio (one advertisement per 20 ms, shared by 64 links) fall behind the timer, and a
+    /// transaction would be re-queued from its first segment before its last one ever left.
+    arms_retransmit: bool,
     bytes: Vec<u8>,
 }
 
@@ -463,6 +468,19 @@ impl Link {
         self.tx.push_back(Tx {
             kind,
             retransmission,
+            arms_retransmit: false,
+            bytes,
+        });
+    }
+
+    /// Queues the last copy of a Link Open or transaction: the retransmission timer starts
+    /// when it goes on the air (see [`Tx::arms_retransmit`]).
+    fn push_tx_arming(&mut self, kind: TxKind, retransmission: bool, bytes: Vec<u8>) {
+        self.timers.stop(Timer::Retransmit);
+        self.tx.push_back(Tx {
+            kind,
+            retransmission,
+            arms_retransmit: true,
             bytes,
         });
     }
@@ -517,6 +535,7 @@ pub struct Links {
     stats: Stats,
     /// The link served last by `poll_transmit` (round robin).
     cursor: u32,
+    ack_cursor: u32,
 }
 
 impl fmt::Debug for Links {
@@ -541,6 +560,7 @@ impl Links {
             events: VecDeque::new(),
             stats: Stats::default(),
             cursor: 0,
+            ack_cursor: 0,
         }
     }
 
@@ -591,18 +611,10 @@ impl Links {
             .find(|id| *id != 0 && !self.links.contains_key(id))
             .ok_or(BearerError::NoFreeLinkId)?;
         let mut link = Link::new(device_uuid, LinkState::Opening, self.first_xact());
-        link.push_tx(
+        link.push_tx_arming(
             TxKind::Control,
             false,
             control(id, BearerControl::LinkOpen { uuid: device_uuid }),
-        );
-        link.timers.set(
-            Timer::Retransmit,
-            now + jittered(
-                self.rng.as_mut(),
-                self.config.retransmit_interval,
-                self.config.retransmit_jitter,
-            ),
         );
         link.timers
             .set(Timer::OpenTimeout, now + self.config.link_open_timeout);
@@ -708,18 +720,15 @@ impl Links {
             .into_iter()
             .map(|pdu| encode(id, xact, pdu))
             .collect();
-        for s in &segments {
-            link.push_tx(TxKind::Segment, false, s.clone());
+        let last = segments.len().saturating_sub(1);
+        for (i, s) in segments.iter().enumerate() {
+            if i == last {
+                link.push_tx_arming(TxKind::Segment, false, s.clone());
+            } else {
+                link.push_tx(TxKind::Segment, false, s.clone());
+            }
         }
         link.outgoing = Some(Outgoing { xact, segments });
-        link.timers.set(
-            Timer::Retransmit,
-            now + jittered(
-                self.rng.as_mut(),
-                self.config.retransmit_interval,
-                self.config.retransmit_jitter,
-            ),
-        );
         link.timers.set(
             Timer::TransactionTimeout,
             now + self.config.transaction_timeout,
@@ -823,11 +832,16 @@ impl Links {
                 match link.receiver.add(xact, segment, &mut self.stats) {
                     SegmentOutcome::Nothing | SegmentOutcome::Bad(_) => {}
                     SegmentOutcome::Reack(x) => {
-                        link.push_tx(
-                            TxKind::Ack,
-                            true,
-                            encode(id, x, GenericProvisioningPdu::TransactionAck),
-                        );
+                        let ack = encode(id, x, GenericProvisioningPdu::TransactionAck);
+                        // One queued copy of an ack is enough: a peer that retransmits faster
+                        // than our radio drains must not grow the queue.
+                        if !link
+                            .tx
+                            .iter()
+                            .any(|t| t.kind == TxKind::Ack && t.bytes == ack)
+                        {
+                            link.push_tx(TxKind::Ack, true, ack);
+                        }
                     }
                     SegmentOutcome::Complete(x, pdu) => {
                         link.push_tx(
@@ -903,18 +917,10 @@ impl Links {
                 } else if link.timers.take_expired(Timer::Retransmit, now) {
                     let uuid = link.uuid;
                     link.tx.retain(|t| t.kind != TxKind::Control);
-                    link.push_tx(
+                    link.push_tx_arming(
                         TxKind::Control,
                         true,
                         control(id, BearerControl::LinkOpen { uuid }),
-                    );
-                    link.timers.set(
-                        Timer::Retransmit,
-                        now + jittered(
-                            self.rng.as_mut(),
-                            self.config.retransmit_interval,
-                            self.config.retransmit_jitter,
-                        ),
                     );
                 }
             }
@@ -931,27 +937,49 @@ impl Links {
                     // Withdraw copies not yet on the air, then queue the whole transaction.
                     let copies: Vec<Vec<u8>> = out.segments.clone();
                     link.tx.retain(|t| t.kind != TxKind::Segment);
-                    for s in copies {
-                        link.push_tx(TxKind::Segment, true, s);
+                    let last = copies.len().saturating_sub(1);
+                    for (i, s) in copies.into_iter().enumerate() {
+                        if i == last {
+                            link.push_tx_arming(TxKind::Segment, true, s);
+                        } else {
+                            link.push_tx(TxKind::Segment, true, s);
+                        }
                     }
-                    link.timers.set(
-                        Timer::Retransmit,
-                        now + jittered(
-                            self.rng.as_mut(),
-                            self.config.retransmit_interval,
-                            self.config.retransmit_jitter,
-                        ),
-                    );
                 }
             }
         }
     }
 
     /// The next PB-ADV payload to put on the air (AD type 0x29 data, without the AD length and
-    /// type octets), serving the links round robin; `None` when nothing is pending.
+    /// type octets), serving the links round robin; `None` when nothing is pending. Call it when
+    /// the radio can take a packet: a transaction's retransmission timer starts when its last
+    /// copy leaves here, so a slow radio delays retransmissions instead of being flooded.
+    ///
+    /// Transaction Acknowledgments go first, from any link: they are one packet each, and a
+    /// late ack makes the peer retransmit a whole transaction.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
-        let _ = now;
         let cursor = self.cursor;
+        let ack_cursor = self.ack_cursor;
+        if let Some(id) = self
+            .links
+            .range((Bound::Excluded(ack_cursor), Bound::Unbounded))
+            .chain(self.links.range(..=ack_cursor))
+            .find(|(_, l)| l.tx.iter().any(|t| t.kind == TxKind::Ack))
+            .map(|(&id, _)| id)
+        {
+            self.ack_cursor = id;
+            let link = self.links.get_mut(&id)?;
+            let at = link.tx.iter().position(|t| t.kind == TxKind::Ack)?;
+            let tx = link.tx.remove(at)?;
+            if matches!(link.state, LinkState::Closing { remaining: 0, .. }) && link.tx.is_empty() {
+                self.links.remove(&id);
+            }
+            self.stats.sent += 1;
+            if tx.retransmission {
+                self.stats.retransmitted += 1;
+            }
+            return Some(tx.bytes);
+        }
         let id = self
             .links
             .range((Bound::Excluded(cursor), Bound::Unbounded))
@@ -961,6 +989,14 @@ impl Links {
         self.cursor = id;
         let link = self.links.get_mut(&id)?;
         let tx = link.tx.pop_front()?;
+        if tx.arms_retransmit {
+            let delay = jittered(
+                self.rng.as_mut(),
+                self.config.retransmit_interval,
+                self.config.retransmit_jitter,
+            );
+            link.timers.set(Timer::Retransmit, now + delay);
+        }
         if matches!(link.state, LinkState::Closing { remaining: 0, .. }) && link.tx.is_empty() {
             // The last Link Close is on its way: forget the link.
             self.links.remove(&id);

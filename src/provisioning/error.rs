@@ -121,6 +121,10 @@ pub enum ProvisioningError {
     /// Ours: an API call made in a state that does not take it; the session is unchanged.
     #[error("{0} called in the wrong state")]
     WrongState(&'static str),
+    /// Ours: the write-ahead store refused the node, so no Provisioning Data was sent and the
+    /// device holds no key.
+    #[error("the node could not be stored: {0}")]
+    Store(String),
     /// Ours: an internal cryptographic step failed (a bug; Unexpected Error).
     #[error("internal cryptographic error: {0}")]
     Crypto(CryptoError),
@@ -158,6 +162,7 @@ impl ProvisioningError {
             | E::InvalidOobValue(_)
             | E::InvalidAddress { .. }
             | E::WrongState(_)
+            | E::Store(_)
             | E::Crypto(_) => Fault::Local,
             E::Timeout | E::LinkClosed => Fault::Link,
         }
@@ -196,6 +201,7 @@ impl ProvisioningError {
             | E::InvalidConfig(_)
             | E::InvalidOobValue(_)
             | E::WrongState(_)
+            | E::Store(_)
             | E::Crypto(_)
             | E::Timeout
             | E::LinkClosed => FailedCode::UNEXPECTED_ERROR,
@@ -227,6 +233,7 @@ impl ProvisioningError {
             E::InvalidConfig(_) => format!("{self}: fix the configuration"),
             E::InvalidOobValue(_) => format!("{self}: enter the value again"),
             E::InvalidAddress { .. } => format!("{self}: choose another unicast address"),
+            E::Store(_) => format!("{self}; nothing was sent to the device: fix the store (disk space, permissions) and retry"),
             E::WrongState(_) | E::Crypto(_) => format!("internal error ({self}); please report it"),
             E::Timeout => "the device stopped answering: move closer to it, check that it is powered and unprovisioned, then retry".into(),
             E::LinkClosed => "the link to the device was lost: move closer and retry".into(),

@@ -31,6 +31,10 @@ pub struct AirConfig {
     pub jitter: Duration,
     /// Time from a GATT write or notification to its reception.
     pub gatt_latency: Duration,
+    /// Time one radio needs per advertisement: an endpoint sends at most one advertisement
+    /// per interval and queues the rest (20 ms is the shortest non-connectable advertising
+    /// interval that BlueZ and most controllers use for mesh). Zero: no limit.
+    pub adv_interval: Duration,
 }
 
 impl Default for AirConfig {
@@ -40,6 +44,7 @@ impl Default for AirConfig {
             latency: Duration::from_millis(10),
             jitter: Duration::from_millis(10),
             gatt_latency: Duration::from_millis(15),
+            adv_interval: Duration::from_millis(20),
         }
     }
 }
@@ -102,6 +107,7 @@ pub struct SimAir {
     pending: BTreeMap<u64, Delivery>,
     next_seq: u64,
     gatt_tail: BTreeMap<(EndpointId, EndpointId), Instant>,
+    tx_free: BTreeMap<EndpointId, Instant>,
     stats: AirStats,
 }
 
@@ -117,6 +123,7 @@ impl SimAir {
             pending: BTreeMap::new(),
             next_seq: 0,
             gatt_tail: BTreeMap::new(),
+            tx_free: BTreeMap::new(),
             stats: AirStats::default(),
         }
     }
@@ -170,9 +177,13 @@ impl SimAir {
         self.pending.insert(seq, d);
     }
 
-    /// Broadcasts one AD structure from `from` to every other endpoint.
+    /// Broadcasts one AD structure from `from` to every other endpoint. It goes on air when
+    /// the sender's radio is free ([`AirConfig::adv_interval`]).
     pub fn advertise(&mut self, from: EndpointId, ad_type: u8, data: &[u8]) {
         self.stats.adv_sent += 1;
+        let free = self.tx_free.get(&from).copied().unwrap_or(Instant::ZERO);
+        let on_air = if free > self.now { free } else { self.now };
+        self.tx_free.insert(from, on_air + self.config.adv_interval);
         for i in 0..self.endpoints {
             let to = EndpointId(i);
             if to == from {
@@ -182,7 +193,7 @@ impl SimAir {
                 self.stats.adv_lost += 1;
                 continue;
             }
-            let at = self.now + self.config.latency + self.jitter();
+            let at = on_air + self.config.latency + self.jitter();
             self.stats.adv_delivered += 1;
             self.enqueue(
                 at,
@@ -215,6 +226,13 @@ impl SimAir {
                 data: data.to_vec(),
             },
         );
+    }
+
+    /// When `ep`'s radio can put its next advertisement on air without queueing. Drivers pull
+    /// a packet from a bearer only then, so the bearer, not the radio, holds the backlog and can
+    /// withdraw what became stale.
+    pub fn adv_ready_at(&self, ep: EndpointId) -> Instant {
+        self.tx_free.get(&ep).copied().unwrap_or(Instant::ZERO)
     }
 
     /// When the next delivery is due.
@@ -255,13 +273,36 @@ mod tests {
         assert_eq!(s.adv_delivered + s.adv_lost, 1000);
         assert!((250..350).contains(&s.adv_lost), "{s:?}");
         assert_eq!(air.pop_due(), None, "nothing arrives before its latency");
-        air.advance_to(Instant::from_millis(100));
+        air.advance_to(Instant::from_millis(100_000));
         let mut n = 0;
         while let Some(d) = air.pop_due() {
             assert_eq!(d.to(), b);
             n += 1;
         }
         assert_eq!(n, s.adv_delivered);
+    }
+
+    #[test]
+    fn one_advertisement_per_interval() {
+        let mut air = SimAir::new(
+            AirConfig {
+                jitter: Duration::ZERO,
+                ..AirConfig::default()
+            },
+            3,
+        );
+        let a = air.add_endpoint();
+        air.add_endpoint();
+        for _ in 0..5 {
+            air.advertise(a, 0x29, &[0]);
+        }
+        let mut times = Vec::new();
+        while let Some(t) = air.next_delivery() {
+            air.advance_to(t);
+            air.pop_due();
+            times.push(t.since_epoch().as_millis());
+        }
+        assert_eq!(times, [10, 30, 50, 70, 90]);
     }
 
     #[test]

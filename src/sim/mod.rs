@@ -2,3 +2,5 @@
 //! described by a building file.
 
 pub mod building;
+pub mod node;
+pub mod run;

@@ -1,3 +1,4 @@
 //! Offline engineering tools behind `meshprov` subcommands that need no radio.
 
 pub mod keys;
+pub mod provision;

@@ -480,6 +480,20 @@ pub enum StartAuth {
     },
 }
 
+impl core::fmt::Display for StartAuth {
+    /// For people: `Static OOB`, `Output OOB (Output Numeric, 8)`, ...
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StartAuth::NoOob => f.write_str("No OOB"),
+            StartAuth::StaticOob => f.write_str("Static OOB"),
+            StartAuth::OutputOob { action, size } => {
+                write!(f, "Output OOB ({action}, size {size})")
+            }
+            StartAuth::InputOob { action, size } => write!(f, "Input OOB ({action}, size {size})"),
+        }
+    }
+}
+
 impl StartAuth {
     /// The Authentication Method value.
     pub const fn method(&self) -> AuthMethod {

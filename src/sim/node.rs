@@ -1,0 +1,327 @@
+//! A virtual device on the simulated air: the device side of PB-ADV and PB-GATT and the
+//! provisionee state machine ([`crate::provisioning::Device`]), built from a building file's
+//! [`DeviceSpec`].
+
+use std::time::Duration;
+
+use mesh_crypto::ecdh::KeyPair;
+use mesh_crypto::{DevKey, NetKey};
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::SeedableRng;
+
+use crate::bearer::pb_adv::{LinkEvent, LinkId, Links, PbAdvConfig, Role};
+use crate::bearer::pb_gatt::PbGattLink;
+use crate::provisioning::{Device, DeviceConfig, DeviceEvent, OobValue};
+use crate::radio::sim::{Delivery, EndpointId, SimAir};
+use crate::sim::building::{DeviceSpec, InputAction, OutputAction};
+use crate::time::Instant;
+use crate::wire::{
+    Algorithms, Capabilities, InputOobActions, OobType, OutputOobActions, PublicKeyType,
+};
+
+/// AD type of PB-ADV (Core Specification Supplement; MshPRT v1.1 §5.2.1).
+pub const AD_TYPE_PB_ADV: u8 = 0x29;
+
+/// What a virtual device ended with.
+#[derive(Debug, Clone)]
+pub enum DeviceState {
+    /// Not provisioned (yet).
+    Unprovisioned,
+    /// Provisioned: what it was given.
+    Provisioned {
+        /// Primary element address.
+        address: u16,
+        /// Its device key, as the device derived it.
+        device_key: DevKey,
+        /// The NetKey it received.
+        net_key: NetKey,
+        /// The NetKey index.
+        net_key_index: u16,
+        /// The IV Index.
+        iv_index: u32,
+    },
+}
+
+/// The Provisioning Capabilities a device spec advertises (MshPRT v1.1 §5.4.1.2).
+pub fn capabilities(spec: &DeviceSpec) -> Capabilities {
+    let mut algorithms = Algorithms(0);
+    if spec.cmac {
+        algorithms = algorithms | Algorithms::CMAC_AES128;
+    }
+    if spec.hmac {
+        algorithms = algorithms | Algorithms::HMAC_SHA256;
+    }
+    let mut oob_type = OobType(0);
+    if spec.static_oob.is_some() {
+        oob_type = oob_type | OobType::STATIC_OOB_AVAILABLE;
+    }
+    if spec.oob_only {
+        oob_type = oob_type | OobType::ONLY_OOB_AUTHENTICATED;
+    }
+    let (output_oob_size, output_oob_action) = match &spec.output_oob {
+        None => (0, OutputOobActions(0)),
+        Some((size, actions)) => {
+            let mut m = OutputOobActions(0);
+            for a in actions {
+                m = m | match a {
+                    OutputAction::Blink => OutputOobActions::BLINK,
+                    OutputAction::Beep => OutputOobActions::BEEP,
+                    OutputAction::Vibrate => OutputOobActions::VIBRATE,
+                    OutputAction::Numeric => OutputOobActions::OUTPUT_NUMERIC,
+                    OutputAction::Alphanumeric => OutputOobActions::OUTPUT_ALPHANUMERIC,
+                };
+            }
+            (*size, m)
+        }
+    };
+    let (input_oob_size, input_oob_action) = match &spec.input_oob {
+        None => (0, InputOobActions(0)),
+        Some((size, actions)) => {
+            let mut m = InputOobActions(0);
+            for a in actions {
+                m = m | match a {
+                    InputAction::Push => InputOobActions::PUSH,
+                    InputAction::Twist => InputOobActions::TWIST,
+                    InputAction::Numeric => InputOobActions::INPUT_NUMERIC,
+                    InputAction::Alphanumeric => InputOobActions::INPUT_ALPHANUMERIC,
+                };
+            }
+            (*size, m)
+        }
+    };
+    Capabilities {
+        num_elements: spec.elements,
+        algorithms,
+        public_key_type: if spec.public_key_oob {
+            PublicKeyType::OOB_AVAILABLE
+        } else {
+            PublicKeyType(0)
+        },
+        oob_type,
+        output_oob_size,
+        output_oob_action,
+        input_oob_size,
+        input_oob_action,
+    }
+}
+
+/// The device's fixed key pair, if the spec gives a private key.
+pub fn key_pair(spec: &DeviceSpec) -> Option<KeyPair> {
+    spec.private_key
+        .and_then(|k| KeyPair::from_private_bytes(&k).ok())
+}
+
+/// One virtual device on the air.
+#[derive(Debug)]
+pub struct VirtualDevice {
+    /// Its spec.
+    pub spec: DeviceSpec,
+    /// Its place on the air.
+    pub endpoint: EndpointId,
+    links: Links,
+    link: Option<LinkId>,
+    gatt: Option<(EndpointId, PbGattLink)>,
+    device: Device,
+    displayed: Option<OobValue>,
+    input_requested: bool,
+    state: DeviceState,
+    failure: Option<String>,
+    staged: Option<Vec<u8>>,
+}
+
+impl VirtualDevice {
+    /// A virtual device whose randomness comes from `seed`.
+    pub fn new(spec: DeviceSpec, endpoint: EndpointId, seed: u64) -> Self {
+        let config = DeviceConfig {
+            uuid: spec.uuid.0,
+            capabilities: capabilities(&spec),
+            static_oob: spec.static_oob.clone(),
+            key_pair: key_pair(&spec),
+            output_value: None,
+        };
+        let device = Device::new(config, Box::new(ChaCha20Rng::seed_from_u64(seed)));
+        let links = Links::new(
+            Role::Device { uuid: spec.uuid.0 },
+            PbAdvConfig::default(),
+            Box::new(ChaCha20Rng::seed_from_u64(seed ^ 0x5a5a_5a5a)),
+        );
+        Self {
+            spec,
+            endpoint,
+            links,
+            link: None,
+            gatt: None,
+            device,
+            displayed: None,
+            input_requested: false,
+            state: DeviceState::Unprovisioned,
+            failure: None,
+            staged: None,
+        }
+    }
+
+    /// What the device ended with.
+    pub fn state(&self) -> &DeviceState {
+        &self.state
+    }
+
+    /// Why the device failed the session, if it did.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    /// The value the device shows for Output OOB (what an installer would read off it).
+    pub fn displayed(&self) -> Option<&OobValue> {
+        self.displayed.as_ref()
+    }
+
+    /// Whether the device waits for the installer to enter an Input OOB value.
+    pub fn input_requested(&self) -> bool {
+        self.input_requested
+    }
+
+    /// The installer enters `value` on the device (Input OOB).
+    pub fn enter_input(&mut self, now: Instant, value: OobValue) {
+        self.input_requested = false;
+        if let Err(e) = self.device.provide_input(now, value) {
+            self.failure = Some(e.to_string());
+        }
+    }
+
+    /// A provisioner connects over GATT from `peer` with this ATT MTU.
+    pub fn gatt_connected(&mut self, peer: EndpointId, att_mtu: u16) {
+        self.gatt = Some((peer, PbGattLink::new(att_mtu)));
+    }
+
+    /// The GATT connection is gone.
+    pub fn gatt_disconnected(&mut self) {
+        self.gatt = None;
+    }
+
+    /// Takes one delivery addressed to this device.
+    pub fn handle_delivery(&mut self, now: Instant, delivery: &Delivery) {
+        match delivery {
+            Delivery::Adv { ad_type, data, .. }
+                if *ad_type == AD_TYPE_PB_ADV && self.spec.pb_adv =>
+            {
+                self.links.handle_adv(now, data);
+            }
+            Delivery::Adv { .. } => {}
+            Delivery::Gatt { from, data, .. } => {
+                if let Some((peer, gatt)) = &mut self.gatt
+                    && peer == from
+                {
+                    match gatt.handle_data(now, data) {
+                        Ok(Some(pdu)) => self.device.handle_pdu(now, &pdu),
+                        Ok(None) => {}
+                        Err(e) => self.failure = Some(e.to_string()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves everything the device has to say onto the air.
+    pub fn pump(&mut self, now: Instant, air: &mut SimAir) {
+        loop {
+            let mut progress = false;
+            while let Some(ev) = self.links.poll_event() {
+                progress = true;
+                match ev {
+                    LinkEvent::Opened(l) => self.link = Some(l),
+                    LinkEvent::Received(_, pdu) => self.device.handle_pdu(now, &pdu),
+                    LinkEvent::Delivered(_) => {}
+                    LinkEvent::Closed(..) => self.link = None,
+                }
+            }
+            while let Some(pdu) = self.device.poll_transmit() {
+                progress = true;
+                if let Some((_, gatt)) = &mut self.gatt {
+                    gatt.send(&pdu);
+                } else if let Some(link) = self.link {
+                    // A send on a link that closed meanwhile has nobody to reach: drop it.
+                    let _ = self.links.send(now, link, &pdu);
+                }
+            }
+            while let Some(ev) = self.device.poll_event() {
+                progress = true;
+                match ev {
+                    DeviceEvent::Display(v) => self.displayed = Some(v),
+                    DeviceEvent::InputRequested { .. } => self.input_requested = true,
+                    DeviceEvent::Provisioned {
+                        device_key,
+                        net_key,
+                        net_key_index,
+                        iv_index,
+                        address,
+                        ..
+                    } => {
+                        self.state = DeviceState::Provisioned {
+                            address,
+                            device_key,
+                            net_key,
+                            net_key_index,
+                            iv_index,
+                        };
+                    }
+                    DeviceEvent::Failed(e) => self.failure = Some(format!("{e:?}")),
+                }
+            }
+            if let Some((peer, gatt)) = &mut self.gatt {
+                while let Some(seg) = gatt.poll_transmit() {
+                    progress = true;
+                    air.gatt_send(self.endpoint, *peer, &seg);
+                }
+            }
+            // One advertisement per radio interval; the backlog stays in the bearer.
+            if self.staged.is_none() {
+                self.staged = self.links.poll_transmit(now);
+            }
+            if air.adv_ready_at(self.endpoint) <= now
+                && let Some(payload) = self.staged.take()
+            {
+                progress = true;
+                air.advertise(self.endpoint, AD_TYPE_PB_ADV, &payload);
+            }
+            if !progress {
+                break;
+            }
+        }
+    }
+
+    /// The device's next deadline.
+    pub fn poll_timeout_with(&self, air: &SimAir) -> Option<Instant> {
+        let radio = self
+            .staged
+            .as_ref()
+            .map(|_| air.adv_ready_at(self.endpoint));
+        [radio, self.poll_timeout()].into_iter().flatten().min()
+    }
+
+    /// The device's next deadline, radio aside.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.links.poll_timeout(),
+            self.device.poll_timeout(),
+            self.gatt.as_ref().and_then(|(_, g)| g.poll_timeout()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Runs expired timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.links.handle_timeout(now);
+        self.device.handle_timeout(now);
+        if let Some((_, g)) = &mut self.gatt
+            && let Some(e) = g.handle_timeout(now)
+        {
+            self.failure = Some(e.to_string());
+            self.gatt = None;
+        }
+    }
+}
+
+/// How long a simulated installer takes to read a value off a device or type one in.
+pub const INSTALLER_DELAY: Duration = Duration::from_secs(3);

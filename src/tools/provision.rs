@@ -1,0 +1,335 @@
+//! `meshprov provision UUID --radio sim:FILE.toml`: provision one device and report it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::provisioning::{AlgorithmPolicy, AuthPolicy, ProvisionerConfig};
+use crate::sim::building::Building;
+use crate::sim::run::{self, BearerChoice, MemorySink, NodeSink, RunOptions};
+use crate::store::journal::NodeJournal;
+use crate::uuid::DeviceUuid;
+
+/// The `--auth` choices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthArg {
+    /// Static OOB from the building file if the device has one, else Output, else Input OOB.
+    Auto,
+    /// No OOB authentication (allowed only when asked for by name).
+    None,
+    /// Static OOB with this value.
+    Static(Vec<u8>),
+    /// Output OOB: the device shows a value, the installer enters it.
+    Output,
+    /// Input OOB: meshprov shows a value, the installer enters it on the device.
+    Input,
+    /// The device's public key, known out of band.
+    OobPublicKey([u8; 64]),
+    /// Certificate-based provisioning.
+    Cert,
+}
+
+/// A command-line argument that cannot be used. Exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ArgError(pub String);
+
+impl std::str::FromStr for AuthArg {
+    type Err = ArgError;
+    fn from_str(s: &str) -> Result<Self, ArgError> {
+        let bad = |m: &str| ArgError(format!("invalid --auth '{s}': {m}"));
+        match s {
+            "auto" => Ok(Self::Auto),
+            "none" => Ok(Self::None),
+            "output" => Ok(Self::Output),
+            "input" => Ok(Self::Input),
+            "cert" => Ok(Self::Cert),
+            _ => {
+                if let Some(h) = s.strip_prefix("static:") {
+                    let b = hex::decode(h)
+                        .map_err(|e| bad(&format!("static value is not hex ({e})")))?;
+                    if b.len() != 16 && b.len() != 32 {
+                        return Err(bad(&format!(
+                            "static value is {} bytes; give 16 or 32 (32 or 64 hex digits)",
+                            b.len()
+                        )));
+                    }
+                    Ok(Self::Static(b))
+                } else if let Some(h) = s.strip_prefix("oob-public-key:") {
+                    let b =
+                        hex::decode(h).map_err(|e| bad(&format!("public key is not hex ({e})")))?;
+                    let arr: [u8; 64] = b.try_into().map_err(|b: Vec<u8>| {
+                        bad(&format!(
+                            "public key is {} bytes; give X ‖ Y, 64 bytes (128 hex digits)",
+                            b.len()
+                        ))
+                    })?;
+                    mesh_crypto::ecdh::PublicKey::from_bytes(&arr)
+                        .map_err(|e| bad(&e.to_string()))?;
+                    Ok(Self::OobPublicKey(arr))
+                } else {
+                    Err(bad(
+                        "use auto, none, static:HEX, output, input, oob-public-key:HEX128 or cert",
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Everything `meshprov provision` was asked to do.
+#[derive(Clone, Debug)]
+pub struct ProvisionArgs {
+    /// The device.
+    pub uuid: DeviceUuid,
+    /// `sim:FILE.toml`.
+    pub radio: String,
+    /// Authentication.
+    pub auth: AuthArg,
+    /// Algorithm policy.
+    pub algorithm: AlgorithmPolicy,
+    /// Bearer.
+    pub bearer: BearerChoice,
+    /// Node journal.
+    pub store: Option<PathBuf>,
+    /// Print the device key.
+    pub show_keys: bool,
+    /// Seed of the simulation.
+    pub seed: u64,
+    /// Advertising loss override.
+    pub loss: Option<f64>,
+}
+
+/// The report printed on success.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProvisionReport {
+    /// `"provisioned"`.
+    pub result: &'static str,
+    /// Device UUID.
+    pub uuid: String,
+    /// Name from the building file.
+    pub name: String,
+    /// Primary element address, `0x0001` style.
+    pub address: String,
+    /// Element count.
+    pub elements: u8,
+    /// Algorithm name.
+    pub algorithm: &'static str,
+    /// Authentication used.
+    pub auth: String,
+    /// Whether the device public key came out of band.
+    pub public_key_oob: bool,
+    /// `pb-adv` or `pb-gatt`.
+    pub bearer: &'static str,
+    /// Device key, only with `--show-keys`.
+    pub device_key: Option<String>,
+    /// Where the node was stored, if anywhere.
+    pub stored: Option<String>,
+    /// Virtual time of the session, in milliseconds.
+    pub time_ms: u64,
+    /// PB-ADV retransmissions by the provisioner.
+    pub retransmissions: u64,
+}
+
+/// Why `provision` failed: exit code and one line for the user.
+#[derive(Debug)]
+pub struct ProvisionFailure {
+    /// Process exit code.
+    pub exit_code: i32,
+    /// One line that says what went wrong and what to do.
+    pub message: String,
+    /// The device, when known.
+    pub uuid: Option<String>,
+}
+
+fn usage(message: String) -> ProvisionFailure {
+    ProvisionFailure {
+        exit_code: crate::exit::USAGE,
+        message,
+        uuid: None,
+    }
+}
+
+/// Provisions one device of a simulated building.
+pub fn provision(args: &ProvisionArgs) -> Result<ProvisionReport, ProvisionFailure> {
+    let Some(file) = args.radio.strip_prefix("sim:") else {
+        return Err(usage(format!(
+            "radio '{}' is not available in this build; use --radio sim:FILE.toml (the simulated building)",
+            args.radio
+        )));
+    };
+    let building = Building::load(Path::new(file)).map_err(|e| usage(e.to_string()))?;
+    let spec = building.device(&args.uuid).ok_or_else(|| {
+        usage(format!(
+            "device {} is not in {file}; it lists {}",
+            args.uuid,
+            list(&building)
+        ))
+    })?;
+    let mut config = ProvisionerConfig {
+        algorithm: args.algorithm,
+        ..ProvisionerConfig::default()
+    };
+    config.auth = match &args.auth {
+        AuthArg::Auto => AuthPolicy::Auto {
+            static_oob: spec.static_oob.clone(),
+        },
+        AuthArg::None => {
+            config.allow_no_oob = true;
+            AuthPolicy::NoOob
+        }
+        AuthArg::Static(v) => AuthPolicy::Static(v.clone()),
+        AuthArg::Output => AuthPolicy::Output,
+        AuthArg::Input => AuthPolicy::Input,
+        AuthArg::OobPublicKey(k) => {
+            config.oob_public_key = Some(*k);
+            AuthPolicy::Auto {
+                static_oob: spec.static_oob.clone(),
+            }
+        }
+        AuthArg::Cert => {
+            return Err(usage(
+                "--auth cert needs provisioning records and certificate validation, which this build does not have yet; use static:HEX, output, input or oob-public-key:HEX128".into(),
+            ));
+        }
+    };
+    let mut journal = match &args.store {
+        Some(p) => Some(NodeJournal::open(p).map_err(|e| ProvisionFailure {
+            exit_code: crate::exit::FAILURE,
+            message: e.to_string(),
+            uuid: None,
+        })?),
+        None => None,
+    };
+    if let Some(j) = &journal
+        && let Some(e) = j.entries().iter().find(|e| e.uuid == args.uuid.to_string())
+    {
+        return Err(ProvisionFailure {
+            exit_code: crate::exit::FAILURE,
+            message: format!(
+                "device {} is already in {} at address 0x{:04x}; reset the device and remove it from the journal before provisioning it again",
+                args.uuid,
+                j.path().display(),
+                e.address
+            ),
+            uuid: Some(args.uuid.to_string()),
+        });
+    }
+    let first = journal.as_ref().map_or(1, |j| j.next_free_address());
+    let first = u16::try_from(first)
+        .ok()
+        .filter(|a| *a < 0x8000)
+        .ok_or_else(|| ProvisionFailure {
+            exit_code: crate::exit::FAILURE,
+            message: "the unicast address range is exhausted".into(),
+            uuid: None,
+        })?;
+    let opts = RunOptions {
+        config,
+        bearer: args.bearer,
+        seed: args.seed,
+        loss: args.loss,
+        max_concurrent: 1,
+        deadline: Duration::from_secs(600),
+        ..RunOptions::default()
+    };
+    let mut memory = MemorySink::default();
+    let sink: &mut dyn NodeSink = match &mut journal {
+        Some(j) => j,
+        None => &mut memory,
+    };
+    let report =
+        run::run(&building, &[args.uuid], first, &opts, sink).map_err(|e| usage(e.to_string()))?;
+    let Some(r) = report.results.into_iter().next() else {
+        return Err(ProvisionFailure {
+            exit_code: crate::exit::FAILURE,
+            message: "no result".into(),
+            uuid: None,
+        });
+    };
+    match r.outcome {
+        Ok(o) => Ok(ProvisionReport {
+            result: "provisioned",
+            uuid: args.uuid.to_string(),
+            name: spec.name.clone(),
+            address: format!("0x{:04x}", o.address),
+            elements: o.elements,
+            algorithm: o.algorithm.name(),
+            auth: format!("{}", o.auth),
+            public_key_oob: o.public_key_oob,
+            bearer: args.bearer.name(),
+            device_key: args
+                .show_keys
+                .then(|| mesh_crypto::hex::encode(o.device_key.expose_secret())),
+            stored: journal.as_ref().map(|j| j.path().display().to_string()),
+            time_ms: r.elapsed.as_millis() as u64,
+            retransmissions: report.retransmissions,
+        }),
+        Err(e) => Err(ProvisionFailure {
+            exit_code: crate::exit::FAILURE,
+            message: e.user_message(),
+            uuid: Some(args.uuid.to_string()),
+        }),
+    }
+}
+
+fn list(b: &Building) -> String {
+    let mut v: Vec<String> = b
+        .devices
+        .iter()
+        .take(5)
+        .map(|d| d.uuid.to_string())
+        .collect();
+    if b.devices.len() > 5 {
+        v.push(format!("and {} more", b.devices.len() - 5));
+    }
+    if v.is_empty() {
+        "no devices".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+impl ProvisionReport {
+    /// The report for a terminal.
+    pub fn to_text(&self) -> String {
+        let last =
+            u32::from(u16::from_str_radix(self.address.trim_start_matches("0x"), 16).unwrap_or(0))
+                + u32::from(self.elements.max(1))
+                - 1;
+        let mut s = format!("Provisioned {} ({})\n", self.uuid, self.name);
+        s += &format!(
+            "  address     {} ({} element{}, up to 0x{:04x})\n",
+            self.address,
+            self.elements,
+            if self.elements == 1 { "" } else { "s" },
+            last
+        );
+        s += &format!("  algorithm   {}\n", self.algorithm);
+        s += &format!(
+            "  auth        {}{}\n",
+            self.auth,
+            if self.public_key_oob {
+                ", device public key out of band"
+            } else {
+                ""
+            }
+        );
+        s += &format!("  bearer      {}\n", self.bearer);
+        s += &match &self.device_key {
+            Some(k) => format!("  device key  {k}\n"),
+            None => "  device key  (not shown; add --show-keys)\n".to_string(),
+        };
+        s += &match &self.stored {
+            Some(p) => format!("  stored in   {p}\n"),
+            None => "  stored in   nowhere (no --store): this node's device key is lost when meshprov exits\n".to_string(),
+        };
+        s += &format!(
+            "  time        {:.2} s of simulated air time, {} retransmissions\n",
+            self.time_ms as f64 / 1000.0,
+            self.retransmissions
+        );
+        s
+    }
+}
