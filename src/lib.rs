@@ -15,6 +15,7 @@ pub use mesh_crypto as crypto;
 pub mod exit;
 pub mod radio;
 pub mod sim;
+pub mod store;
 pub mod time;
 pub mod tools;
 pub mod uuid;
