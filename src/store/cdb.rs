@@ -55,6 +55,27 @@ pub struct Range16 {
     pub high: u16,
 }
 
+impl std::str::FromStr for Range16 {
+    type Err = String;
+    /// `LOW-HIGH` in hex, e.g. `0001-00FF`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (lo, hi) = s
+            .split_once('-')
+            .ok_or_else(|| format!("'{s}' is not a range: give LOW-HIGH in hex, e.g. 0001-00FF"))?;
+        let p = |v: &str| {
+            let v = v.trim();
+            let v = v.strip_prefix("0x").unwrap_or(v);
+            u16::from_str_radix(v, 16)
+                .map_err(|_| format!("'{v}' in '{s}' is not 1 to 4 hex digits"))
+        };
+        let (low, high) = (p(lo)?, p(hi)?);
+        if low > high {
+            return Err(format!("'{s}': {low:04X} is above {high:04X}"));
+        }
+        Ok(Range16 { low, high })
+    }
+}
+
 /// A whole network as a CDB document holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cdb {

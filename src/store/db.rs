@@ -10,7 +10,7 @@ use super::cdb::{
     self, Cdb, CdbAppKey, CdbElement, CdbError, CdbExclusion, CdbGroup, CdbModel, CdbNetKey,
     CdbNode, CdbProvisioner, CdbScene, Features, ModelId, Publication, Range16,
 };
-use super::{Location, Security, Store, StoreError, key16, random_uuid, uuid_from};
+use super::{Location, NodeRef, Security, Store, StoreError, key16, random_uuid, uuid_from};
 use crate::uuid::DeviceUuid;
 
 /// What `cdb export` writes.
@@ -18,9 +18,8 @@ use crate::uuid::DeviceUuid;
 pub struct ExportOptions {
     /// Leave out every key (`key`, `oldKey`, `deviceKey`). Such a file cannot be imported.
     pub no_keys: bool,
-    /// A partial export (`"partial": true`) of these nodes (primary addresses), with only the
-    /// keys they know.
-    pub partial_nodes: Option<Vec<u16>>,
+    /// A partial export (`"partial": true`) of these nodes, with only the keys they know.
+    pub partial_nodes: Option<Vec<NodeRef>>,
 }
 
 /// How `cdb import` treats the store.
@@ -466,8 +465,8 @@ impl Store {
         let mut doc = read_document(&self.conn)?;
         if let Some(sel) = &options.partial_nodes {
             let mut chosen = Vec::new();
-            for a in sel {
-                let n = self.node_by_address(*a)?;
+            for r in sel {
+                let n = self.node(r)?;
                 chosen.push(n.uuid);
             }
             doc.partial = true;

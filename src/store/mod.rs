@@ -483,6 +483,19 @@ fn format_ranges(rs: &[Range16]) -> String {
         .join(", ")
 }
 
+/// A random number generator seeded from the operating system, for the CLI (the library
+/// itself always takes an injected RNG).
+pub fn os_rng() -> Result<rand_chacha::ChaCha20Rng, StoreError> {
+    use rand_core::SeedableRng;
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| {
+        StoreError::InvalidArgument(format!("the operating system gave no randomness: {e}"))
+    })?;
+    let rng = rand_chacha::ChaCha20Rng::from_seed(seed);
+    seed.fill(0);
+    Ok(rng)
+}
+
 /// A fresh random (version 4) UUID from the injected RNG.
 pub fn random_uuid(rng: &mut dyn CryptoRng) -> DeviceUuid {
     let mut b = [0u8; 16];
