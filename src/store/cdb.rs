@@ -87,7 +87,9 @@ pub struct Cdb {
     pub timestamp: String,
     /// `partial`: a subset of the network.
     pub partial: bool,
-    /// BlueZ's private top-level `ivIndex`; read, never written (the standard has none).
+    /// The current IV Index as a top-level `ivIndex`. The CDB 1.0.1 layout has no such field,
+    /// but a network restored with IV Index 0 would be unusable, so meshprov writes it under
+    /// the name BlueZ uses in its own files (other tools ignore unknown members).
     pub iv_index: Option<u32>,
     /// `netKeys`.
     pub net_keys: Vec<CdbNetKey>,
@@ -1240,7 +1242,7 @@ pub fn to_json(cdb: &Cdb) -> String {
     let mut exclusions = cdb.exclusions.clone();
     exclusions.sort_by_key(|x| x.iv_index);
 
-    let doc = json!({
+    let mut doc = json!({
         "$schema": SCHEMA,
         "id": SCHEMA_ID,
         "version": VERSION,
@@ -1298,6 +1300,9 @@ pub fn to_json(cdb: &Cdb) -> String {
         })).collect::<Vec<_>>(),
     });
     // Serializing a Value cannot fail.
+    if let (Some(iv), Some(o)) = (cdb.iv_index, doc.as_object_mut()) {
+        o.insert("ivIndex".into(), iv.into());
+    }
     let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
     s.push('\n');
     s
