@@ -361,6 +361,9 @@ fn refuses_to_lose_a_node_of_the_same_network() {
     assert_eq!(s.nodes().unwrap().len(), 3);
 }
 
+/// A change to the nRF fixture that makes it malformed.
+type Edit = Box<dyn FnOnce(&mut Value)>;
+
 /// Edits the nRF fixture with `edit` and returns the import error.
 fn error_of(edit: impl FnOnce(&mut Value)) -> String {
     let mut v: Value = serde_json::from_str(&fixture("nrf-mesh.json")).unwrap();
@@ -377,7 +380,7 @@ fn error_of(edit: impl FnOnce(&mut Value)) -> String {
 
 #[test]
 fn malformed_files_give_precise_errors() {
-    let cases: Vec<(Box<dyn FnOnce(&mut Value)>, &str)> = vec![
+    let cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(|v| v["nodes"][1]["deviceKey"] = json!("37C612C4A9E3C52F8B2E7D1A0F9C6B3G")),
             "nodes[1].deviceKey: 'G' at position 32 is not a hex digit (expected 32 hex digits, 16 bytes)",
