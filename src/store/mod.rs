@@ -471,7 +471,8 @@ pub(crate) fn key16(blob: Vec<u8>, what: &str) -> Result<[u8; 16], StoreError> {
 
 fn zeroize_vec(v: &mut [u8]) {
     for b in v.iter_mut() {
-        // Plain writes: the buffer is dropped right after; this keeps the copy short-lived.
+        // Best effort only (the compiler may elide writes to a buffer about to be freed): the
+        // protection that counts is that keys live in the zeroizing newtypes of mesh-crypto.
         *b = 0;
     }
 }
@@ -799,8 +800,19 @@ impl Store {
                 "a device has at least one element".into(),
             ));
         }
-        let ranges = self.unicast_ranges()?;
         let tx = self.write()?;
+        let ranges: Vec<Range16> = tx
+            .prepare(
+                "SELECT r.low, r.high FROM provisioner_ranges r JOIN provisioners p ON p.id = r.provisioner
+                 WHERE p.is_self = 1 AND r.kind = 'unicast' ORDER BY r.low",
+            )?
+            .query_map([], |r| {
+                Ok(Range16 {
+                    low: r.get(0)?,
+                    high: r.get(1)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
         if let Some((address, state)) = node_state_by_uuid(&tx, uuid)? {
             return Err(StoreError::UuidInUse {
                 uuid: *uuid,
