@@ -1,10 +1,13 @@
 //! The `meshprov` command-line tool. Thin: it parses arguments and calls the library.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use meshprov::crypto::{AppKey, NetKey};
 use meshprov::provisioning::AlgorithmPolicy;
 use meshprov::sim::run::BearerChoice;
+use meshprov::store::{self, NodeRef, Range16, Store, StoreError};
 use meshprov::tools::provision::{AuthArg, ProvisionArgs};
 use meshprov::uuid::DeviceUuid;
 use meshprov::{exit, tools};
@@ -35,9 +38,13 @@ enum Command {
         /// Provisioning bearer.
         #[arg(long, value_enum, default_value_t = BearerArg::Adv)]
         bearer: BearerArg,
-        /// Node journal to store the device key in (created with mode 0600).
+        /// The network store: the NetKey and IV Index come from it, the address is allocated
+        /// in it, and the device key is written to it before the device receives any key.
         #[arg(long, value_name = "FILE")]
         store: Option<std::path::PathBuf>,
+        /// Use the default store of this network ($XDG_DATA_HOME/meshprov/NAME.db).
+        #[arg(long, value_name = "NAME", conflicts_with = "store")]
+        network: Option<String>,
         /// Print the device key.
         #[arg(long)]
         show_keys: bool,
@@ -56,6 +63,363 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Create and inspect the network in the store.
+    Net {
+        #[command(subcommand)]
+        command: NetCommand,
+    },
+    /// List, inspect and exclude nodes in the store.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Move the network to and from Mesh Configuration Database (CDB) JSON files.
+    Cdb {
+        #[command(subcommand)]
+        command: CdbCommand,
+    },
+}
+
+/// Which store a command works on.
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// The store file [default: $XDG_DATA_HOME/meshprov/<network>.db].
+    #[arg(long, value_name = "PATH")]
+    store: Option<PathBuf>,
+    /// The network whose default store to use, when there are several.
+    #[arg(long, value_name = "NAME", conflicts_with = "store")]
+    network: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum NetCommand {
+    /// Create a network: a primary NetKey (index 0), a mesh UUID, and this provisioner.
+    Create {
+        /// The network's name (also the default store's file name).
+        name: String,
+        /// The primary NetKey, 32 hex digits [default: a fresh random key].
+        #[arg(long, value_name = "HEX")]
+        net_key: Option<String>,
+        /// This provisioner's unicast range, hex LOW-HIGH.
+        #[arg(long, value_name = "LOW-HIGH", default_value = "0001-7FFF")]
+        unicast_range: String,
+        /// The store file [default: $XDG_DATA_HOME/meshprov/NAME.db].
+        #[arg(long, value_name = "PATH")]
+        store: Option<PathBuf>,
+    },
+    /// Show the network: name, mesh UUID, IV Index, key indexes, ranges (no key material).
+    Show {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Add an application key bound to a NetKey, with the lowest free index.
+    AddAppKey {
+        /// The key's name.
+        name: String,
+        /// The NetKey index to bind it to.
+        #[arg(long, value_name = "IDX", default_value_t = 0)]
+        net_key: u16,
+        /// The key, 32 hex digits [default: a fresh random key].
+        #[arg(long, value_name = "HEX")]
+        key: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// List the nodes with their state (unconfirmed, provisioned, configured, excluded).
+    List {
+        /// Print one JSON array.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Show one node, by any of its addresses or by UUID.
+    Show {
+        /// A unicast address (hex) or a device UUID.
+        node: String,
+        /// Also print the device key.
+        #[arg(long)]
+        show_keys: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Exclude a node: it stays in the store and its addresses are never reused.
+    Exclude {
+        /// A unicast address of the node (hex).
+        address: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CdbCommand {
+    /// Export the network as CDB 1.0.1 JSON (deterministic; mode 0600 when it holds keys).
+    Export {
+        /// The file to write, or - for standard output.
+        file: PathBuf,
+        /// Export only the nodes given with --nodes, and the keys they know.
+        #[arg(long, requires = "nodes")]
+        partial: bool,
+        /// Nodes of a partial export: addresses (hex) or UUIDs, comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            requires = "partial",
+            value_name = "NODE,..."
+        )]
+        nodes: Vec<String>,
+        /// Leave out every key (NetKeys, AppKeys, device keys).
+        #[arg(long)]
+        no_keys: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Import a whole network from CDB JSON (nRF Mesh, BlueZ mesh-cfgclient, meshprov).
+    Import {
+        /// The file to read.
+        file: PathBuf,
+        /// Replace a different network, or drop nodes the file lacks.
+        #[arg(long)]
+        force: bool,
+        /// Act as this provisioner of the file (its UUID).
+        #[arg(long, value_name = "UUID")]
+        as_provisioner: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// A failed command: the exit code and the one line for stderr.
+struct Failure(i32, String);
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure(exit::FAILURE, e.to_string())
+    }
+}
+
+fn usage(msg: impl Into<String>) -> Failure {
+    Failure(exit::USAGE, msg.into())
+}
+
+fn open(args: &StoreArgs) -> Result<Store, Failure> {
+    let path = store::resolve_path(args.store.as_deref(), args.network.as_deref())?;
+    if !path.exists() {
+        return Err(Failure(
+            exit::FAILURE,
+            format!(
+                "{}: no such store: create a network with `meshprov net create NAME`",
+                path.display()
+            ),
+        ));
+    }
+    Ok(Store::open(&path)?)
+}
+
+fn run_net(cmd: NetCommand) -> Result<(), Failure> {
+    match cmd {
+        NetCommand::Create {
+            name,
+            net_key,
+            unicast_range,
+            store: path,
+        } => {
+            let key = net_key
+                .map(|k| NetKey::from_hex(&k))
+                .transpose()
+                .map_err(|e| usage(format!("invalid --net-key: {e}")))?;
+            let unicast: Range16 = unicast_range
+                .parse()
+                .map_err(|e| usage(format!("invalid --unicast-range: {e}")))?;
+            let options = store::NetworkOptions {
+                unicast,
+                ..Default::default()
+            };
+            let path = match path {
+                Some(p) => p,
+                None => store::default_path(&name)?,
+            };
+            let mut s = Store::open(&path)?;
+            let info = s.create_network_with(&name, key, &options, &mut store::os_rng()?)?;
+            print!("{}", store::network_text(&info));
+            println!("{:<13} {}", "Store", path.display());
+        }
+        NetCommand::Show { json, store: args } => {
+            let s = open(&args)?;
+            let info = s.network()?;
+            if json {
+                println!("{}", store::network_json(&info));
+            } else {
+                print!("{}", store::network_text(&info));
+                println!("{:<13} {}", "Store", s.path().display());
+            }
+        }
+        NetCommand::AddAppKey {
+            name,
+            net_key,
+            key,
+            store: args,
+        } => {
+            let key = key
+                .map(|k| AppKey::from_hex(&k))
+                .transpose()
+                .map_err(|e| usage(format!("invalid --key: {e}")))?;
+            let mut s = open(&args)?;
+            let index = s.add_app_key(&name, net_key, key, &mut store::os_rng()?)?;
+            println!("AppKey {index} '{name}' bound to NetKey {net_key}");
+        }
+    }
+    Ok(())
+}
+
+fn node_ref(s: &str) -> Result<NodeRef, Failure> {
+    s.parse::<NodeRef>().map_err(usage)
+}
+
+fn run_node(cmd: NodeCommand) -> Result<(), Failure> {
+    match cmd {
+        NodeCommand::List { json, store: args } => {
+            let nodes = open(&args)?.nodes()?;
+            if json {
+                println!("{}", store::node_list_json(&nodes));
+            } else {
+                print!("{}", store::node_list_text(&nodes));
+            }
+        }
+        NodeCommand::Show {
+            node,
+            show_keys,
+            json,
+            store: args,
+        } => {
+            let r = node_ref(&node)?;
+            let n = open(&args)?.node(&r)?;
+            if json {
+                println!("{}", store::node_json(&n, show_keys));
+            } else {
+                print!("{}", store::node_show_text(&n, show_keys));
+            }
+        }
+        NodeCommand::Exclude {
+            address,
+            store: args,
+        } => {
+            let NodeRef::Address(a) = node_ref(&address)? else {
+                return Err(usage(format!("'{address}' is not a unicast address")));
+            };
+            let n = open(&args)?.exclude_node(a)?;
+            println!(
+                "node {:04X} ({}) excluded; its addresses will not be reused",
+                n.address, n.uuid
+            );
+        }
+    }
+    Ok(())
+}
+
+fn read_file(path: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Failure(exit::FAILURE, format!("{}: {e}", path.display())))
+}
+
+fn run_cdb(cmd: CdbCommand) -> Result<(), Failure> {
+    match cmd {
+        CdbCommand::Export {
+            file,
+            partial,
+            nodes,
+            no_keys,
+            store: args,
+        } => {
+            let partial_nodes = if partial {
+                Some(
+                    nodes
+                        .iter()
+                        .map(|n| node_ref(n))
+                        .collect::<Result<_, _>>()?,
+                )
+            } else {
+                None
+            };
+            let s = open(&args)?;
+            let json = s.export_cdb(&store::ExportOptions {
+                no_keys,
+                partial_nodes,
+            })?;
+            if file.as_os_str() == "-" {
+                print!("{json}");
+            } else {
+                store::write_atomically(&file, json.as_bytes(), !no_keys)?;
+            }
+        }
+        CdbCommand::Import {
+            file,
+            force,
+            as_provisioner,
+            store: args,
+        } => {
+            let as_provisioner = as_provisioner.map(|u| u.parse()).transpose().map_err(
+                |e: meshprov::uuid::UuidError| usage(format!("invalid --as-provisioner: {e}")),
+            )?;
+            let json = read_file(&file)?;
+            let in_file =
+                |e: StoreError| Failure(exit::FAILURE, format!("{}: {e}", file.display()));
+            let path = match (&args.store, &args.network) {
+                (Some(p), _) => p.clone(),
+                (None, Some(n)) => store::default_path(n)?,
+                (None, None) => {
+                    let doc = store::cdb::parse(&json).map_err(|e| in_file(e.into()))?;
+                    store::default_path(&doc.mesh_name)?
+                }
+            };
+            let mut s = Store::open(&path)?;
+            let summary = s
+                .import_cdb(
+                    &json,
+                    &store::ImportOptions {
+                        force,
+                        as_provisioner,
+                    },
+                    &mut store::os_rng()?,
+                )
+                .map_err(|e| match e {
+                    StoreError::Cdb(_) => in_file(e),
+                    e => e.into(),
+                })?;
+            let ranges = summary
+                .unicast_ranges
+                .iter()
+                .map(|r| format!("{:04X}-{:04X}", r.low, r.high))
+                .collect::<Vec<_>>()
+                .join(", ");
+            println!(
+                "imported '{}' ({}): {} NetKeys, {} AppKeys, {} nodes into {}",
+                summary.name,
+                summary.mesh_uuid,
+                summary.net_keys,
+                summary.app_keys,
+                summary.nodes,
+                path.display()
+            );
+            if summary.provisioner_added {
+                println!("added provisioner 'meshprov' with unicast range {ranges}");
+            } else {
+                println!("acting as the file's provisioner with unicast range {ranges}");
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -98,6 +462,7 @@ fn main() -> ExitCode {
             algorithm,
             bearer,
             store,
+            network,
             show_keys,
             json,
             seed,
@@ -105,14 +470,14 @@ fn main() -> ExitCode {
         } => {
             let uuid: DeviceUuid = match uuid.parse() {
                 Ok(u) => u,
-                Err(e) => return usage(&e),
+                Err(e) => return usage_exit(&e),
             };
             let auth: AuthArg = match auth.parse() {
                 Ok(a) => a,
-                Err(e) => return usage(&e),
+                Err(e) => return usage_exit(&e),
             };
             if let Some(l) = loss.filter(|l| !(0.0..=0.9).contains(l)) {
-                return usage(&format!(
+                return usage_exit(&format!(
                     "invalid --loss {l}: give a probability from 0.0 to 0.9"
                 ));
             }
@@ -130,6 +495,7 @@ fn main() -> ExitCode {
                     BearerArg::Gatt => BearerChoice::Gatt,
                 },
                 store,
+                network,
                 show_keys,
                 seed,
                 loss,
@@ -162,13 +528,26 @@ fn main() -> ExitCode {
                 return code(exit::USAGE);
             }
         },
+        Command::Net { command } => return finish(run_net(command)),
+        Command::Node { command } => return finish(run_node(command)),
+        Command::Cdb { command } => return finish(run_cdb(command)),
     }
     code(exit::SUCCESS)
 }
 
-fn usage(e: &dyn std::fmt::Display) -> ExitCode {
+fn usage_exit(e: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("meshprov: {e}");
     code(exit::USAGE)
+}
+
+fn finish(r: Result<(), Failure>) -> ExitCode {
+    match r {
+        Ok(()) => code(exit::SUCCESS),
+        Err(Failure(c, msg)) => {
+            eprintln!("meshprov: {msg}");
+            code(c)
+        }
+    }
 }
 
 fn code(c: i32) -> ExitCode {

@@ -136,6 +136,7 @@ fn check_success(report: &RunReport, sink: &MemorySink, what: &str) {
     }
     assert_eq!(o.elements, 3);
     assert_eq!(sink.records.len(), 1, "{what}: committed once before Data");
+    assert_eq!(sink.confirmed.len(), 1, "{what}: confirmed after Complete");
     assert_eq!(sink.records[0].device_key, o.device_key);
 }
 
@@ -157,9 +158,9 @@ fn every_algorithm_auth_and_bearer() {
                         seed: 11,
                         ..RunOptions::default()
                     };
-                    let mut sink = MemorySink::default();
+                    let mut sink = MemorySink::starting_at(0x0100);
                     let uuid = b.devices[0].uuid;
-                    let report = run::run(&b, &[uuid], 0x0100, &opts, &mut sink).expect(&what);
+                    let report = run::run(&b, &[uuid], &opts, &mut sink).expect(&what);
                     check_success(&report, &sink, &what);
                     let o = report.results[0].outcome.as_ref().unwrap();
                     assert_eq!(o.address, 0x0100);
@@ -190,7 +191,6 @@ fn wrong_static_oob_fails_on_both_sides() {
     let report = run::run(
         &b,
         &[uuid],
-        1,
         &RunOptions {
             config,
             ..RunOptions::default()
@@ -216,7 +216,6 @@ fn same_seed_same_run() {
         let r = run::run(
             &b,
             &[uuid],
-            1,
             &RunOptions {
                 config,
                 seed,
@@ -265,7 +264,7 @@ fn sixty_four_devices_at_once() {
             max_concurrent: 64,
             ..RunOptions::default()
         };
-        let report = run::run_with(&b, &targets, 1, &opts, &mut sink, |spec, config| {
+        let report = run::run_with(&b, &targets, &opts, &mut sink, |spec, config| {
             config.auth = AuthPolicy::Static(spec.static_oob.clone().unwrap());
         })
         .unwrap();

@@ -59,6 +59,8 @@ pub struct RunOptions {
     pub loss: Option<f64>,
     /// The NetKey to hand out; otherwise the building's, otherwise one from the seed.
     pub net_key: Option<NetKey>,
+    /// The IV Index to hand out; otherwise the building's.
+    pub iv_index: Option<u32>,
     /// Sessions in flight at once.
     pub max_concurrent: usize,
     /// Give up on the whole run after this much virtual time.
@@ -79,6 +81,7 @@ impl Default for RunOptions {
             seed: 1,
             loss: None,
             net_key: None,
+            iv_index: None,
             max_concurrent: 64,
             deadline: Duration::from_secs(3600),
             att_mtu: 517,
@@ -103,24 +106,112 @@ pub struct NodeRecord {
     pub net_key_index: u16,
 }
 
-/// Where device keys go before the Provisioning Data is sent (write-ahead). An error stops
-/// that session before the device is given any key.
+/// The provisioner's durable state, as a session needs it: address ranges are reserved when
+/// the device's element count is known, and the device key is committed before the
+/// Provisioning Data goes on air (write-ahead), so a crash never loses a key or hands an
+/// address out twice. An error fails that session before the device gets any key.
 pub trait NodeSink {
-    /// Stores one node durably.
+    /// Reserves a free unicast range of `elements` addresses for `uuid`; returns its first.
+    fn allocate(&mut self, uuid: &DeviceUuid, elements: u8) -> Result<u16, String>;
+    /// Stores one node durably, before its Provisioning Data is sent.
     fn commit(&mut self, record: &NodeRecord) -> Result<(), String>;
+    /// The device answered Provisioning Complete.
+    fn confirm(&mut self, uuid: &DeviceUuid) -> Result<(), String>;
+    /// The session failed before [`NodeSink::commit`]: the reservation may be reused.
+    fn release(&mut self, uuid: &DeviceUuid);
 }
 
-/// A sink that keeps records in memory (tests, and runs without `--store`).
-#[derive(Debug, Default)]
+/// A sink that keeps records in memory and allocates addresses upwards from a first one
+/// (tests, and runs without a store).
+#[derive(Debug)]
 pub struct MemorySink {
     /// What was committed.
     pub records: Vec<NodeRecord>,
+    /// Devices that confirmed.
+    pub confirmed: Vec<DeviceUuid>,
+    next: u32,
+    reserved: BTreeMap<DeviceUuid, u16>,
+}
+
+impl MemorySink {
+    /// Allocates from `first_address` upwards.
+    pub fn starting_at(first_address: u16) -> Self {
+        Self {
+            records: Vec::new(),
+            confirmed: Vec::new(),
+            next: u32::from(first_address.max(1)),
+            reserved: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for MemorySink {
+    fn default() -> Self {
+        Self::starting_at(1)
+    }
 }
 
 impl NodeSink for MemorySink {
+    fn allocate(&mut self, uuid: &DeviceUuid, elements: u8) -> Result<u16, String> {
+        if let Some(a) = self.reserved.get(uuid) {
+            return Ok(*a);
+        }
+        let end = self.next + u32::from(elements);
+        if elements == 0 || end > 0x8000 {
+            return Err(format!(
+                "no room for {elements} elements in the unicast range (next free 0x{:04x})",
+                self.next
+            ));
+        }
+        // Checked just above: below 0x8000.
+        let a = self.next as u16;
+        self.next = end;
+        self.reserved.insert(*uuid, a);
+        Ok(a)
+    }
+
     fn commit(&mut self, record: &NodeRecord) -> Result<(), String> {
         self.records.push(record.clone());
         Ok(())
+    }
+
+    fn confirm(&mut self, uuid: &DeviceUuid) -> Result<(), String> {
+        self.confirmed.push(*uuid);
+        Ok(())
+    }
+
+    fn release(&mut self, _uuid: &DeviceUuid) {
+        // Addresses are only handed out upwards here; nothing to give back.
+    }
+}
+
+/// The network store as a [`NodeSink`].
+impl NodeSink for crate::store::Store {
+    fn allocate(&mut self, uuid: &DeviceUuid, elements: u8) -> Result<u16, String> {
+        self.allocate_unicast(uuid, elements)
+            .map_err(|e| e.to_string())
+    }
+
+    fn commit(&mut self, record: &NodeRecord) -> Result<(), String> {
+        self.commit_node(&crate::store::NewNode {
+            uuid: record.uuid,
+            name: record.name.clone(),
+            address: record.address,
+            elements: record.elements,
+            device_key: record.device_key.clone(),
+            net_key_index: record.net_key_index,
+            location: None,
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    fn confirm(&mut self, uuid: &DeviceUuid) -> Result<(), String> {
+        self.confirm_node(uuid).map_err(|e| e.to_string())
+    }
+
+    fn release(&mut self, uuid: &DeviceUuid) {
+        // Best effort: a reservation left behind is returned to the same UUID next time.
+        let _ = self.release_reservation(uuid);
     }
 }
 
@@ -170,16 +261,6 @@ pub enum RunError {
         /// What it supports.
         other: &'static str,
     },
-    /// Not enough unicast addresses.
-    #[error(
-        "no room for {elements} more elements in the unicast range (next free address 0x{next:04x})"
-    )]
-    AddressesExhausted {
-        /// Next free address.
-        next: u32,
-        /// Elements needed.
-        elements: u8,
-    },
 }
 
 struct Session {
@@ -194,20 +275,20 @@ struct Session {
     input_value: Option<OobValue>,
     input_at: Option<Instant>,
     closing: bool,
+    committed: bool,
     result: Option<Result<Outcome, ProvisioningError>>,
     ended: Option<Instant>,
 }
 
-/// Provisions `targets` (UUIDs from the building file) on a fresh simulated air.
-/// Addresses are allocated from `first_address` upwards, each device taking its element count.
+/// Provisions `targets` (UUIDs from the building file) on a fresh simulated air. Addresses
+/// come from `sink`, each device taking its element count.
 pub fn run(
     building: &Building,
     targets: &[DeviceUuid],
-    first_address: u16,
     opts: &RunOptions,
     sink: &mut dyn NodeSink,
 ) -> Result<RunReport, RunError> {
-    run_with(building, targets, first_address, opts, sink, |_, _| {})
+    run_with(building, targets, opts, sink, |_, _| {})
 }
 
 /// [`run`], with `per_device` adjusting each session's configuration from its device's spec
@@ -215,7 +296,6 @@ pub fn run(
 pub fn run_with(
     building: &Building,
     targets: &[DeviceUuid],
-    first_address: u16,
     opts: &RunOptions,
     sink: &mut dyn NodeSink,
     mut per_device: impl FnMut(&DeviceSpec, &mut ProvisionerConfig),
@@ -267,7 +347,7 @@ pub fn run_with(
         net_key,
         net_key_index: building.network.net_key_index,
         flags: 0,
-        iv_index: building.network.iv_index,
+        iv_index: opts.iv_index.unwrap_or(building.network.iv_index),
     };
 
     let mut links = Links::new(
@@ -278,7 +358,6 @@ pub fn run_with(
     let mut waiting: VecDeque<usize> = (0..devices.len()).collect();
     let mut sessions: Vec<Option<Session>> = (0..devices.len()).map(|_| None).collect();
     let mut by_link: BTreeMap<LinkId, usize> = BTreeMap::new();
-    let mut next_address = u32::from(first_address.max(1));
     let deadline = Instant::ZERO + opts.deadline;
     let mut now = air.now();
     let mut staged: Option<Vec<u8>> = None;
@@ -309,6 +388,7 @@ pub fn run_with(
                 input_value: None,
                 input_at: None,
                 closing: false,
+                committed: false,
                 result: None,
                 ended: None,
             };
@@ -420,15 +500,13 @@ pub fn run_with(
                     match ev {
                         Event::CapabilitiesReceived(_) => {}
                         Event::NeedUnicastAddress { elements } => {
-                            if next_address + u32::from(elements) > 0x8000 {
-                                return Err(RunError::AddressesExhausted {
-                                    next: next_address,
-                                    elements,
-                                });
+                            match sink.allocate(&dev.spec.uuid, elements) {
+                                Ok(a) => s.prov.set_unicast_address(now, a),
+                                Err(e) => {
+                                    s.result = Some(Err(ProvisioningError::Store(e)));
+                                    s.ended = Some(now);
+                                }
                             }
-                            // Checked just above: the range ends below 0x8000.
-                            s.prov.set_unicast_address(now, next_address as u16);
-                            next_address += u32::from(elements);
                         }
                         Event::OutputOobRequested { .. } => s.output_pending = true,
                         Event::InputOobDisplay { value, .. } => s.input_value = Some(value),
@@ -446,7 +524,10 @@ pub fn run_with(
                                 net_key_index: params.net_key_index,
                             };
                             match sink.commit(&rec) {
-                                Ok(()) => s.prov.commit_done(now),
+                                Ok(()) => {
+                                    s.committed = true;
+                                    s.prov.commit_done(now);
+                                }
                                 Err(e) => {
                                     s.result = Some(Err(ProvisioningError::Store(e)));
                                     s.ended = Some(now);
@@ -454,6 +535,9 @@ pub fn run_with(
                             }
                         }
                         Event::Complete(outcome) => {
+                            // The node is committed; a failed confirmation only leaves it
+                            // marked unconfirmed, which is safe.
+                            let _ = sink.confirm(&dev.spec.uuid);
                             s.result = Some(Ok(outcome));
                             s.ended = Some(now);
                         }
@@ -490,6 +574,9 @@ pub fn run_with(
                 if s.result.is_some() && !s.closing {
                     s.closing = true;
                     progress = true;
+                    if !s.committed {
+                        sink.release(&dev.spec.uuid);
+                    }
                     let reason: CloseReason = match &s.result {
                         Some(Ok(_)) => LinkCloseReason::SUCCESS,
                         Some(Err(e)) => s.prov.close_reason().unwrap_or(e.close_reason()),

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::provisioning::{AlgorithmPolicy, AuthPolicy, ProvisionerConfig};
 use crate::sim::building::Building;
 use crate::sim::run::{self, BearerChoice, MemorySink, NodeSink, RunOptions};
-use crate::store::journal::NodeJournal;
+use crate::store::Store;
 use crate::uuid::DeviceUuid;
 
 /// The `--auth` choices.
@@ -91,8 +91,10 @@ pub struct ProvisionArgs {
     pub algorithm: AlgorithmPolicy,
     /// Bearer.
     pub bearer: BearerChoice,
-    /// Node journal.
+    /// The network store (SQLite) to take the network from and record the node in.
     pub store: Option<PathBuf>,
+    /// The network whose default store to use.
+    pub network: Option<String>,
     /// Print the device key.
     pub show_keys: bool,
     /// Seed of the simulation.
@@ -194,39 +196,50 @@ pub fn provision(args: &ProvisionArgs) -> Result<ProvisionReport, ProvisionFailu
             ));
         }
     };
-    let mut journal = match &args.store {
-        Some(p) => Some(NodeJournal::open(p).map_err(|e| ProvisionFailure {
-            exit_code: crate::exit::FAILURE,
-            message: e.to_string(),
-            uuid: None,
-        })?),
-        None => None,
+    let failure = |message: String| ProvisionFailure {
+        exit_code: crate::exit::FAILURE,
+        message,
+        uuid: Some(args.uuid.to_string()),
     };
-    if let Some(j) = &journal
-        && let Some(e) = j.entries().iter().find(|e| e.uuid == args.uuid.to_string())
-    {
-        return Err(ProvisionFailure {
-            exit_code: crate::exit::FAILURE,
-            message: format!(
-                "device {} is already in {} at address 0x{:04x}; reset the device and remove it from the journal before provisioning it again",
+    let mut store = if args.store.is_some() || args.network.is_some() {
+        let path = crate::store::resolve_path(args.store.as_deref(), args.network.as_deref())
+            .map_err(|e| usage(e.to_string()))?;
+        if !path.exists() {
+            return Err(usage(format!(
+                "no store at {}: create the network first with `meshprov net create NAME --store {}`",
+                path.display(),
+                path.display()
+            )));
+        }
+        Some((
+            Store::open(&path).map_err(|e| failure(e.to_string()))?,
+            path,
+        ))
+    } else {
+        None
+    };
+    let mut net_key = None;
+    let mut iv_index = None;
+    if let Some((s, path)) = &store {
+        let info = s
+            .network()
+            .map_err(|e| failure(format!("{}: {e}", path.display())))?;
+        if let Ok(node) = s.node_by_uuid(&args.uuid) {
+            return Err(failure(format!(
+                "device {} is already node 0x{:04x} in {} ({}); reset the device and remove the node before provisioning it again",
                 args.uuid,
-                j.path().display(),
-                e.address
-            ),
-            uuid: Some(args.uuid.to_string()),
-        });
+                node.address,
+                path.display(),
+                node.state
+            )));
+        }
+        net_key = Some(s.net_key(0).map_err(|e| failure(e.to_string()))?);
+        iv_index = Some(info.iv_index);
     }
-    let first = journal.as_ref().map_or(1, |j| j.next_free_address());
-    let first = u16::try_from(first)
-        .ok()
-        .filter(|a| *a < 0x8000)
-        .ok_or_else(|| ProvisionFailure {
-            exit_code: crate::exit::FAILURE,
-            message: "the unicast address range is exhausted".into(),
-            uuid: None,
-        })?;
     let opts = RunOptions {
         config,
+        net_key,
+        iv_index,
         bearer: args.bearer,
         seed: args.seed,
         loss: args.loss,
@@ -235,12 +248,12 @@ pub fn provision(args: &ProvisionArgs) -> Result<ProvisionReport, ProvisionFailu
         ..RunOptions::default()
     };
     let mut memory = MemorySink::default();
-    let sink: &mut dyn NodeSink = match &mut journal {
-        Some(j) => j,
+    let sink: &mut dyn NodeSink = match &mut store {
+        Some((s, _)) => s,
         None => &mut memory,
     };
     let report =
-        run::run(&building, &[args.uuid], first, &opts, sink).map_err(|e| usage(e.to_string()))?;
+        run::run(&building, &[args.uuid], &opts, sink).map_err(|e| usage(e.to_string()))?;
     let Some(r) = report.results.into_iter().next() else {
         return Err(ProvisionFailure {
             exit_code: crate::exit::FAILURE,
@@ -262,15 +275,11 @@ pub fn provision(args: &ProvisionArgs) -> Result<ProvisionReport, ProvisionFailu
             device_key: args
                 .show_keys
                 .then(|| mesh_crypto::hex::encode(o.device_key.expose_secret())),
-            stored: journal.as_ref().map(|j| j.path().display().to_string()),
+            stored: store.as_ref().map(|(_, p)| p.display().to_string()),
             time_ms: r.elapsed.as_millis() as u64,
             retransmissions: report.retransmissions,
         }),
-        Err(e) => Err(ProvisionFailure {
-            exit_code: crate::exit::FAILURE,
-            message: e.user_message(),
-            uuid: Some(args.uuid.to_string()),
-        }),
+        Err(e) => Err(failure(e.user_message())),
     }
 }
 
@@ -323,7 +332,7 @@ impl ProvisionReport {
         };
         s += &match &self.stored {
             Some(p) => format!("  stored in   {p}\n"),
-            None => "  stored in   nowhere (no --store): this node's device key is lost when meshprov exits\n".to_string(),
+            None => "  stored in   nowhere (no --store): the device key is lost when meshprov exits; add --show-keys or --store\n".to_string(),
         };
         s += &format!(
             "  time        {:.2} s of simulated air time, {} retransmissions\n",
