@@ -229,7 +229,7 @@ impl ProvisioningError {
             },
             E::NoAcceptableAlgorithm { .. } => format!("{self}: allow the other algorithm in the configuration"),
             E::NoAcceptableAuthMethod(_) => format!("{self}: configure an authentication method the device supports (e.g. its static OOB value)"),
-            E::NoOobNotAllowed => "the device supports no OOB authentication: allow No OOB explicitly if you accept an unauthenticated device".into(),
+            E::NoOobNotAllowed => "the device supports no OOB authentication: allow No OOB explicitly (`--auth none`) only if you accept an unauthenticated device".into(),
             E::InvalidConfig(_) => format!("{self}: fix the configuration"),
             E::InvalidOobValue(_) => format!("{self}: enter the value again"),
             E::InvalidAddress { .. } => format!("{self}: choose another unicast address"),
