@@ -1,0 +1,269 @@
+//! `meshprov provision` as an installer or a script runs it: text and JSON output, the store,
+//! exit codes and the one-line errors.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+const BUILDING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/building.toml");
+const LIGHT: &str = "7b2c1a90-0000-4000-8000-000000000001";
+
+fn meshprov(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_meshprov"))
+        .args(args)
+        .env("XDG_DATA_HOME", "/nonexistent-meshprov-test")
+        .output()
+        .expect("run meshprov");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn sim() -> String {
+    format!("sim:{BUILDING}")
+}
+
+#[test]
+fn provisions_with_default_auth_and_reports() {
+    let (code, out, err) = meshprov(&["provision", LIGHT, "--radio", &sim()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("Provisioned 7b2c1a90-0000-4000-8000-000000000001 (Lobby light 1)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("BTM_ECDH_P256_HMAC_SHA256_AES_CCM"),
+        "auto prefers HMAC: {out}"
+    );
+    assert!(out.contains("Static OOB"), "{out}");
+    assert!(out.contains("(not shown; add --show-keys)"), "{out}");
+    assert!(
+        out.contains("stored in   nowhere"),
+        "says the key is not stored: {out}"
+    );
+}
+
+#[test]
+fn json_for_every_kind_of_device() {
+    let cases: &[(&str, &[&str], &str)] = &[
+        (
+            "7b2c1a90-0000-4000-8000-000000000002",
+            &["--auth", "output"],
+            "Output OOB",
+        ),
+        (
+            "7b2c1a90-0000-4000-8000-000000000003",
+            &["--auth", "input", "--algorithm", "cmac"],
+            "Input OOB",
+        ),
+        (
+            "7b2c1a90-0000-4000-8000-000000000005",
+            &["--auth", "none", "--loss", "0.3"],
+            "No OOB",
+        ),
+        (
+            "7b2c1a90-0000-4000-8000-000000000006",
+            &["--bearer", "gatt"],
+            "Static OOB",
+        ),
+        (
+            "7b2c1a90-0000-4000-8000-000000000004",
+            &[
+                "--auth",
+                "oob-public-key:f465e43ff23d3f1b9dc7dfc04da8758184dbc966204796eccf0d6cf5e16500cc0201d048bcbbd899eeefc424164e33c201c2b010ca6b4d43a8a155cad8ecb279",
+            ],
+            "Static OOB",
+        ),
+    ];
+    for (uuid, extra, auth) in cases {
+        let mut args = vec![
+            "provision",
+            uuid,
+            "--radio",
+            BUILDING,
+            "--json",
+            "--show-keys",
+        ];
+        let radio = sim();
+        args[3] = &radio;
+        args.extend_from_slice(extra);
+        let (code, out, err) = meshprov(&args);
+        assert_eq!(code, 0, "{uuid} {extra:?}: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+        assert_eq!(v["result"], "provisioned");
+        assert_eq!(v["uuid"], *uuid);
+        assert!(v["auth"].as_str().unwrap().starts_with(auth), "{v}");
+        assert_eq!(v["device_key"].as_str().unwrap().len(), 32, "{v}");
+        assert!(v["time_ms"].as_u64().unwrap() > 0);
+    }
+}
+
+#[test]
+fn store_gets_the_node_and_refuses_it_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hq.db");
+    let db = db.to_str().unwrap();
+    let (code, _, err) = meshprov(&["net", "create", "hq", "--store", db]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = meshprov(&[
+        "provision",
+        LIGHT,
+        "--radio",
+        &sim(),
+        "--store",
+        db,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["address"], "0x0001");
+    assert_eq!(v["stored"], db);
+    assert!(v["device_key"].is_null(), "no key without --show-keys");
+    let mode = std::fs::metadata(db).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // The next device gets the next free address after the light's two elements.
+    let (code, out, _) = meshprov(&[
+        "provision",
+        "7b2c1a90-0000-4000-8000-000000000002",
+        "--radio",
+        &sim(),
+        "--store",
+        db,
+        "--auth",
+        "output",
+        "--json",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"address\":\"0x0003\""), "{out}");
+    let (code, out, _) = meshprov(&["node", "list", "--store", db, "--json"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(LIGHT) && out.contains("provisioned"), "{out}");
+    // Provisioning the same device again is refused with a line that says what to do.
+    let (code, _, err) = meshprov(&["provision", LIGHT, "--radio", &sim(), "--store", db]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("already node 0x0001") && err.contains("reset the device"),
+        "{err}"
+    );
+}
+
+#[test]
+fn failures_say_what_to_do() {
+    // Wrong static value: the device rejects the confirmation.
+    let (code, out, err) = meshprov(&[
+        "provision",
+        LIGHT,
+        "--radio",
+        &sim(),
+        "--auth",
+        "static:00112233445566778899aabbccddeeff",
+        "--json",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("OOB value is probably wrong"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["result"], "failed");
+    // No OOB is refused unless asked for.
+    let (code, _, err) = meshprov(&[
+        "provision",
+        "7b2c1a90-0000-4000-8000-000000000005",
+        "--radio",
+        &sim(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--auth none"), "{err}");
+    // A store that does not exist is not created behind the installer's back.
+    let (code, _, err) = meshprov(&[
+        "provision",
+        LIGHT,
+        "--radio",
+        &sim(),
+        "--store",
+        "/tmp/meshprov-no-such.db",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("net create"), "{err}");
+}
+
+#[test]
+fn bad_arguments_exit_2_with_one_line() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["provision", "7b2c", "--radio", "sim:x"],
+            "is not a device UUID",
+        ),
+        (
+            &["provision", LIGHT, "--radio", "bluez"],
+            "use --radio sim:FILE.toml",
+        ),
+        (
+            &["provision", LIGHT, "--radio", "sim:/no/such.toml"],
+            "cannot read building file",
+        ),
+        (
+            &[
+                "provision",
+                LIGHT,
+                "--radio",
+                "SIM",
+                "--auth",
+                "static:0011",
+            ],
+            "give 16 or 32",
+        ),
+        (
+            &["provision", LIGHT, "--radio", "SIM", "--auth", "telepathy"],
+            "use auto, none",
+        ),
+        (
+            &[
+                "provision",
+                LIGHT,
+                "--radio",
+                "SIM",
+                "--auth",
+                "oob-public-key:00",
+            ],
+            "64 bytes",
+        ),
+        (
+            &["provision", LIGHT, "--radio", "SIM", "--auth", "cert"],
+            "--auth cert",
+        ),
+        (
+            &["provision", LIGHT, "--radio", "SIM", "--loss", "1.5"],
+            "invalid --loss",
+        ),
+        (
+            &[
+                "provision",
+                "7b2c1a90-0000-4000-8000-0000000000ff",
+                "--radio",
+                "SIM",
+            ],
+            "is not in",
+        ),
+        (
+            &[
+                "provision",
+                "7b2c1a90-0000-4000-8000-000000000006",
+                "--radio",
+                "SIM",
+            ],
+            "use --bearer gatt",
+        ),
+    ];
+    let radio = sim();
+    for (args, expected) in cases {
+        let args: Vec<&str> = args
+            .iter()
+            .map(|a| if *a == "SIM" { radio.as_str() } else { a })
+            .collect();
+        let (code, out, err) = meshprov(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(out.is_empty(), "{out}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+}
