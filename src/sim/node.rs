@@ -138,6 +138,8 @@ impl VirtualDevice {
             static_oob: spec.static_oob.clone(),
             key_pair: key_pair(&spec),
             output_value: None,
+            records: Vec::new(),
+            records_fault: None,
         };
         let device = Device::new(config, Box::new(ChaCha20Rng::seed_from_u64(seed)));
         let links = Links::new(

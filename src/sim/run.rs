@@ -499,6 +499,10 @@ pub fn run_with(
                     progress = true;
                     match ev {
                         Event::CapabilitiesReceived(_) => {}
+                        Event::RecordsReceived { .. } => {
+                            // No verifier in this driver yet: refuse every certificate.
+                            let _ = s.prov.reject_certificate(now, "no certificate verifier");
+                        }
                         Event::NeedUnicastAddress { elements } => {
                             match sink.allocate(&dev.spec.uuid, elements) {
                                 Ok(a) => s.prov.set_unicast_address(now, a),
