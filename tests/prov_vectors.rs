@@ -58,6 +58,8 @@ fn run_sample(file: &str, algorithm: AlgorithmPolicy, auth_static: bool) {
             static_oob: auth_static.then(|| auth_value.clone()),
             key_pair: Some(KeyPair::from_private_bytes(&h(&v, "device_private_key")).unwrap()),
             output_value: None,
+            records: Vec::new(),
+            records_fault: None,
         },
         rng(2),
     )

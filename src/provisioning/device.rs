@@ -1,11 +1,16 @@
 //! The device (provisionee) role, MshPRT v1.1 §5.4.3: used by the simulator and the tests.
 //!
 //! ```text
+//! ExpectInvite ──Records Get / Records List, Record Request / Record Response──▶ ExpectInvite
 //! ExpectInvite ──Invite / Capabilities──▶ ExpectStart ──Start──▶ ExpectPublicKey
 //!   ──Public Key / (our Public Key)──▶ [ExpectInput ──provide_input / Input Complete──▶]
 //!   ExpectConfirmation ──Confirmation / Confirmation──▶ ExpectRandom ──Random / Random──▶
 //!   ExpectData ──Data / Complete──▶ Done
 //! ```
+//!
+//! Provisioning records (§5.4.1.11–14, reference §7) are served only before Invite: after it,
+//! a Records Get or Record Request is an Unexpected PDU. A device with certificate records
+//! advertises Public Key OOB and holds the certificate's private key as its key pair.
 //!
 //! On bad input the device answers with Provisioning Failed and the code of
 //! [`ProvisioningError::failed_code`] (MshPRT v1.1 §5.4.4): Invalid PDU (RFU type), Invalid
@@ -27,11 +32,13 @@ use rand_core::CryptoRng;
 
 use crate::time::Instant;
 use crate::wire::{
-    Capabilities, InputOobAction, ProvisioningPdu, Start, StartAuth, StartPublicKey, WireError,
+    Capabilities, InputOobAction, ProvisioningPdu, RecordId, Start, StartAuth, StartPublicKey,
+    WireError,
 };
 
 use super::auth::{self, OobKind, OobValue};
 use super::error::ProvisioningError;
+use super::records::{self, RecordsFault};
 use super::{
     Direction, PROTOCOL_TIMEOUT, ProtocolTimer, TranscriptEntry, parse_pdu, prov_value,
     transcript_entry,
@@ -50,6 +57,27 @@ pub struct DeviceConfig {
     pub key_pair: Option<KeyPair>,
     /// A fixed Output OOB value to "display"; default: random for the action and size.
     pub output_value: Option<OobValue>,
+    /// Provisioning records served before Invite (§5.4.1.11): for certificate-based
+    /// provisioning 0x0001 the device certificate (DER) and 0x0002.. the intermediates.
+    pub records: Vec<(RecordId, Vec<u8>)>,
+    /// Tests only: misbehaviour when serving records.
+    pub records_fault: Option<RecordsFault>,
+}
+
+impl DeviceConfig {
+    /// A device with these capabilities and nothing else: no static OOB, a fresh key pair,
+    /// a random Output OOB value, no records.
+    pub fn new(uuid: [u8; 16], capabilities: Capabilities) -> Self {
+        DeviceConfig {
+            uuid,
+            capabilities,
+            static_oob: None,
+            key_pair: None,
+            output_value: None,
+            records: Vec::new(),
+            records_fault: None,
+        }
+    }
 }
 
 impl fmt::Debug for DeviceConfig {
@@ -59,6 +87,15 @@ impl fmt::Debug for DeviceConfig {
             .field("static_oob", &self.static_oob.as_ref().map(|v| v.len()))
             .field("key_pair", &self.key_pair)
             .field("output_value", &self.output_value)
+            .field(
+                "records",
+                &self
+                    .records
+                    .iter()
+                    .map(|(id, r)| (id.0, r.len()))
+                    .collect::<Vec<_>>(),
+            )
+            .field("records_fault", &self.records_fault)
             .finish_non_exhaustive()
     }
 }
@@ -154,7 +191,7 @@ impl State {
 
     fn expected(&self) -> &'static str {
         match self {
-            State::ExpectInvite => "Provisioning Invite",
+            State::ExpectInvite => "Provisioning Invite (or a records PDU)",
             State::ExpectStart { .. } => "Provisioning Start",
             State::ExpectPublicKey(_) => "Provisioning Public Key",
             State::ExpectInput { .. } => "the installer's input (no PDU)",
@@ -344,6 +381,18 @@ impl Device {
     fn on_pdu(&mut self, now: Instant, pdu: ProvisioningPdu) -> Result<(), ProvisioningError> {
         let state = core::mem::replace(&mut self.state, State::ExpectInvite);
         match (state, pdu) {
+            (State::ExpectInvite, ProvisioningPdu::RecordsGet) => {
+                self.send(now, &records::serve_list(&self.config.records));
+                self.state = State::ExpectInvite;
+                Ok(())
+            }
+            (State::ExpectInvite, ProvisioningPdu::RecordRequest(req)) => {
+                let rsp =
+                    records::serve_request(&self.config.records, req, self.config.records_fault);
+                self.send(now, &rsp);
+                self.state = State::ExpectInvite;
+                Ok(())
+            }
             (State::ExpectInvite, ProvisioningPdu::Invite(i)) => {
                 self.send(
                     now,

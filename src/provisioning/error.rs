@@ -17,7 +17,8 @@
 
 use mesh_crypto::CryptoError;
 
-use crate::wire::{Algorithms, FailedCode, LinkCloseReason, PduType, WireError};
+use super::records::record_name;
+use crate::wire::{Algorithms, FailedCode, LinkCloseReason, PduType, RecordId, WireError};
 
 /// Why a provisioning session ended, as carried by the PB-ADV Link Close (MshPRT v1.1
 /// §5.3.1.4.3; reference §2): Success, Timeout or Fail.
@@ -87,6 +88,86 @@ pub enum ProvisioningError {
     /// §5.4.1.10).
     #[error("device reported Provisioning Failed: {0}")]
     FailedReceived(FailedCode),
+    /// Peer: the Records List is not usable (a record ID listed twice; MshPRT v1.1 §5.4.1.14).
+    #[error("invalid Records List: {0}")]
+    InvalidRecordsList(&'static str),
+    /// Peer: the Records List lacks a record certificate-based provisioning needs (the Device
+    /// Certificate, 0x0001; MshPRT v1.1 §5.4.2).
+    #[error("the device has no {} record", record_name(*.0))]
+    MissingRecord(RecordId),
+    /// Peer: the device listed this record, then answered Requested Record Is Not Present
+    /// (MshPRT v1.1 §5.4.1.12).
+    #[error("the device listed the {} record but says it is not present", record_name(*.0))]
+    RecordNotPresent(RecordId),
+    /// Peer: the device answered Requested Offset Is Out Of Bounds for an offset inside the
+    /// Total Length it announced (MshPRT v1.1 §5.4.1.12).
+    #[error("the device refused offset {offset} of the {} record as out of bounds", record_name(*.record))]
+    RecordOffsetOutOfBounds {
+        /// The record.
+        record: RecordId,
+        /// The offset requested.
+        offset: u16,
+    },
+    /// Peer: a fragment's data runs past the record's Total Length (MshPRT v1.1 §5.4.1.12).
+    #[error(
+        "a fragment of the {} record runs past its Total Length ({len} octets at offset {offset}, Total Length {total_length})", record_name(*.record)
+    )]
+    RecordFragmentOutOfBounds {
+        /// The record.
+        record: RecordId,
+        /// The fragment's offset.
+        offset: u16,
+        /// The fragment's length.
+        len: usize,
+        /// The Total Length announced.
+        total_length: u16,
+    },
+    /// Peer: the Total Length of a record changed between its fragments.
+    #[error("the Total Length of the {} record changed from {first} to {now}", record_name(*.record))]
+    RecordTotalLengthChanged {
+        /// The record.
+        record: RecordId,
+        /// Total Length in the first fragment.
+        first: u16,
+        /// Total Length in this fragment.
+        now: u16,
+    },
+    /// Peer: the device sent an empty fragment before the end of the record: it announced more
+    /// than it delivers.
+    #[error("the {} record stops at {received} of its {total_length} octets", record_name(*.record))]
+    RecordTruncated {
+        /// The record.
+        record: RecordId,
+        /// Octets received.
+        received: u16,
+        /// The Total Length announced.
+        total_length: u16,
+    },
+    /// Peer: a record's Total Length is above the cap (`records::MAX_RECORD_LEN`, 4096).
+    #[error("the {} record is {total_length} octets long, more than the 4096 accepted", record_name(*.record))]
+    RecordTooLarge {
+        /// The record.
+        record: RecordId,
+        /// The Total Length announced.
+        total_length: u16,
+    },
+    /// Peer: a Record Response does not answer the request (another record or offset, a
+    /// fragment longer than asked for, Total Length 0, an RFU status; MshPRT v1.1 §5.4.1.12).
+    #[error("invalid Record Response for the {} record: {reason}", record_name(*.record))]
+    InvalidRecordResponse {
+        /// The record requested.
+        record: RecordId,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Peer: the device serves a certificate but does not advertise Public Key OOB in its
+    /// Capabilities, so its certificate's key cannot be used (MshPRT v1.1 §5.4.2.3).
+    #[error("the device has a certificate but does not offer its public key out of band")]
+    PublicKeyOobNotOffered,
+    /// Peer: the caller refused the device's certificate chain (`Provisioner::reject_certificate`);
+    /// no Provisioning Data was sent.
+    #[error("the device certificate was rejected: {0}")]
+    CertificateRejected(String),
 
     // ----- our fault (configuration or caller) -----
     /// Ours: the algorithm policy allows no algorithm the device offers.
@@ -154,7 +235,18 @@ impl ProvisioningError {
             | E::ConfirmationFailed
             | E::DecryptionFailed
             | E::InvalidData(_)
-            | E::FailedReceived(_) => Fault::Peer,
+            | E::FailedReceived(_)
+            | E::InvalidRecordsList(_)
+            | E::MissingRecord(_)
+            | E::RecordNotPresent(_)
+            | E::RecordOffsetOutOfBounds { .. }
+            | E::RecordFragmentOutOfBounds { .. }
+            | E::RecordTotalLengthChanged { .. }
+            | E::RecordTruncated { .. }
+            | E::RecordTooLarge { .. }
+            | E::InvalidRecordResponse { .. }
+            | E::PublicKeyOobNotOffered
+            | E::CertificateRejected(_) => Fault::Peer,
             E::NoAcceptableAlgorithm { .. }
             | E::NoAcceptableAuthMethod(_)
             | E::NoOobNotAllowed
@@ -194,6 +286,13 @@ impl ProvisioningError {
             E::DecryptionFailed => FailedCode::DECRYPTION_FAILED,
             E::InvalidData(_) => FailedCode::INVALID_DATA,
             E::FailedReceived(code) => *code,
+            E::InvalidRecordsList(_)
+            | E::RecordOffsetOutOfBounds { .. }
+            | E::RecordFragmentOutOfBounds { .. }
+            | E::RecordTotalLengthChanged { .. }
+            | E::RecordTruncated { .. }
+            | E::RecordTooLarge { .. }
+            | E::InvalidRecordResponse { .. } => FailedCode::INVALID_FORMAT,
             E::InvalidAddress { .. } => FailedCode::CANNOT_ASSIGN_ADDRESSES,
             E::NoAcceptableAlgorithm { .. }
             | E::NoAcceptableAuthMethod(_)
@@ -204,7 +303,11 @@ impl ProvisioningError {
             | E::Store(_)
             | E::Crypto(_)
             | E::Timeout
-            | E::LinkClosed => FailedCode::UNEXPECTED_ERROR,
+            | E::LinkClosed
+            | E::MissingRecord(_)
+            | E::RecordNotPresent(_)
+            | E::PublicKeyOobNotOffered
+            | E::CertificateRejected(_) => FailedCode::UNEXPECTED_ERROR,
         }
     }
 
@@ -227,6 +330,16 @@ impl ProvisioningError {
                 FailedCode::CANNOT_ASSIGN_ADDRESSES => "device cannot take the unicast address range; choose another address".into(),
                 _ => format!("device reported Provisioning Failed: {code}; retry, and reset the device if it repeats"),
             },
+            E::InvalidRecordsList(_)
+            | E::RecordOffsetOutOfBounds { .. }
+            | E::RecordFragmentOutOfBounds { .. }
+            | E::RecordTotalLengthChanged { .. }
+            | E::RecordTruncated { .. }
+            | E::RecordTooLarge { .. }
+            | E::InvalidRecordResponse { .. } => format!("the device sent its certificate records incorrectly ({self}); nothing was provisioned: retry, and if it repeats, reset the device or report it to its manufacturer"),
+            E::MissingRecord(_) | E::RecordNotPresent(_) => format!("{self}: it cannot be provisioned by certificate; check that it is the expected model, or provision it with another OOB method"),
+            E::PublicKeyOobNotOffered => format!("{self}: it cannot be provisioned by certificate; check its firmware, or provision it with another OOB method"),
+            E::CertificateRejected(reason) => format!("the device certificate could not be verified: {reason}; do not provision this device; check it comes from the expected manufacturer"),
             E::NoAcceptableAlgorithm { .. } => format!("{self}: allow the other algorithm in the configuration"),
             E::NoAcceptableAuthMethod(_) => format!("{self}: configure an authentication method the device supports (e.g. its static OOB value)"),
             E::NoOobNotAllowed => "the device supports no OOB authentication: allow No OOB explicitly (`--auth none`) only if you accept an unauthenticated device".into(),

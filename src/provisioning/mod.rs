@@ -2,6 +2,8 @@
 //!
 //! - [`Provisioner`] (`provisioner.rs`): one session that provisions one device.
 //! - [`Device`] (`device.rs`): the provisionee role, for the simulator and the tests.
+//! - [`records`]: provisioning records for certificate-based provisioning (§5.4.1.11–14):
+//!   the provisioner's fetch before Invite and the device's serving.
 //! - [`auth`]: AuthValue formatting and OOB value generation (§5.4.2.4).
 //! - [`error`]: [`ProvisioningError`] and the one map from errors to Link Close reasons,
 //!   Provisioning Failed codes and installer messages (§5.4.4).
@@ -17,6 +19,7 @@ pub mod auth;
 pub mod device;
 pub mod error;
 pub mod provisioner;
+pub mod records;
 
 use core::fmt;
 use std::time::Duration;
@@ -31,6 +34,7 @@ pub use auth::{OobKind, OobValue};
 pub use device::{Device, DeviceConfig, DeviceEvent};
 pub use error::{CloseReason, Fault, ProvisioningError};
 pub use provisioner::Provisioner;
+pub use records::{RecordsFault, RecordsPolicy};
 
 /// The provisioning protocol timeout: a session with no progress for this long fails
 /// (MshPRT v1.1 §5.4.4; reference §2.3: 60 s in Zephyr and ESP-IDF).
@@ -113,6 +117,9 @@ pub struct ProvisionerConfig {
     pub attention_duration: u8,
     /// No progress for this long fails the session ([`ProvisioningError::Timeout`]).
     pub protocol_timeout: Duration,
+    /// Certificate-based provisioning: fetch the device's certificate records before Invite
+    /// ([`Event::RecordsReceived`]). Default [`RecordsPolicy::None`].
+    pub records: RecordsPolicy,
 }
 
 impl Default for ProvisionerConfig {
@@ -124,6 +131,7 @@ impl Default for ProvisionerConfig {
             oob_public_key: None,
             attention_duration: 0,
             protocol_timeout: PROTOCOL_TIMEOUT,
+            records: RecordsPolicy::None,
         }
     }
 }
@@ -169,6 +177,18 @@ pub struct Outcome {
 /// What a [`Provisioner`] reports to its caller ([`Provisioner::poll_event`]).
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// Certificate-based provisioning ([`ProvisionerConfig::records`]): the device's records,
+    /// reassembled, before Invite. Validate the chain, then answer with
+    /// [`Provisioner::provide_device_public_key`] (the device certificate's P-256 key) or
+    /// [`Provisioner::reject_certificate`]. The protocol timer keeps running meanwhile.
+    RecordsReceived {
+        /// Record 0x0001, as received (DER X.509 for a conforming device).
+        device_certificate: Vec<u8>,
+        /// Records 0x0002..=0x0010 that the device listed, in Record ID order.
+        intermediates: Vec<Vec<u8>>,
+        /// The Records List as received.
+        list: Vec<wire::RecordId>,
+    },
     /// The device's Provisioning Capabilities (§5.4.1.2).
     CapabilitiesReceived(wire::Capabilities),
     /// Answer with [`Provisioner::set_unicast_address`]: the primary address of a free range

@@ -2,6 +2,9 @@
 //! reference §4.3).
 //!
 //! ```text
+//! [records: start ──Records Get──▶ ExpectRecordsList ──Records List / Record Request──▶
+//!   ExpectRecordResponse (one per fragment) ──last fragment──▶ ExpectCertificateDecision
+//!   ──provide_device_public_key──▶]
 //! start ──Invite──▶ ExpectCapabilities ──Capabilities──▶ ExpectAddress
 //!   ──set_unicast_address / Start, Public Key──▶ ExpectPublicKey (skipped with an OOB key)
 //!   ──Public Key──▶ [ExpectOutputOob ──provide_output_oob──▶ | ExpectInputComplete ──Input Complete──▶]
@@ -18,6 +21,15 @@
 //! [`ProvisioningError::UnexpectedPdu`]. On any error the session ends in the failed state and
 //! [`Provisioner::close_reason`] says how to close the link: the provisioner never sends
 //! Provisioning Failed (MshPRT v1.1 §5.4.4; see [`super::error`]).
+//!
+//! Certificate-based provisioning ([`RecordsPolicy::Fetch`], reference §7): the records are
+//! fetched after the link opens and before Invite (see [`super::records`]); the caller
+//! validates the chain and gives the device certificate's public key, which is then the OOB
+//! public key: Start selects Public Key OOB (0x01), the device sends no key, and ECDH uses the
+//! certificate's key, so a device without the certificate's private key fails the
+//! confirmation. A device that does not offer Public Key OOB is refused
+//! ([`ProvisioningError::PublicKeyOobNotOffered`]); a rejected certificate ends the session
+//! before Invite, so no Provisioning Data is ever sent to it.
 //!
 //! The protocol timer (default 60 s) is re-armed by every PDU sent or received; it keeps
 //! running while the session waits for the caller (address, OOB value, commit), since the
@@ -43,6 +55,7 @@ use crate::wire::{
 
 use super::auth::{self, OobKind, OobValue};
 use super::error::{CloseReason, ProvisioningError};
+use super::records::{self, Fetcher, MAX_FRAGMENT_SIZE, RecordsPolicy, Step};
 use super::{
     AlgorithmPolicy, AuthPolicy, Direction, Event, Outcome, ProtocolTimer, ProvisionerConfig,
     ProvisioningParams, TranscriptEntry, parse_pdu, prov_value, transcript_entry, wire_algorithm,
@@ -88,6 +101,13 @@ struct Finishing {
 enum State {
     /// Before [`Provisioner::start`].
     Idle,
+    /// Records Get sent; waiting for Provisioning Records List (§5.4.1.14).
+    ExpectRecordsList,
+    /// Record Request sent; waiting for its Provisioning Record Response (§5.4.1.12).
+    ExpectRecordResponse(Fetcher),
+    /// Records delivered; waiting for [`Provisioner::provide_device_public_key`] or
+    /// [`Provisioner::reject_certificate`].
+    ExpectCertificateDecision,
     /// Invite sent; waiting for Provisioning Capabilities (§5.4.1.2).
     ExpectCapabilities,
     /// Waiting for the caller's [`Provisioner::set_unicast_address`].
@@ -123,6 +143,9 @@ impl State {
     fn name(&self) -> &'static str {
         match self {
             State::Idle => "Idle",
+            State::ExpectRecordsList => "ExpectRecordsList",
+            State::ExpectRecordResponse(_) => "ExpectRecordResponse",
+            State::ExpectCertificateDecision => "ExpectCertificateDecision",
             State::ExpectCapabilities => "ExpectCapabilities",
             State::ExpectAddress(_) => "ExpectAddress",
             State::ExpectPublicKey(_) => "ExpectPublicKey",
@@ -141,6 +164,9 @@ impl State {
     fn expected(&self) -> &'static str {
         match self {
             State::Idle => "start()",
+            State::ExpectRecordsList => "Provisioning Records List",
+            State::ExpectRecordResponse(_) => "Provisioning Record Response",
+            State::ExpectCertificateDecision => "the verdict on the certificate (no PDU)",
             State::ExpectCapabilities => "Provisioning Capabilities",
             State::ExpectAddress(_) => "the unicast address (no PDU)",
             State::ExpectPublicKey(_) => "Provisioning Public Key",
@@ -164,6 +190,8 @@ pub struct Provisioner {
     fixed_key_pair: Option<KeyPair>,
     fixed_random: Option<ProvRandom>,
     invite: Invite,
+    /// The device certificate's public key, once the caller gave it.
+    certificate_key: Option<[u8; 64]>,
     state: State,
     timer: ProtocolTimer,
     transmits: VecDeque<Vec<u8>>,
@@ -203,6 +231,7 @@ impl Provisioner {
             fixed_key_pair: None,
             fixed_random: None,
             invite,
+            certificate_key: None,
             state: State::Idle,
             timer,
             transmits: VecDeque::new(),
@@ -226,14 +255,78 @@ impl Provisioner {
         self
     }
 
-    /// Starts the session: sends Provisioning Invite (§5.4.1.1). Does nothing after the first
-    /// call.
+    /// Starts the session: sends Provisioning Invite (§5.4.1.1), or with
+    /// [`RecordsPolicy::Fetch`] Provisioning Records Get (§5.4.1.13) first. A fragment size
+    /// outside 1..=[`MAX_FRAGMENT_SIZE`] fails the session
+    /// ([`ProvisioningError::InvalidConfig`]). Does nothing after the first call.
     pub fn start(&mut self, now: Instant) {
         if !matches!(self.state, State::Idle) {
             return;
         }
+        match self.config.records {
+            RecordsPolicy::None => self.send_invite(now),
+            RecordsPolicy::Fetch { fragment_size } => {
+                if fragment_size == 0 || fragment_size > MAX_FRAGMENT_SIZE {
+                    return self.fail(ProvisioningError::InvalidConfig(
+                        "the record fragment size must be 1..=1024",
+                    ));
+                }
+                self.send(now, &ProvisioningPdu::RecordsGet);
+                self.state = State::ExpectRecordsList;
+            }
+        }
+    }
+
+    fn send_invite(&mut self, now: Instant) {
         self.send(now, &ProvisioningPdu::Invite(self.invite));
         self.state = State::ExpectCapabilities;
+    }
+
+    /// The caller's answer to [`Event::RecordsReceived`] when the chain is valid: the device
+    /// certificate's public key (`X ‖ Y`). It becomes the device's OOB public key (Start Public
+    /// Key = 0x01, ECDH with it) and the session goes on with Invite.
+    ///
+    /// A call in another state is [`ProvisioningError::WrongState`] and changes nothing. A key
+    /// that is not a valid P-256 point ([`ProvisioningError::InvalidPublicKey`]) or that
+    /// differs from a configured [`ProvisionerConfig::oob_public_key`]
+    /// ([`ProvisioningError::OobPublicKeyMismatch`]) fails the session, and is returned too.
+    pub fn provide_device_public_key(
+        &mut self,
+        now: Instant,
+        key: [u8; 64],
+    ) -> Result<(), ProvisioningError> {
+        if !matches!(self.state, State::ExpectCertificateDecision) {
+            return Err(ProvisioningError::WrongState("provide_device_public_key"));
+        }
+        let checked = PublicKey::from_bytes(&key)
+            .map_err(ProvisioningError::InvalidPublicKey)
+            .and_then(|_| match &self.config.oob_public_key {
+                Some(oob) if *oob != key => Err(ProvisioningError::OobPublicKeyMismatch),
+                _ => Ok(()),
+            });
+        if let Err(e) = checked {
+            self.fail(e.clone());
+            return Err(e);
+        }
+        self.certificate_key = Some(key);
+        self.send_invite(now);
+        Ok(())
+    }
+
+    /// The caller's answer to [`Event::RecordsReceived`] when the chain is not acceptable: the
+    /// session fails with [`ProvisioningError::CertificateRejected`] (close the link with
+    /// reason Fail); no Invite and no Provisioning Data are sent. A call in another state is
+    /// [`ProvisioningError::WrongState`] and changes nothing.
+    pub fn reject_certificate(
+        &mut self,
+        _now: Instant,
+        reason: impl Into<String>,
+    ) -> Result<(), ProvisioningError> {
+        if !matches!(self.state, State::ExpectCertificateDecision) {
+            return Err(ProvisioningError::WrongState("reject_certificate"));
+        }
+        self.fail(ProvisioningError::CertificateRejected(reason.into()));
+        Ok(())
     }
 
     /// A whole provisioning PDU from the device (type octet included).
@@ -243,6 +336,11 @@ impl Provisioner {
         }
         self.transcript
             .push(transcript_entry(now, Direction::Received, pdu));
+        if matches!(self.state, State::ExpectRecordResponse(_))
+            && let Some(e) = records::fragment_out_of_bounds(pdu)
+        {
+            return self.fail(e);
+        }
         let parsed = match parse_pdu(pdu, self.algorithm()) {
             Ok(p) => p,
             Err(e) => return self.fail(e),
@@ -400,8 +498,21 @@ impl Provisioner {
                 Some(c.keyed.keying.neg.alg)
             }
             State::ExpectCommit(f) | State::ExpectComplete(f) => Some(f.keyed.keying.neg.alg),
-            State::Idle | State::ExpectCapabilities | State::Done | State::Failed(_) => None,
+            State::Idle
+            | State::ExpectRecordsList
+            | State::ExpectRecordResponse(_)
+            | State::ExpectCertificateDecision
+            | State::ExpectCapabilities
+            | State::Done
+            | State::Failed(_) => None,
         }
+    }
+
+    /// The device's public key known out of band: the certificate's, else the configured one.
+    fn oob_public_key(&self) -> Option<&[u8; 64]> {
+        self.certificate_key
+            .as_ref()
+            .or(self.config.oob_public_key.as_ref())
     }
 
     fn send(&mut self, now: Instant, pdu: &ProvisioningPdu) {
@@ -421,8 +532,36 @@ impl Provisioner {
     fn on_pdu(&mut self, now: Instant, pdu: ProvisioningPdu) -> Result<(), ProvisioningError> {
         let state = core::mem::replace(&mut self.state, State::Idle);
         match (state, pdu) {
+            (State::ExpectRecordsList, ProvisioningPdu::RecordsList(list)) => {
+                let RecordsPolicy::Fetch { fragment_size } = self.config.records else {
+                    return Err(ProvisioningError::InvalidConfig(
+                        "records fetched without a records policy",
+                    ));
+                };
+                let (fetcher, req) = Fetcher::start(list, fragment_size)?;
+                self.send(now, &ProvisioningPdu::RecordRequest(req));
+                self.state = State::ExpectRecordResponse(fetcher);
+                Ok(())
+            }
+            (State::ExpectRecordResponse(mut fetcher), ProvisioningPdu::RecordResponse(rsp)) => {
+                match fetcher.on_response(rsp)? {
+                    Step::Request(req) => {
+                        self.send(now, &ProvisioningPdu::RecordRequest(req));
+                        self.state = State::ExpectRecordResponse(fetcher);
+                    }
+                    Step::Done(received) => {
+                        self.events.push_back(Event::RecordsReceived {
+                            device_certificate: received.device_certificate,
+                            intermediates: received.intermediates,
+                            list: received.list,
+                        });
+                        self.state = State::ExpectCertificateDecision;
+                    }
+                }
+                Ok(())
+            }
             (State::ExpectCapabilities, ProvisioningPdu::Capabilities(caps)) => {
-                let neg = negotiate(&self.config, caps)?;
+                let neg = negotiate(&self.config, self.certificate_key.as_ref(), caps)?;
                 self.events.push_back(Event::CapabilitiesReceived(caps));
                 self.events.push_back(Event::NeedUnicastAddress {
                     elements: caps.num_elements,
@@ -433,7 +572,7 @@ impl Provisioner {
             (State::ExpectPublicKey(keying), ProvisioningPdu::PublicKey(pk)) => {
                 let device_key = PublicKey::from_bytes(&pk.to_bytes())
                     .map_err(ProvisioningError::InvalidPublicKey)?;
-                if let Some(oob) = &self.config.oob_public_key
+                if let Some(oob) = self.oob_public_key()
                     && oob != device_key.as_bytes()
                 {
                     return Err(ProvisioningError::OobPublicKeyMismatch);
@@ -528,7 +667,7 @@ impl Provisioner {
             key_pair,
         };
         if keying.neg.start.public_key == StartPublicKey::Oob {
-            let Some(oob) = self.config.oob_public_key else {
+            let Some(oob) = self.oob_public_key().copied() else {
                 // negotiate() selects an OOB public key only when one is configured.
                 return Err(ProvisioningError::InvalidConfig(
                     "OOB public key selected without one configured",
@@ -671,11 +810,19 @@ impl Provisioner {
 }
 
 /// Chooses the algorithm and the Start from the configuration and the device's Capabilities
-/// (§5.4.1.3), then checks the Start against them.
+/// (§5.4.1.3), then checks the Start against them. With a certificate's key, the device must
+/// offer Public Key OOB, and No OOB authentication is acceptable without
+/// [`ProvisionerConfig::allow_no_oob`] (the certificate authenticates the device; a device
+/// that asks for OOB authentication only still gets an OOB method).
 fn negotiate(
     config: &ProvisionerConfig,
+    certificate_key: Option<&[u8; 64]>,
     caps: Capabilities,
 ) -> Result<Negotiated, ProvisioningError> {
+    let offers_oob_key = caps.public_key_type.contains(PublicKeyType::OOB_AVAILABLE);
+    if certificate_key.is_some() && !offers_oob_key {
+        return Err(ProvisioningError::PublicKeyOobNotOffered);
+    }
     let cmac = caps.algorithms.contains(Algorithms::CMAC_AES128);
     let hmac = caps.algorithms.contains(Algorithms::HMAC_SHA256);
     let alg = match config.algorithm {
@@ -688,13 +835,12 @@ fn negotiate(
             });
         }
     };
-    let public_key = if config.oob_public_key.is_some()
-        && caps.public_key_type.contains(PublicKeyType::OOB_AVAILABLE)
-    {
-        StartPublicKey::Oob
-    } else {
-        StartPublicKey::NoOob
-    };
+    let public_key =
+        if (certificate_key.is_some() || config.oob_public_key.is_some()) && offers_oob_key {
+            StartPublicKey::Oob
+        } else {
+            StartPublicKey::NoOob
+        };
     let offers_static = caps.oob_type.contains(OobType::STATIC_OOB_AVAILABLE);
     let output = best_output(&caps, alg);
     let input = best_input(&caps, alg);
@@ -703,7 +849,9 @@ fn negotiate(
             Err(ProvisioningError::NoAcceptableAuthMethod(
                 "the device accepts only OOB-authenticated provisioning",
             ))
-        } else if !config.allow_no_oob {
+        } else if !config.allow_no_oob && certificate_key.is_none() {
+            // With a verified certificate's key the device is authenticated by its key: only
+            // the holder of the certificate's private key can compute the Confirmation.
             Err(ProvisioningError::NoOobNotAllowed)
         } else {
             Ok(StartAuth::NoOob)

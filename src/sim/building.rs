@@ -24,6 +24,20 @@
 //! public_key_oob = true
 //! private_key = "529aa0670d72cd6497502ed473502b037e8803b5c60829a5a3caa219505530ba"
 //! ```
+//!
+//! Certificate-based provisioning (MshPRT v1.1 §5.4.2; reference §7): a device with
+//!
+//! ```toml
+//! certificate = "certs/device.pem"                 # PEM or DER, relative to this file
+//! intermediates = ["certs/int1.pem"]               # at most 15, nearest the device first
+//! private_key = "…"                                # the certificate's private key
+//! ```
+//!
+//! serves record 0x0001 (the certificate, DER) and 0x0002.. (the intermediates, DER) before
+//! Invite and offers its public key out of band (Public Key OOB in its Capabilities; the
+//! simulated air has no beacons, so the OOB Information bits 7/8 have nowhere to go). The files
+//! are read by [`Building::load`] (and [`Building::parse_with_base`]); their content is not
+//! checked here: a chain is judged by the provisioner's verifier, as a real device's would be.
 
 use std::path::Path;
 
@@ -113,6 +127,8 @@ struct RawDevice {
     pb_adv: Option<bool>,
     pb_gatt: Option<bool>,
     mtu: Option<u16>,
+    certificate: Option<String>,
+    intermediates: Option<Vec<String>>,
 }
 
 /// The network the provisioner gives the devices.
@@ -185,6 +201,11 @@ pub struct DeviceSpec {
     pub pb_gatt: bool,
     /// ATT MTU the device accepts on PB-GATT.
     pub mtu: u16,
+    /// The device certificate (DER), served as record 0x0001 (certificate-based
+    /// provisioning).
+    pub certificate: Option<Vec<u8>>,
+    /// Intermediate certificates (DER), served as records 0x0002.. in this order.
+    pub intermediates: Vec<Vec<u8>>,
 }
 
 /// A parsed building file.
@@ -204,17 +225,26 @@ fn hex_bytes(s: &str) -> Result<Vec<u8>, String> {
 }
 
 impl Building {
-    /// Reads and validates a building file.
+    /// Reads and validates a building file; certificate files are read relative to its
+    /// directory.
     pub fn load(path: &Path) -> Result<Self, BuildingError> {
         let text = std::fs::read_to_string(path).map_err(|source| BuildingError::Io {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text, &path.display().to_string())
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse_with_base(&text, &path.display().to_string(), base)
     }
 
-    /// Parses building TOML; `path` only names the file in errors.
+    /// Parses building TOML; `path` only names the file in errors. Certificate files are read
+    /// relative to the current directory.
     pub fn parse(text: &str, path: &str) -> Result<Self, BuildingError> {
+        Self::parse_with_base(text, path, Path::new("."))
+    }
+
+    /// Parses building TOML; `path` only names the file in errors, and relative certificate
+    /// paths are read from `base_dir`.
+    pub fn parse_with_base(text: &str, path: &str, base_dir: &Path) -> Result<Self, BuildingError> {
         let raw: RawBuilding = toml::from_str(text).map_err(|e| BuildingError::Syntax {
             path: path.to_string(),
             message: e.to_string().trim_end().replace('\n', " "),
@@ -387,6 +417,46 @@ impl Building {
             if !(23..=517).contains(&mtu) {
                 return Err(invalid(at, format!("mtu {mtu} is not in 23..=517")));
             }
+            let certificate = match &d.certificate {
+                None => None,
+                Some(f) => Some(
+                    read_certificate(base_dir, f)
+                        .map_err(|m| invalid(format!("{at}.certificate"), m))?,
+                ),
+            };
+            let mut intermediates = Vec::new();
+            for f in d.intermediates.iter().flatten() {
+                intermediates.push(
+                    read_certificate(base_dir, f)
+                        .map_err(|m| invalid(format!("{at}.intermediates"), m))?,
+                );
+            }
+            if certificate.is_none() && !intermediates.is_empty() {
+                return Err(invalid(
+                    at,
+                    "intermediates need a certificate (the device certificate)".into(),
+                ));
+            }
+            if intermediates.len() > 15 {
+                return Err(invalid(
+                    format!("{at}.intermediates"),
+                    format!("{} files; a device holds at most 15", intermediates.len()),
+                ));
+            }
+            if certificate.is_some() {
+                if private_key.is_none() {
+                    return Err(invalid(
+                        at,
+                        "certificate needs private_key: the private key of the certificate's public key".into(),
+                    ));
+                }
+                if d.public_key_oob == Some(false) {
+                    return Err(invalid(
+                        at,
+                        "a device with a certificate offers its public key out of band: remove public_key_oob = false".into(),
+                    ));
+                }
+            }
             devices.push(DeviceSpec {
                 uuid,
                 name: d.name.unwrap_or_else(|| format!("device {}", uuid.short())),
@@ -397,11 +467,13 @@ impl Building {
                 oob_only,
                 output_oob,
                 input_oob,
-                public_key_oob: d.public_key_oob.unwrap_or(false),
+                public_key_oob: d.public_key_oob.unwrap_or(certificate.is_some()),
                 private_key,
                 pb_adv,
                 pb_gatt,
                 mtu,
+                certificate,
+                intermediates,
             });
         }
         Ok(Self {
@@ -419,6 +491,94 @@ impl Building {
     pub fn device(&self, uuid: &DeviceUuid) -> Option<&DeviceSpec> {
         self.devices.iter().find(|d| d.uuid == *uuid)
     }
+}
+
+/// The largest certificate file read (a record's Total Length is 16 bits).
+const MAX_CERTIFICATE_FILE: u64 = 65_535 * 2;
+
+/// Reads one certificate file: PEM (one `CERTIFICATE` block) or DER; returns the DER.
+fn read_certificate(base_dir: &Path, file: &str) -> Result<Vec<u8>, String> {
+    let path = base_dir.join(file);
+    let size = std::fs::metadata(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .len();
+    if size > MAX_CERTIFICATE_FILE {
+        return Err(format!(
+            "{} is {size} octets: too large for a certificate",
+            path.display()
+        ));
+    }
+    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let der = if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+        pem_certificate(&bytes).map_err(|m| format!("{}: {m}", path.display()))?
+    } else {
+        bytes
+    };
+    if der.is_empty() || der.len() > usize::from(u16::MAX) {
+        return Err(format!(
+            "{}: {} octets of certificate; a record holds 1..=65535",
+            path.display(),
+            der.len()
+        ));
+    }
+    Ok(der)
+}
+
+/// The DER inside the one `-----BEGIN CERTIFICATE-----` block of a PEM file (RFC 7468). A
+/// small decoder of our own: the building file needs nothing more, and `cert/` owns real
+/// X.509 handling.
+fn pem_certificate(text: &[u8]) -> Result<Vec<u8>, String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let text = std::str::from_utf8(text).map_err(|_| "PEM file is not text".to_string())?;
+    let count = text.matches(BEGIN).count();
+    if count != 1 {
+        return Err(format!(
+            "expected one {BEGIN} block, found {count} (one certificate per file)"
+        ));
+    }
+    let start = text.find(BEGIN).map_or(0, |i| i + BEGIN.len());
+    let Some(len) = text[start..].find(END) else {
+        return Err(format!("no {END} line"));
+    };
+    base64_decode(&text[start..start + len])
+}
+
+/// Standard base64 (RFC 4648 §4) with padding, whitespace ignored.
+fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0u32;
+    let mut padding = 0usize;
+    for c in text.bytes().filter(|c| !c.is_ascii_whitespace()) {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => {
+                padding += 1;
+                continue;
+            }
+            _ => return Err(format!("invalid base64 character {:?}", char::from(c))),
+        };
+        if padding > 0 {
+            return Err("base64 data after padding".into());
+        }
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            // The low 8 bits after the shift: truncation intended.
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    if padding > 2 || bits >= 6 {
+        return Err("truncated base64 data".into());
+    }
+    Ok(out)
 }
 
 fn check_size(size: u8) -> Result<(), String> {
@@ -462,6 +622,20 @@ pb_adv = false
         assert_eq!(b.devices[0].elements, 2);
         assert!(b.devices[0].hmac && !b.devices[0].cmac);
         assert!(b.devices[1].cmac && b.devices[1].hmac && !b.devices[1].pb_adv);
+    }
+
+    #[test]
+    fn base64_and_pem() {
+        assert_eq!(base64_decode("TWFu").unwrap(), b"Man");
+        assert_eq!(base64_decode("TWE=").unwrap(), b"Ma");
+        assert_eq!(base64_decode("TQ==\n").unwrap(), b"M");
+        assert_eq!(base64_decode("").unwrap(), b"");
+        assert!(base64_decode("TQ=x").is_err());
+        assert!(base64_decode("T").is_err());
+        assert!(base64_decode("TQ===").is_err());
+        let pem = b"junk\n-----BEGIN CERTIFICATE-----\nMAMB\nAgM=\n-----END CERTIFICATE-----\n";
+        assert_eq!(pem_certificate(pem).unwrap(), [0x30, 0x03, 1, 2, 3]);
+        assert!(pem_certificate(b"-----BEGIN CERTIFICATE-----\nMAMB").is_err());
     }
 
     #[test]

@@ -9,14 +9,14 @@ use mesh_crypto::{DevKey, NetKey};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 
-use crate::bearer::pb_adv::{LinkEvent, LinkId, Links, PbAdvConfig, Role};
+use crate::bearer::pb_adv::{CloseCause, LinkEvent, LinkId, Links, PbAdvConfig, Role};
 use crate::bearer::pb_gatt::PbGattLink;
-use crate::provisioning::{Device, DeviceConfig, DeviceEvent, OobValue};
+use crate::provisioning::{Device, DeviceConfig, DeviceEvent, OobValue, TranscriptEntry};
 use crate::radio::sim::{Delivery, EndpointId, SimAir};
 use crate::sim::building::{DeviceSpec, InputAction, OutputAction};
 use crate::time::Instant;
 use crate::wire::{
-    Algorithms, Capabilities, InputOobActions, OobType, OutputOobActions, PublicKeyType,
+    Algorithms, Capabilities, InputOobActions, OobType, OutputOobActions, PublicKeyType, RecordId,
 };
 
 /// AD type of PB-ADV (Core Specification Supplement; MshPRT v1.1 §5.2.1).
@@ -111,6 +111,23 @@ pub fn key_pair(spec: &DeviceSpec) -> Option<KeyPair> {
         .and_then(|k| KeyPair::from_private_bytes(&k).ok())
 }
 
+/// The provisioning records a device spec serves (MshPRT v1.1 §5.4.1.11; reference §7):
+/// 0x0001 the device certificate, 0x0002.. the intermediates, all DER.
+pub fn records(spec: &DeviceSpec) -> Vec<(RecordId, Vec<u8>)> {
+    let Some(cert) = &spec.certificate else {
+        return Vec::new();
+    };
+    let mut records = vec![(RecordId::DEVICE_CERTIFICATE, cert.clone())];
+    // At most 15 intermediates (checked by the building file): IDs 0x0002..=0x0010.
+    for (n, der) in (0u16..).zip(&spec.intermediates) {
+        records.push((
+            RecordId(RecordId::INTERMEDIATE_CERTIFICATE_1.0 + n),
+            der.clone(),
+        ));
+    }
+    records
+}
+
 /// One virtual device on the air.
 #[derive(Debug)]
 pub struct VirtualDevice {
@@ -127,6 +144,7 @@ pub struct VirtualDevice {
     state: DeviceState,
     failure: Option<String>,
     staged: Option<Vec<u8>>,
+    link_closed: Option<CloseCause>,
 }
 
 impl VirtualDevice {
@@ -138,6 +156,8 @@ impl VirtualDevice {
             static_oob: spec.static_oob.clone(),
             key_pair: key_pair(&spec),
             output_value: None,
+            records: records(&spec),
+            records_fault: None,
         };
         let device = Device::new(config, Box::new(ChaCha20Rng::seed_from_u64(seed)));
         let links = Links::new(
@@ -157,12 +177,23 @@ impl VirtualDevice {
             state: DeviceState::Unprovisioned,
             failure: None,
             staged: None,
+            link_closed: None,
         }
     }
 
     /// What the device ended with.
     pub fn state(&self) -> &DeviceState {
         &self.state
+    }
+
+    /// Every provisioning PDU the device sent and received.
+    pub fn transcript(&self) -> &[TranscriptEntry] {
+        self.device.transcript()
+    }
+
+    /// How its last PB-ADV link closed, if one did (the provisioner's Link Close reason).
+    pub fn link_closed(&self) -> Option<CloseCause> {
+        self.link_closed
     }
 
     /// Why the device failed the session, if it did.
@@ -231,7 +262,10 @@ impl VirtualDevice {
                     LinkEvent::Opened(l) => self.link = Some(l),
                     LinkEvent::Received(_, pdu) => self.device.handle_pdu(now, &pdu),
                     LinkEvent::Delivered(_) => {}
-                    LinkEvent::Closed(..) => self.link = None,
+                    LinkEvent::Closed(_, cause) => {
+                        self.link = None;
+                        self.link_closed = Some(cause);
+                    }
                 }
             }
             while let Some(pdu) = self.device.poll_transmit() {

@@ -5,9 +5,12 @@
 //! This is the synchronous, virtual-time driver over the sans-IO cores; it serves
 //! `meshprov provision --radio sim:FILE` and the tests. Output and Input OOB are answered by a
 //! simulated installer who reads the device's display or types on the device after
-//! [`INSTALLER_DELAY`].
+//! [`INSTALLER_DELAY`]. Certificate-based provisioning ([`ProvisionerConfig::records`]) asks
+//! [`RunOptions::cert_verifier`] for the verdict on each device's certificate chain.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_crypto::{DevKey, NetKey};
@@ -18,7 +21,7 @@ use crate::bearer::pb_adv::{CloseCause, LinkEvent, LinkId, Links, PbAdvConfig, R
 use crate::bearer::pb_gatt::PbGattLink;
 use crate::provisioning::{
     AlgorithmPolicy, AuthPolicy, CloseReason, Event, OobValue, Outcome, Provisioner,
-    ProvisionerConfig, ProvisioningError, ProvisioningParams,
+    ProvisionerConfig, ProvisioningError, ProvisioningParams, TranscriptEntry,
 };
 use crate::radio::sim::{AirStats, Delivery, EndpointId, SimAir};
 use crate::sim::building::{Building, DeviceSpec};
@@ -46,8 +49,15 @@ impl BearerChoice {
     }
 }
 
+/// The verdict on a device's certificate chain (certificate-based provisioning): given the
+/// device's UUID, its Device Certificate record and its Intermediate Certificate records (as
+/// received, DER for a conforming device), the device certificate's P-256 public key
+/// (`X ‖ Y`), or why the chain is refused (words for the installer).
+pub type CertVerifier =
+    Arc<dyn Fn(&DeviceUuid, &[u8], &[Vec<u8>]) -> Result<[u8; 64], String> + Send + Sync>;
+
 /// Options of a simulated provisioning run.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RunOptions {
     /// Algorithm, authentication and the other session policies.
     pub config: ProvisionerConfig,
@@ -67,6 +77,26 @@ pub struct RunOptions {
     pub deadline: Duration,
     /// ATT MTU the provisioner asks for on PB-GATT (the device's limit applies too).
     pub att_mtu: u16,
+    /// Judges certificate chains when [`ProvisionerConfig::records`] fetches them; without one
+    /// every certificate is rejected.
+    pub cert_verifier: Option<CertVerifier>,
+}
+
+impl fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("config", &self.config)
+            .field("bearer", &self.bearer)
+            .field("seed", &self.seed)
+            .field("loss", &self.loss)
+            .field("net_key", &self.net_key)
+            .field("iv_index", &self.iv_index)
+            .field("max_concurrent", &self.max_concurrent)
+            .field("deadline", &self.deadline)
+            .field("att_mtu", &self.att_mtu)
+            .field("cert_verifier", &self.cert_verifier.as_ref().map(|_| "Fn"))
+            .finish()
+    }
 }
 
 impl Default for RunOptions {
@@ -85,6 +115,7 @@ impl Default for RunOptions {
             max_concurrent: 64,
             deadline: Duration::from_secs(3600),
             att_mtu: 517,
+            cert_verifier: None,
         }
     }
 }
@@ -228,6 +259,10 @@ pub struct DeviceResult {
     pub bearer: BearerChoice,
     /// What the device itself ended with (its own view of the keys).
     pub device_state: DeviceState,
+    /// Every provisioning PDU the device sent and received.
+    pub device_transcript: Vec<TranscriptEntry>,
+    /// How the device saw its PB-ADV link close (`None` on PB-GATT or if it never closed).
+    pub device_link_close: Option<CloseCause>,
 }
 
 /// The whole run.
@@ -499,6 +534,24 @@ pub fn run_with(
                     progress = true;
                     match ev {
                         Event::CapabilitiesReceived(_) => {}
+                        Event::RecordsReceived {
+                            device_certificate,
+                            intermediates,
+                            ..
+                        } => {
+                            let verdict = match &opts.cert_verifier {
+                                Some(verify) => {
+                                    verify(&dev.spec.uuid, &device_certificate, &intermediates)
+                                }
+                                None => Err("no certificate verifier is configured".to_string()),
+                            };
+                            // Either call is made in the state that takes it; a failure is
+                            // reported as Event::Failed.
+                            let _ = match verdict {
+                                Ok(key) => s.prov.provide_device_public_key(now, key),
+                                Err(reason) => s.prov.reject_certificate(now, reason),
+                            };
+                        }
                         Event::NeedUnicastAddress { elements } => {
                             match sink.allocate(&dev.spec.uuid, elements) {
                                 Ok(a) => s.prov.set_unicast_address(now, a),
@@ -674,6 +727,8 @@ pub fn run_with(
             elapsed,
             bearer: opts.bearer,
             device_state: dev.state().clone(),
+            device_transcript: dev.transcript().to_vec(),
+            device_link_close: dev.link_closed(),
         });
     }
     Ok(RunReport {

@@ -55,6 +55,8 @@ pub fn device_config(capabilities: Capabilities) -> DeviceConfig {
         static_oob: None,
         key_pair: None,
         output_value: None,
+        records: Vec::new(),
+        records_fault: None,
     }
 }
 
@@ -68,6 +70,10 @@ pub fn no_oob_config() -> ProvisionerConfig {
 /// What the harness does with a PDU from the device before the provisioner sees it:
 /// `(history of provisioner PDUs, device PDU) -> PDU delivered`.
 pub type Tamper = Box<dyn FnMut(&[Vec<u8>], Vec<u8>) -> Vec<u8>>;
+
+/// The caller's verdict on the records (`Event::RecordsReceived`): the device certificate's
+/// public key, or why it is refused.
+pub type CertAnswer = Box<dyn FnMut(&[u8], &[Vec<u8>]) -> Result<[u8; 64], String>>;
 
 /// What the harness does with a PDU from the provisioner before the device sees it.
 pub type TamperP2d = Box<dyn FnMut(Vec<u8>) -> Vec<u8>>;
@@ -88,6 +94,8 @@ pub struct Pair {
     pub tamper_p2d: Option<TamperP2d>,
     /// Whether the harness answers NeedUnicastAddress / CommitRequired / OOB prompts.
     pub auto_answer: bool,
+    /// How the harness answers RecordsReceived (with `auto_answer`); none: no answer.
+    pub cert_answer: Option<CertAnswer>,
     displayed: Option<OobValue>,
     output_pending: bool,
     input_value: Option<OobValue>,
@@ -108,6 +116,7 @@ impl Pair {
             tamper: None,
             tamper_p2d: None,
             auto_answer: true,
+            cert_answer: None,
             displayed: None,
             output_pending: false,
             input_value: None,
@@ -158,6 +167,18 @@ impl Pair {
                     Event::CommitRequired { .. } => self.p.commit_done(self.now),
                     Event::OutputOobRequested { .. } => self.output_pending = true,
                     Event::InputOobDisplay { value, .. } => self.input_value = Some(value.clone()),
+                    Event::RecordsReceived {
+                        device_certificate,
+                        intermediates,
+                        ..
+                    } => {
+                        if let Some(answer) = self.cert_answer.as_mut() {
+                            let _ = match answer(device_certificate, intermediates) {
+                                Ok(key) => self.p.provide_device_public_key(self.now, key),
+                                Err(reason) => self.p.reject_certificate(self.now, reason),
+                            };
+                        }
+                    }
                     _ => {}
                 }
             }
