@@ -12,9 +12,14 @@
 //!   [`Transport`](transport::Transport) owns a [`NetworkLayer`](network::NetworkLayer) and is
 //!   the state machine a driver talks to: `handle_network_pdu`, `handle_timeout`,
 //!   `poll_transmit`, `poll_event`, `poll_timeout`.
+//! - [`access`]: access layer opcodes (1, 2 and 3 octets).
+//! - [`config`]: the Configuration messages (typed, parse/emit, named status codes) and the
+//!   [`ConfigClient`](config::ConfigClient) request/response matcher with retries.
 //!
 //! All errors of this layer are [`NetError`].
 
+pub mod access;
+pub mod config;
 pub mod network;
 pub mod transport;
 
@@ -68,6 +73,43 @@ pub enum NetError {
 /// Result alias of the network stack.
 pub type Result<T, E = NetError> = core::result::Result<T, E>;
 
+/// Declares a wire enumeration of this layer: a newtype over the integer with named
+/// constants, so that unknown values survive a round trip.
+macro_rules! net_enum {
+    (
+        $(#[$meta:meta])*
+        $name:ident($ty:ty) {
+            $( $(#[$vmeta:meta])* $c:ident = $val:expr, $label:literal; )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub $ty);
+
+        impl $name {
+            $( $(#[$vmeta])* pub const $c: Self = Self($val); )*
+
+            /// The specification's name for this value, or `None` if it is RFU / unknown.
+            pub const fn name(self) -> Option<&'static str> {
+                match self.0 {
+                    $( x if x == $val => Some($label), )*
+                    _ => None,
+                }
+            }
+        }
+
+        impl core::fmt::Display for $name {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                match self.name() {
+                    Some(name) => write!(f, "{name} ({:#04x})", self.0),
+                    None => write!(f, "RFU ({:#04x})", self.0),
+                }
+            }
+        }
+    };
+}
+pub(crate) use net_enum;
+
 /// Mesh addresses (§3.4.2).
 pub mod address {
     /// The unassigned address.
@@ -95,4 +137,9 @@ pub mod address {
     pub const fn is_group(a: u16) -> bool {
         a & 0xc000 == 0xc000
     }
+}
+
+/// Reads a little-endian u16 at `at`; callers check the length first.
+pub(crate) fn le16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
 }
