@@ -487,6 +487,14 @@ fn send_rejects_bad_arguments() {
         payload(4),
     );
     assert!(a.send_access(now, m).is_err(), "unknown AppKey");
+    let m = AccessSend::new(
+        0,
+        PROV,
+        Destination::Address(0x0200),
+        KeySelect::Dev,
+        payload(4),
+    );
+    assert!(a.send_access(now, m).is_err(), "no device key");
     assert!(
         a.send_control(now, control(0, PROV, NODE, None, 0x00, vec![]))
             .is_err()

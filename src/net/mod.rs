@@ -17,6 +17,11 @@
 //!   [`ConfigClient`](config::ConfigClient) request/response matcher with retries.
 //!
 //! All errors of this layer are [`NetError`].
+//!
+//! DESIGN.md places the byte layouts of lower transport PDUs, access opcodes and Config
+//! messages under `wire/`; they live here instead, next to the state machines that use them,
+//! so that the network stack is one self-contained module (the parsers follow the same
+//! contract as `wire/`: never panic, typed errors, RFU values survive where the spec allows).
 
 pub mod access;
 pub mod config;

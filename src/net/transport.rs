@@ -475,7 +475,8 @@ pub enum SendFailure {
     Timeout,
     /// The receiver answered with BlockAck 0 (busy).
     ReceiverBusy,
-    /// SEQ numbers ran out or the IV Index changed mid-message.
+    /// The message could not be started or continued: SEQ numbers ran out, the IV Index
+    /// changed mid-message, or its key was removed while it waited in the queue.
     Aborted,
 }
 
@@ -786,13 +787,23 @@ impl<S: SeqSource> Transport<S> {
             return Err(NetError::InvalidArgument("access PDU of 1..=380 octets"));
         }
         self.check_common(msg.net_key_index, msg.src, msg.dst.address(), msg.ttl)?;
-        if let KeySelect::App(i) = msg.key
-            && !self.app_keys.contains_key(&i)
-        {
-            return Err(NetError::UnknownKey {
-                what: "AppKey index",
-                index: i,
-            });
+        match msg.key {
+            KeySelect::App(i) if !self.app_keys.contains_key(&i) => {
+                return Err(NetError::UnknownKey {
+                    what: "AppKey index",
+                    index: i,
+                });
+            }
+            KeySelect::Dev
+                if !self.dev_keys.contains_key(&msg.dst.address())
+                    && !self.dev_keys.contains_key(&msg.src) =>
+            {
+                return Err(NetError::UnknownKey {
+                    what: "device key",
+                    index: msg.dst.address(),
+                });
+            }
+            _ => {}
         }
         let id = self.new_id();
         self.enqueue(now, Queued::Access(msg, id));
