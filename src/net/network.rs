@@ -19,7 +19,10 @@
 //! dropped unless its IV Index is newer, or equal with a greater SEQ. The list holds at most
 //! [`NetworkConfig::replay_capacity`] sources (default 32 767, one per unicast address, so it
 //! never fills in a real network); when full, PDUs from *new* sources are dropped, never an old
-//! entry forgotten (forgetting would re-open a replay window).
+//! entry forgotten (forgetting would re-open a replay window). [`NetworkLayer::decrypt`]
+//! applies it to every PDU; the transport layer uses [`NetworkLayer::decrypt_unchecked`] and
+//! exempts only segments of the message it is reassembling from that source (same SeqAuth),
+//! so segments arriving out of order are not taken for replays.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
@@ -436,6 +439,17 @@ impl<S: SeqSource> NetworkLayer<S> {
     /// destination and source, and applies replay protection. Only an accepted PDU updates the
     /// replay protection list.
     pub fn decrypt(&mut self, pdu: &[u8]) -> core::result::Result<NetworkPdu, DropReason> {
+        let n = self.decrypt_unchecked(pdu)?;
+        self.replay_check(n.header.src, n.iv_index, n.header.seq)?;
+        self.replay_update(n.header.src, n.iv_index, n.header.seq);
+        Ok(n)
+    }
+
+    /// [`decrypt`](Self::decrypt) without replay protection: the transport layer uses it to
+    /// accept out-of-order segments of a message it is reassembling (their SEQ may be lower
+    /// than one already seen; the message itself is protected by its SeqAuth), and applies
+    /// [`replay_check`](Self::replay_check) / [`replay_update`](Self::replay_update) itself.
+    pub fn decrypt_unchecked(&self, pdu: &[u8]) -> core::result::Result<NetworkPdu, DropReason> {
         if pdu.len() < 14 || pdu.len() > netcrypto::MAX_NETWORK_PDU {
             return Err(DropReason::Malformed);
         }
@@ -472,19 +486,6 @@ impl<S: SeqSource> NetworkLayer<S> {
         if !self.accepts(h.dst) {
             return Err(DropReason::NotForUs);
         }
-        match self.replay.get(&h.src) {
-            Some(&(last_iv, last_seq))
-                if iv_index < last_iv || (iv_index == last_iv && h.seq <= last_seq) =>
-            {
-                return Err(DropReason::Replay);
-            }
-            Some(_) => {}
-            None if self.replay.len() >= self.config.replay_capacity => {
-                return Err(DropReason::ReplayListFull);
-            }
-            None => {}
-        }
-        self.replay.insert(h.src, (iv_index, h.seq));
         Ok(NetworkPdu {
             net_key_index,
             new_key,
@@ -492,6 +493,35 @@ impl<S: SeqSource> NetworkLayer<S> {
             header: h,
             transport_pdu: d.transport_pdu,
         })
+    }
+
+    /// Whether (IV Index, SEQ) from `src` is newer than anything accepted from it before.
+    pub fn replay_check(&self, src: u16, iv_index: u32, seq: u32) -> Result<(), DropReason> {
+        match self.replay.get(&src) {
+            Some(&(last_iv, last_seq))
+                if iv_index < last_iv || (iv_index == last_iv && seq <= last_seq) =>
+            {
+                Err(DropReason::Replay)
+            }
+            Some(_) => Ok(()),
+            None if self.replay.len() >= self.config.replay_capacity => {
+                Err(DropReason::ReplayListFull)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Records (IV Index, SEQ) from `src` if it is newer than the entry (never moves back).
+    pub fn replay_update(&mut self, src: u16, iv_index: u32, seq: u32) {
+        let newer = self
+            .replay
+            .get(&src)
+            .is_none_or(|&last| (iv_index, seq) > last);
+        if newer
+            && (self.replay.contains_key(&src) || self.replay.len() < self.config.replay_capacity)
+        {
+            self.replay.insert(src, (iv_index, seq));
+        }
     }
 
     /// Number of sources in the replay protection list.

@@ -1137,9 +1137,36 @@ impl<S: SeqSource> Transport<S> {
 
     /// Handles one received network PDU (the AD type 0x2A payload).
     pub fn handle_network_pdu(&mut self, now: Instant, pdu: &[u8]) -> RxResult {
-        let n = self.net.decrypt(pdu).map_err(Dropped::Network)?;
+        let n = self.net.decrypt_unchecked(pdu).map_err(Dropped::Network)?;
         let h = n.header;
         let lower = LowerPdu::parse(h.ctl, &n.transport_pdu).map_err(Dropped::Malformed)?;
+        // Replay protection (§3.9.8): by SEQ, except for a segment of the message being
+        // reassembled (or just completed) from this source, which may arrive out of order
+        // and is deduplicated by its segment number under the same SeqAuth.
+        let seg_zero = match &lower {
+            LowerPdu::SegmentedAccess { seg, .. } | LowerPdu::SegmentedControl { seg, .. } => {
+                Some(seg.seq_zero)
+            }
+            _ => None,
+        };
+        let current = seg_zero
+            .and_then(|z| seq_auth_of(h.seq, z))
+            .is_some_and(|auth| {
+                let key = (n.iv_index, auth);
+                self.rx
+                    .get(&h.src)
+                    .is_some_and(|s| (s.iv_index, s.seq_auth) == key)
+                    || self
+                        .rx_done
+                        .get(&h.src)
+                        .is_some_and(|d| (d.iv_index, d.seq_auth) == key)
+            });
+        if !current {
+            self.net
+                .replay_check(h.src, n.iv_index, h.seq)
+                .map_err(Dropped::Network)?;
+        }
+        self.net.replay_update(h.src, n.iv_index, h.seq);
         match lower {
             LowerPdu::UnsegmentedAccess { akf, aid, upper } => {
                 let msg = self.open_access(
