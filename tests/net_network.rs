@@ -218,3 +218,25 @@ fn network_transmit_is_carried_on_each_transmit() {
         "an access transport PDU is at most 16 octets"
     );
 }
+
+/// Two subnets with the same NID: the PDU is tried with both and authenticated by the right
+/// one, whatever the order.
+#[test]
+fn decrypt_tries_every_subnet_with_a_matching_nid() {
+    let nid = meshprov::crypto::toolbox::k2(&net_key(), &[0]).nid;
+    let colliding = (0u16..)
+        .map(|i| {
+            let mut k = [0xa5; 16];
+            k[..2].copy_from_slice(&i.to_be_bytes());
+            meshprov::crypto::NetKey::from_bytes(k)
+        })
+        .find(|k| meshprov::crypto::toolbox::k2(k, &[0]).nid == nid)
+        .expect("a key with the same NID");
+    let mut n = NetworkLayer::new(NetworkConfig::default(), IV, MemorySeqSource::new());
+    n.add_subnet(0, &colliding);
+    n.add_subnet(1, &net_key());
+    n.subscribe(0xfffd);
+    let p = n.decrypt(&message_1()).expect("authenticated by subnet 1");
+    assert_eq!(p.net_key_index, 1);
+    assert!(!p.new_key);
+}

@@ -504,3 +504,30 @@ fn send_rejects_bad_arguments() {
             .is_err()
     );
 }
+
+#[test]
+fn an_iv_index_change_aborts_a_message_in_flight() {
+    let (mut a, _) = pair();
+    let id = a
+        .send_access(Instant::ZERO, access_to_node(payload(30)))
+        .unwrap();
+    while a.poll_transmit().is_some() {}
+    a.network_mut()
+        .set_iv_index(meshprov::net::network::IvIndex {
+            index: IV.index + 1,
+            update: false,
+        });
+    let t = a.poll_timeout().unwrap();
+    a.handle_timeout(t);
+    assert!(
+        a.poll_transmit().is_none(),
+        "no segment under another IV Index"
+    );
+    assert_eq!(
+        a.poll_event(),
+        Some(TransportEvent::Failed {
+            id,
+            reason: SendFailure::Aborted
+        })
+    );
+}
