@@ -14,6 +14,7 @@ pub use mesh_crypto as crypto;
 
 pub mod bearer;
 pub mod exit;
+pub mod net;
 pub mod provisioning;
 pub mod radio;
 pub mod sim;

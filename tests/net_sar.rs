@@ -1,0 +1,533 @@
+//! Segmentation and reassembly between two real stacks over a lossy, deterministic "air":
+//! retransmission of unacknowledged segments, reassembly with duplicates, acknowledgement
+//! timers, busy receivers, give-up, discard timeout, multicast, virtual addresses, control.
+
+mod net_support;
+
+use meshprov::net::network::MemorySeqSource;
+use meshprov::net::transport::{
+    AccessSend, Destination, KeySelect, KeyUsed, SarConfig, SendFailure, Transport,
+    TransportConfig, TransportEvent,
+};
+use meshprov::time::Instant;
+use net_support::*;
+
+type T = Transport<MemorySeqSource>;
+
+const PROV: u16 = 0x0001;
+const NODE: u16 = 0x0100;
+
+fn pair() -> (T, T) {
+    let mut a = stack(IV, &[PROV]);
+    let mut b = stack(IV, &[NODE]);
+    a.add_dev_key(NODE, dev_key(NODE));
+    b.add_dev_key(NODE, dev_key(NODE));
+    a.add_app_key(0, 0, app_key());
+    b.add_app_key(0, 0, app_key());
+    (a, b)
+}
+
+/// Runs both stacks until nothing is pending or `until`. `drop(from_a, n)` decides whether the
+/// n-th PDU sent by that side is lost. Returns the events of each side and the PDU counts.
+fn run(
+    a: &mut T,
+    b: &mut T,
+    until: Instant,
+    mut drop: impl FnMut(bool, usize) -> bool,
+) -> (Vec<TransportEvent>, Vec<TransportEvent>, usize, usize) {
+    let mut now = Instant::ZERO;
+    let (mut ea, mut eb) = (Vec::new(), Vec::new());
+    let (mut na, mut nb) = (0, 0);
+    loop {
+        let mut moved = false;
+        while let Some(p) = a.poll_transmit() {
+            moved = true;
+            na += 1;
+            if !drop(true, na) {
+                let _ = b.handle_network_pdu(now, &p.pdu);
+            }
+        }
+        while let Some(p) = b.poll_transmit() {
+            moved = true;
+            nb += 1;
+            if !drop(false, nb) {
+                let _ = a.handle_network_pdu(now, &p.pdu);
+            }
+        }
+        ea.extend(std::iter::from_fn(|| a.poll_event()));
+        eb.extend(std::iter::from_fn(|| b.poll_event()));
+        if moved {
+            continue;
+        }
+        let next = [a.poll_timeout(), b.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        match next {
+            Some(t) if t <= until => {
+                now = now.max(t);
+                a.handle_timeout(now);
+                b.handle_timeout(now);
+            }
+            _ => break,
+        }
+    }
+    (ea, eb, na, nb)
+}
+
+fn payload(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 + 3) as u8).collect()
+}
+
+fn access_to_node(pdu: Vec<u8>) -> AccessSend {
+    AccessSend::new(0, PROV, Destination::Address(NODE), KeySelect::Dev, pdu)
+}
+
+fn received(events: &[TransportEvent]) -> Vec<&meshprov::net::transport::ReceivedAccess> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            TransportEvent::Access(m) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn lossless_segmented_message_is_delivered_and_acknowledged() {
+    let (mut a, mut b) = pair();
+    let id = a
+        .send_access(Instant::ZERO, access_to_node(payload(100)))
+        .unwrap();
+    let (ea, eb, na, nb) = run(&mut a, &mut b, Instant::from_millis(60_000), |_, _| false);
+    assert_eq!(
+        na, 9,
+        "104 octets of upper PDU in 9 segments, each sent once"
+    );
+    assert_eq!(nb, 1, "one acknowledgement");
+    let got = received(&eb);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].access_pdu, payload(100));
+    assert_eq!(got[0].key, KeyUsed::Dev(NODE));
+    assert_eq!(
+        ea,
+        vec![TransportEvent::Sent {
+            id,
+            acknowledged: true
+        }]
+    );
+    assert_eq!(b.reassembling(), 0);
+}
+
+#[test]
+fn lost_segments_are_retransmitted_and_reassembly_completes() {
+    let (mut a, mut b) = pair();
+    let id = a
+        .send_access(Instant::ZERO, access_to_node(payload(100)))
+        .unwrap();
+    // Lose segments 2 and 5 of the first round, the first acknowledgement, and one
+    // retransmission.
+    let (ea, eb, na, _) = run(&mut a, &mut b, Instant::from_millis(60_000), |from_a, n| {
+        if from_a {
+            [3, 6, 10].contains(&n)
+        } else {
+            n == 1
+        }
+    });
+    assert!(na > 9, "segments were retransmitted ({na} PDUs)");
+    let got = received(&eb);
+    assert_eq!(got.len(), 1, "delivered exactly once");
+    assert_eq!(got[0].access_pdu, payload(100));
+    assert_eq!(
+        ea,
+        vec![TransportEvent::Sent {
+            id,
+            acknowledged: true
+        }]
+    );
+}
+
+#[test]
+fn heavy_deterministic_loss_still_completes() {
+    let (mut a, mut b) = pair();
+    a.send_access(Instant::ZERO, access_to_node(payload(300)))
+        .unwrap();
+    // Every third PDU in each direction is lost.
+    let (ea, eb, _, _) = run(&mut a, &mut b, Instant::from_millis(60_000), |_, n| {
+        n % 3 == 0
+    });
+    assert_eq!(received(&eb).len(), 1);
+    assert_eq!(received(&eb)[0].access_pdu, payload(300));
+    assert!(matches!(
+        ea.as_slice(),
+        [TransportEvent::Sent {
+            acknowledged: true,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn duplicates_are_ignored_and_a_completed_message_is_acknowledged_again() {
+    let (mut a, mut b) = pair();
+    a.send_access(Instant::ZERO, access_to_node(payload(30)))
+        .unwrap();
+    let pdus: Vec<_> = std::iter::from_fn(|| a.poll_transmit()).collect();
+    assert_eq!(pdus.len(), 3);
+    // Out of order: the lower SEQ of segment 0 after segment 2 is not a replay.
+    b.handle_network_pdu(Instant::ZERO, &pdus[2].pdu).unwrap();
+    b.handle_network_pdu(Instant::ZERO, &pdus[0].pdu).unwrap();
+    assert_eq!(b.reassembling(), 1);
+    // The sender's timer fires: it resends the unacknowledged segments with new SEQs.
+    let t = a.poll_timeout().unwrap();
+    a.handle_timeout(t);
+    let again: Vec<_> = std::iter::from_fn(|| a.poll_transmit()).collect();
+    assert_eq!(again.len(), 3, "nothing was acknowledged yet");
+    for p in &again {
+        let _ = b.handle_network_pdu(t, &p.pdu);
+    }
+    let events: Vec<_> = std::iter::from_fn(|| b.poll_event()).collect();
+    assert_eq!(
+        received(&events).len(),
+        1,
+        "delivered once despite duplicates"
+    );
+    let acks: Vec<_> = std::iter::from_fn(|| b.poll_transmit()).collect();
+    assert!(!acks.is_empty());
+    // The acknowledgement is lost; a further retransmission of the completed message gets a
+    // new acknowledgement and no second delivery.
+    let t2 = a.poll_timeout().unwrap();
+    a.handle_timeout(t2);
+    let third: Vec<_> = std::iter::from_fn(|| a.poll_transmit()).collect();
+    for p in &third {
+        let _ = b.handle_network_pdu(t2, &p.pdu);
+    }
+    assert!(b.poll_event().is_none());
+    let reacks: Vec<_> = std::iter::from_fn(|| b.poll_transmit()).collect();
+    assert_eq!(
+        reacks.len(),
+        third.len(),
+        "one ack per retransmitted segment"
+    );
+    a.handle_network_pdu(t2, &reacks[0].pdu).unwrap();
+    assert!(matches!(
+        a.poll_event(),
+        Some(TransportEvent::Sent {
+            acknowledged: true,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn the_sender_gives_up_when_nothing_is_acknowledged() {
+    let (mut a, mut b) = pair();
+    let id = a
+        .send_access(Instant::ZERO, access_to_node(payload(20)))
+        .unwrap();
+    let (ea, eb, na, _) = run(&mut a, &mut b, Instant::from_millis(60_000), |from_a, _| {
+        from_a
+    });
+    assert!(eb.is_empty());
+    // Initial round + 2 rounds without progress (2 segments each).
+    assert_eq!(na, 6);
+    assert_eq!(
+        ea,
+        vec![TransportEvent::Failed {
+            id,
+            reason: SendFailure::Timeout
+        }]
+    );
+    assert_eq!(a.poll_timeout(), None);
+}
+
+#[test]
+fn a_busy_receiver_cancels_the_message() {
+    let mut cfg = TransportConfig::default();
+    cfg.sar.max_rx_sessions = 0;
+    let mut a = stack(IV, &[PROV]);
+    let mut b = stack_with(IV, &[NODE], cfg);
+    a.add_dev_key(NODE, dev_key(NODE));
+    b.add_dev_key(NODE, dev_key(NODE));
+    let id = a
+        .send_access(Instant::ZERO, access_to_node(payload(20)))
+        .unwrap();
+    let (ea, eb, _, nb) = run(&mut a, &mut b, Instant::from_millis(60_000), |_, _| false);
+    assert!(eb.is_empty());
+    assert!(nb >= 1);
+    assert_eq!(
+        ea,
+        vec![TransportEvent::Failed {
+            id,
+            reason: SendFailure::ReceiverBusy
+        }]
+    );
+}
+
+#[test]
+fn an_incomplete_message_is_discarded_after_the_timeout() {
+    let (mut a, mut b) = pair();
+    a.send_access(Instant::ZERO, access_to_node(payload(30)))
+        .unwrap();
+    let first = a.poll_transmit().unwrap();
+    b.handle_network_pdu(Instant::ZERO, &first.pdu).unwrap();
+    assert_eq!(b.reassembling(), 1);
+    let mut now = Instant::ZERO;
+    while let Some(t) = b.poll_timeout() {
+        now = t;
+        b.handle_timeout(t);
+        let _ = b.poll_transmit();
+    }
+    assert_eq!(b.reassembling(), 0);
+    assert_eq!(now, Instant::ZERO + SarConfig::default().discard_timeout);
+    assert!(b.poll_event().is_none());
+}
+
+#[test]
+fn segmented_multicast_is_sent_without_acks() {
+    let (mut a, mut b) = pair();
+    b.network_mut().subscribe(0xc001);
+    let mut m = AccessSend::new(
+        0,
+        PROV,
+        Destination::Address(0xc001),
+        KeySelect::App(0),
+        payload(40),
+    );
+    m.big_mic = true;
+    let id = a.send_access(Instant::ZERO, m).unwrap();
+    let (ea, eb, na, nb) = run(&mut a, &mut b, Instant::from_millis(60_000), |_, _| false);
+    assert_eq!(nb, 0, "no acknowledgement to a group");
+    assert_eq!(na, 4 * 3, "4 segments, initial round and 2 retransmissions");
+    let got = received(&eb);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].key, KeyUsed::App(0));
+    assert_eq!(
+        ea,
+        vec![TransportEvent::Sent {
+            id,
+            acknowledged: false
+        }]
+    );
+}
+
+#[test]
+fn virtual_addresses_use_the_label_uuid() {
+    let label = [
+        0x12, 0x34, 0x56, 0x78, 0x12, 0x34, 0x12, 0x34, 0x12, 0x34, 0x12, 0x34, 0x56, 0x78, 0xab,
+        0xcd,
+    ];
+    assert_eq!(
+        Destination::Virtual(label).address(),
+        0xadd5,
+        "reference §8.2"
+    );
+    for len in [5, 60] {
+        let (mut a, mut b) = pair();
+        b.subscribe_label(label);
+        let m = AccessSend::new(
+            0,
+            PROV,
+            Destination::Virtual(label),
+            KeySelect::App(0),
+            payload(len),
+        );
+        a.send_access(Instant::ZERO, m).unwrap();
+        let (_, eb, _, _) = run(&mut a, &mut b, Instant::from_millis(60_000), |_, _| false);
+        let got = received(&eb);
+        assert_eq!(got.len(), 1, "payload {len}");
+        assert_eq!(got[0].label, Some(label));
+        assert_eq!(got[0].dst, 0xadd5);
+        assert_eq!(got[0].access_pdu, payload(len));
+    }
+    // Without the label the message cannot be opened.
+    let (mut a, mut b) = pair();
+    b.network_mut().subscribe(0xadd5);
+    let m = AccessSend::new(
+        0,
+        PROV,
+        Destination::Virtual(label),
+        KeySelect::App(0),
+        payload(5),
+    );
+    a.send_access(Instant::ZERO, m).unwrap();
+    let (_, eb, _, _) = run(&mut a, &mut b, Instant::from_millis(60_000), |_, _| false);
+    assert!(received(&eb).is_empty());
+}
+
+#[test]
+fn app_key_aid_matching_picks_the_right_key() {
+    let (mut a, mut b) = pair();
+    b.add_app_key(1, 0, meshprov::crypto::AppKey::from_bytes([0x11; 16]));
+    a.add_app_key(1, 0, meshprov::crypto::AppKey::from_bytes([0x11; 16]));
+    let m = AccessSend::new(
+        0,
+        PROV,
+        Destination::Address(NODE),
+        KeySelect::App(1),
+        payload(8),
+    );
+    a.send_access(Instant::ZERO, m).unwrap();
+    let (_, eb, _, _) = run(&mut a, &mut b, Instant::from_millis(1000), |_, _| false);
+    assert_eq!(received(&eb)[0].key, KeyUsed::App(1));
+    // A receiver without the key drops it.
+    let (mut a, mut b) = pair();
+    a.add_app_key(1, 0, meshprov::crypto::AppKey::from_bytes([0x11; 16]));
+    let m = AccessSend::new(
+        0,
+        PROV,
+        Destination::Address(NODE),
+        KeySelect::App(1),
+        payload(8),
+    );
+    a.send_access(Instant::ZERO, m).unwrap();
+    let (_, eb, _, _) = run(&mut a, &mut b, Instant::from_millis(1000), |_, _| false);
+    assert!(received(&eb).is_empty());
+}
+
+#[test]
+fn device_key_of_the_source_opens_replies() {
+    // The node answers with its own device key; the provisioner finds it by source address.
+    let (mut a, mut b) = pair();
+    let m = AccessSend::new(
+        0,
+        NODE,
+        Destination::Address(PROV),
+        KeySelect::Dev,
+        payload(30),
+    );
+    b.send_access(Instant::ZERO, m).unwrap();
+    let (ea, _, _, _) = run(&mut a, &mut b, Instant::from_millis(60_000), |_, _| false);
+    let got = received(&ea);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].key, KeyUsed::Dev(NODE));
+}
+
+#[test]
+fn segmented_control_messages_are_reassembled() {
+    let (mut a, mut b) = pair();
+    let params: Vec<u8> = (0..20).collect();
+    a.send_control(
+        Instant::ZERO,
+        control(0, PROV, NODE, None, 0x0a, params.clone()),
+    )
+    .unwrap();
+    let (ea, eb, na, _) = run(&mut a, &mut b, Instant::from_millis(60_000), |_, _| false);
+    assert_eq!(na, 3, "20 octets in 8-octet segments");
+    match eb.as_slice() {
+        [TransportEvent::Control(c)] => {
+            assert_eq!((c.opcode, c.src, c.dst), (0x0a, PROV, NODE));
+            assert_eq!(c.params, params);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        ea.as_slice(),
+        [TransportEvent::Sent {
+            acknowledged: true,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn messages_to_one_destination_are_sent_one_after_the_other() {
+    let (mut a, mut b) = pair();
+    let first = a
+        .send_access(Instant::ZERO, access_to_node(payload(30)))
+        .unwrap();
+    let second = a
+        .send_access(Instant::ZERO, access_to_node(payload(31)))
+        .unwrap();
+    assert_eq!(a.sending(), 1, "the second waits");
+    let (ea, eb, _, _) = run(&mut a, &mut b, Instant::from_millis(60_000), |_, _| false);
+    let got: Vec<_> = received(&eb).iter().map(|m| m.access_pdu.len()).collect();
+    assert_eq!(got, vec![30, 31]);
+    assert_eq!(
+        ea,
+        vec![
+            TransportEvent::Sent {
+                id: first,
+                acknowledged: true
+            },
+            TransportEvent::Sent {
+                id: second,
+                acknowledged: true
+            }
+        ]
+    );
+}
+
+#[test]
+fn send_rejects_bad_arguments() {
+    let (mut a, _) = pair();
+    let now = Instant::ZERO;
+    assert!(a.send_access(now, access_to_node(vec![])).is_err());
+    assert!(a.send_access(now, access_to_node(payload(381))).is_err());
+    assert!(a.send_access(now, access_to_node(payload(380))).is_ok());
+    let mut m = access_to_node(payload(4));
+    m.ttl = Some(1);
+    assert!(a.send_access(now, m).is_err(), "TTL 1 is prohibited");
+    let mut m = access_to_node(payload(4));
+    m.net_key_index = 5;
+    assert!(a.send_access(now, m).is_err());
+    let m = AccessSend::new(
+        0,
+        0xc000,
+        Destination::Address(NODE),
+        KeySelect::Dev,
+        payload(4),
+    );
+    assert!(a.send_access(now, m).is_err(), "group source");
+    let m = AccessSend::new(
+        0,
+        PROV,
+        Destination::Address(NODE),
+        KeySelect::App(9),
+        payload(4),
+    );
+    assert!(a.send_access(now, m).is_err(), "unknown AppKey");
+    let m = AccessSend::new(
+        0,
+        PROV,
+        Destination::Address(0x0200),
+        KeySelect::Dev,
+        payload(4),
+    );
+    assert!(a.send_access(now, m).is_err(), "no device key");
+    assert!(
+        a.send_control(now, control(0, PROV, NODE, None, 0x00, vec![]))
+            .is_err()
+    );
+    assert!(
+        a.send_control(now, control(0, PROV, NODE, None, 0x0a, vec![0; 257]))
+            .is_err()
+    );
+}
+
+#[test]
+fn an_iv_index_change_aborts_a_message_in_flight() {
+    let (mut a, _) = pair();
+    let id = a
+        .send_access(Instant::ZERO, access_to_node(payload(30)))
+        .unwrap();
+    while a.poll_transmit().is_some() {}
+    a.network_mut()
+        .set_iv_index(meshprov::net::network::IvIndex {
+            index: IV.index + 1,
+            update: false,
+        });
+    let t = a.poll_timeout().unwrap();
+    a.handle_timeout(t);
+    assert!(
+        a.poll_transmit().is_none(),
+        "no segment under another IV Index"
+    );
+    assert_eq!(
+        a.poll_event(),
+        Some(TransportEvent::Failed {
+            id,
+            reason: SendFailure::Aborted
+        })
+    );
+}
