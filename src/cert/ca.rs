@@ -158,6 +158,9 @@ pub struct CertTemplate {
     pub key_usage: Option<KeyUsageSpec>,
     /// Whether to write subject and authority key identifiers.
     pub key_identifiers: bool,
+    /// Further extensions: (OID, critical, DER value), e.g. to test that an unknown critical
+    /// extension is refused.
+    pub extra_extensions: Vec<(String, bool, Vec<u8>)>,
 }
 
 impl CertTemplate {
@@ -175,6 +178,7 @@ impl CertTemplate {
                 ..Default::default()
             }),
             key_identifiers: true,
+            extra_extensions: Vec::new(),
         }
     }
 
@@ -200,12 +204,21 @@ impl CertTemplate {
                 ..Default::default()
             }),
             key_identifiers: true,
+            extra_extensions: Vec::new(),
         }
     }
 }
 
+/// Certificates made by `ca init` and `ca issue` start this much before "now", so that a
+/// provisioner whose clock is a little behind the CA's still finds them valid.
+pub const BACKDATE: Duration = Duration::from_secs(3600);
+
 fn days_duration(days: u32) -> Duration {
     Duration::from_secs(u64::from(days) * 86_400)
+}
+
+fn start(now: SystemTime) -> SystemTime {
+    now.checked_sub(BACKDATE).unwrap_or(now)
 }
 
 /// A positive 16-octet serial number from `rng`.
@@ -320,6 +333,14 @@ pub fn issue_certificate(
         };
         extensions.push(ext("2.5.29.35", false, &aki)?);
     }
+    for (oid, critical, value) in &template.extra_extensions {
+        extensions.push(Extension {
+            extn_id: der::asn1::ObjectIdentifier::new(oid)
+                .map_err(|e| CertError::InvalidArgument(format!("'{oid}': {e}")))?,
+            critical: *critical,
+            extn_value: OctetString::new(value.clone()).map_err(encode_err)?,
+        });
+    }
     let (algorithm, _) = signer.sign(b"")?;
     let tbs = Tbs {
         version: Version::V3,
@@ -425,7 +446,7 @@ pub struct InitOptions {
     pub intermediate: bool,
     /// Validity in days.
     pub days: u32,
-    /// Start of validity.
+    /// Now: validity starts [`BACKDATE`] before.
     pub now: SystemTime,
 }
 
@@ -469,7 +490,12 @@ pub fn init(
 
     let root_key = CaKey::generate_p256(rng);
     let root_subject = format!("CN={} Root,O={}", opts.name, opts.name);
-    let root_t = CertTemplate::root(&root_subject, random_serial(rng), opts.now, opts.days);
+    let root_t = CertTemplate::root(
+        &root_subject,
+        random_serial(rng),
+        start(opts.now),
+        opts.days,
+    );
     let root_der = issue_certificate(&root_t, &root_key.spki()?, &root_key, None)?;
     write_secret(&root_key_path, root_key.to_pkcs8_pem()?.as_bytes())?;
     let root_pem_path = dir.join("root.pem");
@@ -479,7 +505,8 @@ pub fn init(
     if opts.intermediate {
         let key = CaKey::generate_p256(rng);
         let subject = format!("CN={} Intermediate,O={}", opts.name, opts.name);
-        let t = CertTemplate::intermediate(&subject, random_serial(rng), opts.now, opts.days);
+        let t =
+            CertTemplate::intermediate(&subject, random_serial(rng), start(opts.now), opts.days);
         let der = issue_certificate(&t, &key.spki()?, &root_key, Some(&root_der))?;
         write_secret(&int_key_path, key.to_pkcs8_pem()?.as_bytes())?;
         let pem_path = dir.join("intermediate.pem");
@@ -584,7 +611,8 @@ fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
 }
 
 /// `meshprov ca issue`: a device certificate for `uuid` signed by the CA in `ca_dir`. Its
-/// validity ends after `days` or with the issuer's, whichever is first.
+/// validity starts [`BACKDATE`] before `now` and ends after `days` or with the issuer's,
+/// whichever is first.
 pub fn issue(
     ca_dir: &Path,
     uuid: &DeviceUuid,
@@ -619,7 +647,7 @@ pub fn issue(
         });
     }
     let issuer = Parsed::from_der(&signer.cert_der, "CA certificate")?;
-    let mut t = CertTemplate::device(uuid, random_serial(rng), now, days);
+    let mut t = CertTemplate::device(uuid, random_serial(rng), start(now), days);
     let issuer_end = issuer.not_after().to_system_time();
     if t.not_after > issuer_end {
         t.not_after = issuer_end;
