@@ -13,6 +13,7 @@ pub const SPEC: &str = "Bluetooth Mesh Protocol Specification v1.1 (MshPRT v1.1)
 pub use mesh_crypto as crypto;
 
 pub mod bearer;
+pub mod cert;
 pub mod exit;
 pub mod net;
 pub mod provisioning;

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use meshprov::cert::{CertError, ca};
 use meshprov::crypto::{AppKey, NetKey};
 use meshprov::provisioning::AlgorithmPolicy;
 use meshprov::sim::run::BearerChoice;
@@ -77,6 +78,70 @@ enum Command {
     Cdb {
         #[command(subcommand)]
         command: CdbCommand,
+    },
+    /// A manufacturer CA for certificate-based provisioning: roots, device certificates, checks.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Create a self-signed root (and an intermediate) with P-256 keys in DIR (keys 0600).
+    Init {
+        /// The CA directory (root.pem, root.key, intermediate.pem, intermediate.key).
+        dir: PathBuf,
+        /// The manufacturer's name, used in the certificates' subjects.
+        #[arg(long, default_value = "meshprov")]
+        name: String,
+        /// Also create an intermediate signed by the root; devices are then issued by it.
+        #[arg(long)]
+        intermediate: bool,
+        /// Validity in days.
+        #[arg(long, default_value_t = 7300)]
+        days: u32,
+    },
+    /// Issue a device certificate (CN = UUID as 32 lower-case hex digits, keyAgreement).
+    Issue {
+        /// The CA directory made by `ca init`.
+        #[arg(long = "ca", value_name = "DIR")]
+        ca_dir: PathBuf,
+        /// The device UUID.
+        #[arg(long)]
+        uuid: String,
+        /// The device's public key: PEM SubjectPublicKeyInfo, or 64/65 octets in hex.
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "generate",
+            conflicts_with = "generate"
+        )]
+        public_key: Option<PathBuf>,
+        /// Generate the device key pair: writes OUT.key, OUT.key.hex (0600), OUT.pem and
+        /// OUT.chain.pem.
+        #[arg(long, value_name = "OUT")]
+        generate: Option<PathBuf>,
+        /// With --public-key: write OUT.pem and OUT.chain.pem instead of printing the chain.
+        #[arg(long, value_name = "OUT", requires = "public_key")]
+        out: Option<PathBuf>,
+        /// Validity in days (at most the issuer's).
+        #[arg(long, default_value_t = 7300)]
+        days: u32,
+    },
+    /// Verify a device's certificate chain: exit 0 and one OK line, or 1 and the defect.
+    Verify {
+        /// A directory of trusted root certificates (.pem, .crt, .der).
+        #[arg(long, value_name = "DIR")]
+        trust: PathBuf,
+        /// The device UUID the certificate must name.
+        #[arg(long)]
+        uuid: String,
+        /// The chain: the device certificate first, then intermediates (PEM).
+        chain: PathBuf,
+        /// A deny list: serial:HEX or sha256:HEX per line.
+        #[arg(long, value_name = "FILE")]
+        deny: Option<PathBuf>,
     },
 }
 
@@ -422,6 +487,87 @@ fn run_cdb(cmd: CdbCommand) -> Result<(), Failure> {
     Ok(())
 }
 
+impl From<CertError> for Failure {
+    fn from(e: CertError) -> Self {
+        let c = if e.is_usage() {
+            exit::USAGE
+        } else {
+            exit::FAILURE
+        };
+        Failure(c, e.to_string())
+    }
+}
+
+fn parse_uuid(s: &str) -> Result<DeviceUuid, Failure> {
+    s.parse()
+        .map_err(|e: meshprov::uuid::UuidError| usage(e.to_string()))
+}
+
+fn run_ca(cmd: CaCommand) -> Result<(), Failure> {
+    let now = std::time::SystemTime::now();
+    match cmd {
+        CaCommand::Init {
+            dir,
+            name,
+            intermediate,
+            days,
+        } => {
+            let opts = ca::InitOptions {
+                name,
+                intermediate,
+                days,
+                now,
+            };
+            let r = ca::init(&dir, &opts, &mut store::os_rng()?)?;
+            println!("root '{}'", r.root_subject);
+            if let Some(i) = &r.intermediate_subject {
+                println!("intermediate '{i}'");
+            }
+            for f in &r.files {
+                println!("wrote {}", f.display());
+            }
+        }
+        CaCommand::Issue {
+            ca_dir,
+            uuid,
+            public_key,
+            generate,
+            out,
+            days,
+        } => {
+            let uuid = parse_uuid(&uuid)?;
+            let source = match (public_key, generate) {
+                (Some(file), None) => ca::DeviceKeySource::PublicKey { file, out },
+                (None, Some(out)) => ca::DeviceKeySource::Generate { out },
+                _ => return Err(usage("give one of --public-key FILE or --generate OUT")),
+            };
+            let r = ca::issue(&ca_dir, &uuid, &source, days, now, &mut store::os_rng()?)?;
+            if r.files.is_empty() {
+                print!("{}", r.chain_pem);
+            } else {
+                println!(
+                    "issued '{}' (serial {}) by '{}'",
+                    r.subject, r.serial, r.issuer
+                );
+                for f in &r.files {
+                    println!("wrote {}", f.display());
+                }
+            }
+        }
+        CaCommand::Verify {
+            trust,
+            uuid,
+            chain,
+            deny,
+        } => {
+            let uuid = parse_uuid(&uuid)?;
+            let v = ca::verify_files(&trust, &uuid, &chain, deny.as_deref(), now)?;
+            println!("{}", v.verdict_line());
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum AlgorithmArg {
     Auto,
@@ -531,6 +677,7 @@ fn main() -> ExitCode {
         Command::Net { command } => return finish(run_net(command)),
         Command::Node { command } => return finish(run_node(command)),
         Command::Cdb { command } => return finish(run_cdb(command)),
+        Command::Ca { command } => return finish(run_ca(command)),
     }
     code(exit::SUCCESS)
 }
