@@ -49,6 +49,12 @@ enum Command {
         /// Print the device key.
         #[arg(long)]
         show_keys: bool,
+        /// With --auth cert: the directory of trusted manufacturer root certificates.
+        #[arg(long, value_name = "DIR")]
+        trust: Option<PathBuf>,
+        /// With --auth cert: a deny list (lines `serial:HEX` or `sha256:HEX`).
+        #[arg(long, value_name = "FILE")]
+        deny: Option<PathBuf>,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -610,6 +616,8 @@ fn main() -> ExitCode {
             store,
             network,
             show_keys,
+            trust,
+            deny,
             json,
             seed,
             loss,
@@ -643,6 +651,8 @@ fn main() -> ExitCode {
                 store,
                 network,
                 show_keys,
+                trust,
+                deny,
                 seed,
                 loss,
             };

@@ -267,3 +267,82 @@ fn bad_arguments_exit_2_with_one_line() {
         assert!(err.contains(expected), "{args:?}: {err}");
     }
 }
+
+/// The README's worked example: an in-house CA, a device certificate, provisioning with
+/// `--auth cert` (and refused against another CA's root).
+#[test]
+fn certificate_based_provisioning_worked_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).to_str().unwrap().to_string();
+    let uuid = "7b2c1a90-0000-4000-8000-00000000000a";
+    let (code, _, err) = meshprov(&[
+        "ca",
+        "init",
+        &d("acme-ca"),
+        "--name",
+        "Acme Lighting",
+        "--intermediate",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = meshprov(&[
+        "ca",
+        "issue",
+        "--ca",
+        &d("acme-ca"),
+        "--uuid",
+        uuid,
+        "--generate",
+        &d("dev1"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let key = std::fs::read_to_string(d("dev1.key.hex")).unwrap();
+    std::fs::write(
+        d("building.toml"),
+        format!(
+            "[[device]]\nuuid = \"{uuid}\"\nname = \"Certified lamp\"\ncertificate = \"dev1.pem\"\nintermediates = [\"acme-ca/intermediate.pem\"]\nprivate_key = \"{}\"\n",
+            key.trim()
+        ),
+    )
+    .unwrap();
+    let radio = format!("sim:{}", d("building.toml"));
+    for bearer in ["adv", "gatt"] {
+        let (code, out, err) = meshprov(&[
+            "provision",
+            uuid,
+            "--radio",
+            &radio,
+            "--auth",
+            "cert",
+            "--trust",
+            &d("acme-ca"),
+            "--bearer",
+            bearer,
+            "--json",
+        ]);
+        assert_eq!(code, 0, "{bearer}: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["public_key_oob"], true);
+        assert!(
+            v["auth"].as_str().unwrap().starts_with("certificate-based"),
+            "{v}"
+        );
+    }
+    let (code, _, _) = meshprov(&["ca", "init", &d("other-ca")]);
+    assert_eq!(code, 0);
+    let (code, _, err) = meshprov(&[
+        "provision",
+        uuid,
+        "--radio",
+        &radio,
+        "--auth",
+        "cert",
+        "--trust",
+        &d("other-ca"),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("chain does not end at a trusted root"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

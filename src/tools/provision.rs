@@ -5,7 +5,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::provisioning::{AlgorithmPolicy, AuthPolicy, ProvisionerConfig};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::cert::{Policy, TrustStore, verify_device_chain};
+use crate::provisioning::{AlgorithmPolicy, AuthPolicy, ProvisionerConfig, RecordsPolicy};
 use crate::sim::building::Building;
 use crate::sim::run::{self, BearerChoice, MemorySink, NodeSink, RunOptions};
 use crate::store::Store;
@@ -97,6 +101,10 @@ pub struct ProvisionArgs {
     pub network: Option<String>,
     /// Print the device key.
     pub show_keys: bool,
+    /// Trusted manufacturer roots for `--auth cert`.
+    pub trust: Option<PathBuf>,
+    /// Deny list of certificate serials / fingerprints for `--auth cert`.
+    pub deny: Option<PathBuf>,
     /// Seed of the simulation.
     pub seed: u64,
     /// Advertising loss override.
@@ -173,6 +181,7 @@ pub fn provision(args: &ProvisionArgs) -> Result<ProvisionReport, ProvisionFailu
         algorithm: args.algorithm,
         ..ProvisionerConfig::default()
     };
+    let mut verifier: Option<crate::sim::run::CertVerifier> = None;
     config.auth = match &args.auth {
         AuthArg::Auto => AuthPolicy::Auto {
             static_oob: spec.static_oob.clone(),
@@ -191,9 +200,37 @@ pub fn provision(args: &ProvisionArgs) -> Result<ProvisionReport, ProvisionFailu
             }
         }
         AuthArg::Cert => {
-            return Err(usage(
-                "--auth cert needs provisioning records and certificate validation, which this build does not have yet; use static:HEX, output, input or oob-public-key:HEX128".into(),
-            ));
+            let Some(dir) = &args.trust else {
+                return Err(usage(
+                    "--auth cert needs --trust DIR: the directory of the trusted manufacturer root certificates (PEM or DER)".into(),
+                ));
+            };
+            let trust = TrustStore::from_dir(dir).map_err(|e| usage(e.to_string()))?;
+            let policy = match &args.deny {
+                Some(p) => Policy::load_deny_list(p).map_err(|e| usage(e.to_string()))?,
+                None => Policy::default(),
+            };
+            config.records = match args.bearer {
+                BearerChoice::Adv => RecordsPolicy::pb_adv(),
+                BearerChoice::Gatt => RecordsPolicy::pb_gatt(spec.mtu),
+            };
+            verifier = Some(Arc::new(
+                move |uuid: &DeviceUuid, device: &[u8], intermediates: &[Vec<u8>]| {
+                    verify_device_chain(
+                        device,
+                        intermediates,
+                        &trust,
+                        &policy,
+                        uuid,
+                        SystemTime::now(),
+                    )
+                    .map(|v| v.public_key)
+                    .map_err(|e| e.to_string())
+                },
+            ) as crate::sim::run::CertVerifier);
+            AuthPolicy::Auto {
+                static_oob: spec.static_oob.clone(),
+            }
         }
     };
     let failure = |message: String| ProvisionFailure {
@@ -238,6 +275,7 @@ pub fn provision(args: &ProvisionArgs) -> Result<ProvisionReport, ProvisionFailu
     }
     let opts = RunOptions {
         config,
+        cert_verifier: verifier,
         net_key,
         iv_index,
         bearer: args.bearer,
@@ -269,7 +307,14 @@ pub fn provision(args: &ProvisionArgs) -> Result<ProvisionReport, ProvisionFailu
             address: format!("0x{:04x}", o.address),
             elements: o.elements,
             algorithm: o.algorithm.name(),
-            auth: format!("{}", o.auth),
+            auth: if matches!(args.auth, AuthArg::Cert) {
+                format!(
+                    "certificate-based ({}, device key from its verified certificate)",
+                    o.auth
+                )
+            } else {
+                format!("{}", o.auth)
+            },
             public_key_oob: o.public_key_oob,
             bearer: args.bearer.name(),
             device_key: args
