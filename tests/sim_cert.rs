@@ -205,8 +205,84 @@ fn defective_chains_are_refused_before_data() {
             "deny list",
         ),
     ];
-    for (what, dev, trusted, policy, at, verdict) in cases {
-        let (_dir, b) = building(&dev, std::slice::from_ref(&int.der));
+    let mut cases = cases;
+    let mut chains: Vec<Vec<Vec<u8>>> = vec![vec![int.der.clone()]; cases.len()];
+    // Not yet valid: verified the day before the chain was issued.
+    cases.push((
+        "not yet valid",
+        good.clone(),
+        root.der.clone(),
+        Policy::default(),
+        cert_support::at(cert_support::ISSUED) - cert_support::days(1),
+        "not yet valid",
+    ));
+    chains.push(vec![int.der.clone()]);
+    // An issuer that is not a CA.
+    let mut not_ca_t = pki.intermediate_template("Not A CA");
+    not_ca_t.basic_constraints = Some((false, None));
+    let k = pki.p256();
+    let not_ca = pki.make(&not_ca_t, k, Some(&root));
+    let t = pki.device_template();
+    cases.push((
+        "issuer not a CA",
+        device_cert(&mut pki, &t, &not_ca),
+        root.der.clone(),
+        Policy::default(),
+        now(),
+        "is not a CA",
+    ));
+    chains.push(vec![not_ca.der.clone()]);
+    // An issuer whose keyUsage lacks keyCertSign.
+    let mut no_sign_t = pki.intermediate_template("No keyCertSign");
+    no_sign_t.basic_constraints = Some((true, None));
+    no_sign_t.key_usage = Some(ca::KeyUsageSpec {
+        crl_sign: true,
+        ..Default::default()
+    });
+    let k = pki.p256();
+    let no_sign = pki.make(&no_sign_t, k, Some(&root));
+    let t = pki.device_template();
+    cases.push((
+        "missing keyCertSign",
+        device_cert(&mut pki, &t, &no_sign),
+        root.der.clone(),
+        Policy::default(),
+        now(),
+        "keyCertSign",
+    ));
+    chains.push(vec![no_sign.der.clone()]);
+    // Path length: an intermediate with pathLen 0 signs another intermediate.
+    let mut p0_t = pki.intermediate_template("PathLen Zero");
+    p0_t.basic_constraints = Some((true, Some(0)));
+    let k = pki.p256();
+    let p0 = pki.make(&p0_t, k, Some(&root));
+    let below = pki.intermediate("Below PathLen Zero", &p0);
+    let t = pki.device_template();
+    cases.push((
+        "path length exceeded",
+        device_cert(&mut pki, &t, &below),
+        root.der.clone(),
+        Policy::default(),
+        now(),
+        "path length",
+    ));
+    chains.push(vec![below.der.clone(), p0.der.clone()]);
+    // A device key that is not P-256.
+    let t = pki.device_template();
+    let k = pki.p384();
+    let p384_dev = pki.make(&t, k, Some(&int));
+    cases.push((
+        "P-384 device key",
+        p384_dev.der.clone(),
+        root.der.clone(),
+        Policy::default(),
+        now(),
+        "P-256",
+    ));
+    chains.push(vec![int.der.clone()]);
+
+    for ((what, dev, trusted, policy, at, verdict), ints) in cases.into_iter().zip(chains) {
+        let (_dir, b) = building(&dev, &ints);
         let mut sink = MemorySink::default();
         let opts = options(BearerChoice::Adv, verifier(&trusted, policy, at));
         let r = run::run(&b, &[uuid()], &opts, &mut sink).unwrap();
