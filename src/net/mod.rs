@@ -78,42 +78,8 @@ pub enum NetError {
 /// Result alias of the network stack.
 pub type Result<T, E = NetError> = core::result::Result<T, E>;
 
-/// Declares a wire enumeration of this layer: a newtype over the integer with named
-/// constants, so that unknown values survive a round trip.
-macro_rules! net_enum {
-    (
-        $(#[$meta:meta])*
-        $name:ident($ty:ty) {
-            $( $(#[$vmeta:meta])* $c:ident = $val:expr, $label:literal; )*
-        }
-    ) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(pub $ty);
-
-        impl $name {
-            $( $(#[$vmeta])* pub const $c: Self = Self($val); )*
-
-            /// The specification's name for this value, or `None` if it is RFU / unknown.
-            pub const fn name(self) -> Option<&'static str> {
-                match self.0 {
-                    $( x if x == $val => Some($label), )*
-                    _ => None,
-                }
-            }
-        }
-
-        impl core::fmt::Display for $name {
-            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-                match self.name() {
-                    Some(name) => write!(f, "{name} ({:#04x})", self.0),
-                    None => write!(f, "RFU ({:#04x})", self.0),
-                }
-            }
-        }
-    };
-}
-pub(crate) use net_enum;
+/// Wire enumerations of this layer use the same macro as `wire/`.
+pub(crate) use crate::wire::wire_enum as net_enum;
 
 /// Mesh addresses (§3.4.2).
 pub mod address {

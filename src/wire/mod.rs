@@ -59,6 +59,7 @@ macro_rules! wire_enum {
         }
     };
 }
+pub(crate) use wire_enum;
 
 /// Declares a bitmask field: a newtype over the integer with named bits.
 macro_rules! bitmask {
