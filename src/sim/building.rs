@@ -770,6 +770,65 @@ pb_adv = false
     }
 
     #[test]
+    fn composition_defaults_and_lists() {
+        let b = Building::parse(EXAMPLE, "x.toml").unwrap();
+        let c = &b.devices[0].composition;
+        assert_eq!((c.cid, c.pid, c.vid, c.crpl), (DEFAULT_CID, 1, 1, 32));
+        assert_eq!(c.features, Features(Features::RELAY | Features::PROXY));
+        assert_eq!(c.elements.len(), 2);
+        assert_eq!(c.elements[0].sig_models, [0x0000, 0x0002, 0x1000]);
+        assert_eq!(c.elements[1].sig_models, [0x1000]);
+        let text = r#"
+[[device]]
+uuid = "7b2c1a90-0000-4000-8000-000000000001"
+cid = 0x0059
+features = ["friend"]
+[[device.element]]
+location = 0x0100
+models = ["1000", "0x1001", "0059:0001", "1000"]
+[[device.element]]
+"#;
+        let b = Building::parse(text, "x.toml").unwrap();
+        let d = &b.devices[0];
+        assert_eq!(d.elements, 2);
+        let c = &d.composition;
+        assert_eq!((c.cid, c.features), (0x0059, Features(Features::FRIEND)));
+        assert_eq!(c.elements[0].location, 0x0100);
+        assert_eq!(c.elements[0].sig_models, [0x0000, 0x1000, 0x1001]);
+        assert_eq!(
+            c.elements[0].vendor_models,
+            [ModelId::Vendor {
+                company_id: 0x0059,
+                model_id: 1
+            }]
+        );
+        assert_eq!(
+            c.elements[1].sig_models,
+            [0x1000],
+            "no models listed: the default"
+        );
+        for (text, expected) in [
+            (
+                "elements = 3\n[[device.element]]\n",
+                "1 [[device.element]] tables but elements = 3",
+            ),
+            (
+                "[[device.element]]\nmodels = [\"xyz\"]\n",
+                "element[0].models",
+            ),
+            (
+                "[[device.element]]\nmodels = [\"12345\"]\n",
+                "1 to 4 hex digits",
+            ),
+            ("features = [\"teleport\"]\n", "unknown feature 'teleport'"),
+        ] {
+            let t = format!("[[device]]\nuuid = \"7b2c1a90-0000-4000-8000-000000000001\"\n{text}");
+            let e = Building::parse(&t, "b.toml").unwrap_err().to_string();
+            assert!(e.contains(expected), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
     fn base64_and_pem() {
         assert_eq!(base64_decode("TWFu").unwrap(), b"Man");
         assert_eq!(base64_decode("TWE=").unwrap(), b"Ma");
