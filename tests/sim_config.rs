@@ -250,6 +250,34 @@ fn configuration_at_20_percent_loss() {
 }
 
 #[test]
+fn the_same_seed_gives_the_same_run() {
+    let once = || {
+        let b = building();
+        let mut sink = MemorySink::starting_at(0x0010);
+        let (_, report) = provision_and_configure(
+            &b,
+            &uuids(&b),
+            &run_options(21, 0.2),
+            &mut sink,
+            |n| requests(n, false),
+            &ConfigOptions {
+                seed: 21,
+                loss: Some(0.2),
+                ..ConfigOptions::default()
+            },
+        )
+        .unwrap();
+        let times: Vec<(usize, Duration)> = report
+            .results
+            .iter()
+            .map(|r| (r.attempts, r.elapsed))
+            .collect();
+        (report.virtual_time, report.air, times)
+    };
+    assert_eq!(once(), once());
+}
+
+#[test]
 fn a_node_that_does_not_answer_times_out() {
     let b = building();
     let mut sink = MemorySink::starting_at(0x0010);
@@ -365,6 +393,13 @@ fn server_key_statuses() {
         [ServerEffect::NetKeyAdded { index: 3, .. }]
     ));
     assert_eq!(
+        s.handle(3, &ConfigMessage::NetKeyDelete { net_key_index: 3 })
+            .reply
+            .and_then(|r| r.status()),
+        Some(ConfigStatus::CANNOT_REMOVE),
+        "the NetKey the request came in on"
+    );
+    assert_eq!(
         status(&mut s, ConfigMessage::NetKeyDelete { net_key_index: 3 }),
         Some(ConfigStatus::SUCCESS)
     );
@@ -449,6 +484,48 @@ fn server_model_statuses() {
         ),
         Some(ConfigStatus::INVALID_APPKEY_INDEX)
     );
+    assert_eq!(
+        status(
+            &mut s,
+            ConfigMessage::ModelSubscriptionAdd {
+                element: 0x0100,
+                address: 0xffff,
+                model: ONOFF
+            }
+        ),
+        Some(ConfigStatus::INVALID_ADDRESS),
+        "all-nodes"
+    );
+    let label = [0x42; 16];
+    let virt = meshprov::crypto::toolbox::virtual_address(&label);
+    let r = s.handle(
+        0,
+        &ConfigMessage::ModelSubscriptionVirtualAdd {
+            element: 0x0101,
+            label,
+            model: ONOFF,
+        },
+    );
+    assert_eq!(
+        r.reply,
+        Some(ConfigMessage::ModelSubscriptionStatus {
+            status: ConfigStatus::SUCCESS,
+            element: 0x0101,
+            address: virt,
+            model: ONOFF
+        })
+    );
+    assert_eq!(r.effects, [ServerEffect::Subscribe(virt)]);
+    assert_eq!(s.labels(), [label]);
+    let r = s.handle(
+        0,
+        &ConfigMessage::ModelSubscriptionDeleteAll {
+            element: 0x0101,
+            model: ONOFF,
+        },
+    );
+    assert_eq!(r.effects, [ServerEffect::Unsubscribe(virt)]);
+    assert!(s.labels().is_empty());
     // Deleting the AppKey unbinds it everywhere.
     s.handle(
         0,

@@ -22,7 +22,8 @@
 //!   status reports all publication parameters as zero.
 //! - Deleting a key, a binding or a subscription that is not there is Success (idempotent, so a
 //!   retried request whose first status was lost gets the same answer).
-//! - NetKey Delete of the last NetKey is Cannot Remove.
+//! - NetKey Delete of the last NetKey, or of the one the request came in on, is Cannot
+//!   Remove.
 //! - Key Refresh Phase Set: transition 2 from phase 1 or 2 goes to phase 2; transition 3 from
 //!   phase 1 or 2 revokes the old keys (phase 0); transition 3 in phase 0 stays in phase 0;
 //!   transition 2 in phase 0 is Cannot Update.
@@ -739,14 +740,14 @@ impl ConfigServer {
 
     fn net_key_delete(
         &mut self,
-        _rx_net: u16,
+        rx_net: u16,
         net: u16,
         effects: &mut Vec<ServerEffect>,
     ) -> ConfigStatus {
         if !self.net_keys.contains_key(&net) {
             return ConfigStatus::SUCCESS;
         }
-        if self.net_keys.len() == 1 {
+        if self.net_keys.len() == 1 || net == rx_net {
             return ConfigStatus::CANNOT_REMOVE;
         }
         let bound: Vec<u16> = self
