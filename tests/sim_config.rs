@@ -314,6 +314,68 @@ fn a_node_that_does_not_answer_times_out() {
 }
 
 #[test]
+fn nodes_and_seq_numbers_from_the_store() {
+    use meshprov::store::{NodeRef, Store};
+    use rand_chacha::ChaCha20Rng;
+    use rand_chacha::rand_core::SeedableRng;
+
+    let b = building();
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("net.db")).unwrap();
+    let net_key = NetKey::from_bytes(b.network.net_key.unwrap());
+    store
+        .create_network(
+            "sim",
+            Some(net_key.clone()),
+            &mut ChaCha20Rng::seed_from_u64(5),
+        )
+        .unwrap();
+    let opts = RunOptions {
+        net_key: Some(net_key),
+        ..run_options(5, 0.0)
+    };
+    let prov = meshprov::sim::run::run(&b, &uuids(&b)[..1], &opts, &mut store).unwrap();
+    assert!(prov.results[0].outcome.is_ok());
+    let node = ProvisionedNode::from_store(&store, &NodeRef::Uuid(b.devices[0].uuid)).unwrap();
+    let report = configure::configure_with(
+        &b,
+        std::slice::from_ref(&node),
+        &[(
+            node.address,
+            vec![
+                ConfigMessage::CompositionDataGet { page: 0 },
+                ConfigMessage::DefaultTtlSet { ttl: 9 },
+            ],
+        )],
+        &ConfigOptions::default(),
+        configure::StoreSeq(&mut store),
+    )
+    .unwrap();
+    assert!(matches!(
+        report.results[0].status(),
+        Some(ConfigMessage::CompositionDataStatus { .. })
+    ));
+    assert_eq!(
+        report.results[1].status(),
+        Some(&ConfigMessage::DefaultTtlStatus { ttl: 9 })
+    );
+    assert_eq!(
+        report
+            .device(node.address)
+            .unwrap()
+            .config_server()
+            .unwrap()
+            .default_ttl(),
+        9
+    );
+    // The provisioner's SEQ numbers came from the store: the next block starts after them.
+    let next = store
+        .reserve_seq(ConfigOptions::default().address, 1)
+        .unwrap();
+    assert!(next.start >= 256, "{next:?}");
+}
+
+#[test]
 fn a_reset_node_can_be_configured_no_more() {
     let b = building();
     let mut sink = MemorySink::starting_at(0x0010);

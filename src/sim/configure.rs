@@ -4,7 +4,8 @@
 //! ([`crate::sim::node`]).
 //!
 //! [`configure`] takes the provisioned nodes (address, device key, NetKey: from a
-//! [`RunReport`] with [`ProvisionedNode::from_result`], or from the store) and the Config
+//! [`RunReport`] with [`ProvisionedNode::from_result`], or from the store with
+//! [`ProvisionedNode::from_store`]) and the Config
 //! requests per node, sends them (one request per node in flight, retried on the client's
 //! timeouts), and returns each request's status or its time-out, with the virtual devices so
 //! that their resulting state can be read. [`provision_and_configure`] provisions with
@@ -16,6 +17,7 @@
 //! that `sim::run` keeps its API and its devices.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::time::Duration;
 
 use mesh_crypto::{DevKey, NetKey};
@@ -30,6 +32,7 @@ use crate::radio::sim::{AirStats, Delivery, SimAir};
 use crate::sim::building::{Building, DeviceSpec};
 use crate::sim::node::{AD_TYPE_MESH_MESSAGE, DeviceState, NetAdvQueue, VirtualDevice};
 use crate::sim::run::{DeviceResult, NodeSink, RunError, RunOptions, RunReport, run};
+use crate::store::{NodeRef, Store, StoreError};
 use crate::time::Instant;
 use crate::uuid::DeviceUuid;
 
@@ -71,6 +74,36 @@ impl ProvisionedNode {
             }),
             _ => None,
         }
+    }
+}
+
+impl ProvisionedNode {
+    /// A node of the store (by address or UUID) with its first NetKey and the network's IV
+    /// Index.
+    pub fn from_store(store: &Store, node: &NodeRef) -> Result<Self, StoreError> {
+        let n = store.node(node)?;
+        let net_key_index = n.net_keys.first().copied().unwrap_or(0);
+        Ok(Self {
+            uuid: n.uuid,
+            address: n.address,
+            device_key: n.device_key,
+            net_key: store.net_key(net_key_index)?,
+            net_key_index,
+            iv_index: store.network()?.iv_index,
+        })
+    }
+}
+
+/// The store as the provisioner's [`SeqSource`]: every block is committed before it is used
+/// (`Store::reserve_seq`), so SEQ numbers survive a crash.
+#[derive(Debug)]
+pub struct StoreSeq<'a>(pub &'a mut Store);
+
+impl SeqSource for StoreSeq<'_> {
+    fn reserve_seq(&mut self, element: u16, block: u32) -> Result<Range<u32>, NetError> {
+        self.0
+            .reserve_seq(element, block)
+            .map_err(|e| NetError::SeqUnavailable(e.to_string()))
     }
 }
 
@@ -215,7 +248,8 @@ pub fn configure(
     configure_with(building, nodes, requests, opts, MemorySeqSource::new())
 }
 
-/// [`configure`] with the provisioner's SEQ numbers from `seq` (the store, for example).
+/// [`configure`] with the provisioner's SEQ numbers from `seq` (the store through
+/// [`StoreSeq`], for example).
 pub fn configure_with<S: SeqSource>(
     building: &Building,
     nodes: &[ProvisionedNode],
