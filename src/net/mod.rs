@@ -15,6 +15,8 @@
 //! - [`access`]: access layer opcodes (1, 2 and 3 octets).
 //! - [`config`]: the Configuration messages (typed, parse/emit, named status codes) and the
 //!   [`ConfigClient`](config::ConfigClient) request/response matcher with retries.
+//! - [`config_server`]: a node's Configuration Server state and request handling (used by the
+//!   simulated nodes).
 //!
 //! All errors of this layer are [`NetError`].
 //!
@@ -25,6 +27,7 @@
 
 pub mod access;
 pub mod config;
+pub mod config_server;
 pub mod network;
 pub mod transport;
 

@@ -23,7 +23,23 @@
 //! input_oob = { size = 4, actions = ["push", "numeric"] }
 //! public_key_oob = true
 //! private_key = "529aa0670d72cd6497502ed473502b037e8803b5c60829a5a3caa219505530ba"
+//! cid = 0x0059        # Composition Data page 0 (optional): Company, Product, Version IDs,
+//! pid = 0x0001        # replay protection list size and features; defaults 0x05F1, 1, 1,
+//! vid = 0x0001        # 32, ["relay", "proxy"]
+//! crpl = 32
+//! features = ["relay", "proxy", "friend", "low_power"]
+//!
+//! [[device.element]]  # one table per element (optional; their number is the element count)
+//! location = 0x0100
+//! models = ["0000", "0002", "1000", "0x0059:0001"]   # SIG IDs in hex, vendor CID:model
+//! [[device.element]]
+//! models = ["1000"]
 //! ```
+//!
+//! Without `[[device.element]]` tables, element 0 has the Configuration Server (0x0000), the
+//! Health Server (0x0002) and a Generic OnOff Server (0x1000), every other element a Generic
+//! OnOff Server ([`default_models`]). The primary element always gets a Configuration Server,
+//! listed or not.
 //!
 //! Certificate-based provisioning (MshPRT v1.1 §5.4.2; reference §7): a device with
 //!
@@ -43,6 +59,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::net::config::{CompositionPage0, Element, Features, ModelId};
 use crate::radio::sim::AirConfig;
 use crate::uuid::DeviceUuid;
 
@@ -129,6 +146,20 @@ struct RawDevice {
     mtu: Option<u16>,
     certificate: Option<String>,
     intermediates: Option<Vec<String>>,
+    cid: Option<u16>,
+    pid: Option<u16>,
+    vid: Option<u16>,
+    crpl: Option<u16>,
+    features: Option<Vec<String>>,
+    #[serde(rename = "element")]
+    element_list: Option<Vec<RawElement>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawElement {
+    location: Option<u16>,
+    models: Option<Vec<String>>,
 }
 
 /// The network the provisioner gives the devices.
@@ -206,6 +237,47 @@ pub struct DeviceSpec {
     pub certificate: Option<Vec<u8>>,
     /// Intermediate certificates (DER), served as records 0x0002.. in this order.
     pub intermediates: Vec<Vec<u8>>,
+    /// Composition Data page 0 the device's Configuration Server reports: CID, PID, VID,
+    /// CRPL, features and one entry per element with its models.
+    pub composition: CompositionPage0,
+}
+
+/// Company ID of a simulated device unless the file gives one (0x05F1, The Linux
+/// Foundation).
+pub const DEFAULT_CID: u16 = 0x05f1;
+
+/// The models of element `i` when the building file lists none: the primary element has the
+/// Configuration Server (0x0000), the Health Server (0x0002) and a Generic OnOff Server
+/// (0x1000); the others a Generic OnOff Server.
+pub fn default_models(i: usize) -> Vec<u16> {
+    if i == 0 {
+        vec![0x0000, 0x0002, 0x1000]
+    } else {
+        vec![0x1000]
+    }
+}
+
+/// Parses a model ID of the building file: `"1000"` or `"0x1000"` (SIG, hex), or
+/// `"0059:0001"` / `"0x0059:0x0001"` (vendor: Company ID, model, hex).
+pub fn parse_model_id(s: &str) -> Result<ModelId, String> {
+    let hex16 = |t: &str| {
+        let t = t.trim();
+        let t = t
+            .strip_prefix("0x")
+            .or_else(|| t.strip_prefix("0X"))
+            .unwrap_or(t);
+        if t.is_empty() || t.len() > 4 {
+            return Err(format!("model ID '{s}': expected 1 to 4 hex digits"));
+        }
+        u16::from_str_radix(t, 16).map_err(|_| format!("model ID '{s}' is not hex"))
+    };
+    match s.split_once(':') {
+        None => Ok(ModelId::Sig(hex16(s)?)),
+        Some((c, m)) => Ok(ModelId::Vendor {
+            company_id: hex16(c)?,
+            model_id: hex16(m)?,
+        }),
+    }
 }
 
 /// A parsed building file.
@@ -457,7 +529,80 @@ impl Building {
                     ));
                 }
             }
+            let mut features = Features::RELAY | Features::PROXY;
+            if let Some(list) = &d.features {
+                features = 0;
+                for f in list {
+                    features |= match f.as_str() {
+                        "relay" => Features::RELAY,
+                        "proxy" => Features::PROXY,
+                        "friend" => Features::FRIEND,
+                        "low_power" => Features::LOW_POWER,
+                        other => {
+                            return Err(invalid(
+                                format!("{at}.features"),
+                                format!(
+                                    "unknown feature '{other}' (relay, proxy, friend, low_power)"
+                                ),
+                            ));
+                        }
+                    };
+                }
+            }
+            let raw_elements = d.element_list.unwrap_or_default();
+            let elements = match (d.elements, raw_elements.len()) {
+                (_, 0) => elements,
+                (None, n) if n <= 255 => n as u8,
+                (Some(e), n) if usize::from(e) == n => e,
+                (_, n) => {
+                    return Err(invalid(
+                        at,
+                        format!(
+                            "{n} [[device.element]] tables but elements = {elements}: give one table per element"
+                        ),
+                    ));
+                }
+            };
+            let mut element_specs = Vec::with_capacity(usize::from(elements));
+            for i in 0..usize::from(elements) {
+                let raw = raw_elements.get(i);
+                let mut sig_models = Vec::new();
+                let mut vendor_models = Vec::new();
+                match raw.and_then(|r| r.models.as_ref()) {
+                    None => sig_models = default_models(i),
+                    Some(list) => {
+                        for m in list {
+                            match parse_model_id(m)
+                                .map_err(|e| invalid(format!("{at}.element[{i}].models"), e))?
+                            {
+                                ModelId::Sig(id) if sig_models.contains(&id) => {}
+                                ModelId::Sig(id) => sig_models.push(id),
+                                v if vendor_models.contains(&v) => {}
+                                v => vendor_models.push(v),
+                            }
+                        }
+                    }
+                }
+                if i == 0 && !sig_models.contains(&0x0000) {
+                    // Every node has a Configuration Server on its primary element.
+                    sig_models.insert(0, 0x0000);
+                }
+                element_specs.push(Element {
+                    location: raw.and_then(|r| r.location).unwrap_or(0),
+                    sig_models,
+                    vendor_models,
+                });
+            }
+            let composition = CompositionPage0 {
+                cid: d.cid.unwrap_or(DEFAULT_CID),
+                pid: d.pid.unwrap_or(1),
+                vid: d.vid.unwrap_or(1),
+                crpl: d.crpl.unwrap_or(32),
+                features: Features(features),
+                elements: element_specs,
+            };
             devices.push(DeviceSpec {
+                composition,
                 uuid,
                 name: d.name.unwrap_or_else(|| format!("device {}", uuid.short())),
                 elements,
@@ -622,6 +767,65 @@ pb_adv = false
         assert_eq!(b.devices[0].elements, 2);
         assert!(b.devices[0].hmac && !b.devices[0].cmac);
         assert!(b.devices[1].cmac && b.devices[1].hmac && !b.devices[1].pb_adv);
+    }
+
+    #[test]
+    fn composition_defaults_and_lists() {
+        let b = Building::parse(EXAMPLE, "x.toml").unwrap();
+        let c = &b.devices[0].composition;
+        assert_eq!((c.cid, c.pid, c.vid, c.crpl), (DEFAULT_CID, 1, 1, 32));
+        assert_eq!(c.features, Features(Features::RELAY | Features::PROXY));
+        assert_eq!(c.elements.len(), 2);
+        assert_eq!(c.elements[0].sig_models, [0x0000, 0x0002, 0x1000]);
+        assert_eq!(c.elements[1].sig_models, [0x1000]);
+        let text = r#"
+[[device]]
+uuid = "7b2c1a90-0000-4000-8000-000000000001"
+cid = 0x0059
+features = ["friend"]
+[[device.element]]
+location = 0x0100
+models = ["1000", "0x1001", "0059:0001", "1000"]
+[[device.element]]
+"#;
+        let b = Building::parse(text, "x.toml").unwrap();
+        let d = &b.devices[0];
+        assert_eq!(d.elements, 2);
+        let c = &d.composition;
+        assert_eq!((c.cid, c.features), (0x0059, Features(Features::FRIEND)));
+        assert_eq!(c.elements[0].location, 0x0100);
+        assert_eq!(c.elements[0].sig_models, [0x0000, 0x1000, 0x1001]);
+        assert_eq!(
+            c.elements[0].vendor_models,
+            [ModelId::Vendor {
+                company_id: 0x0059,
+                model_id: 1
+            }]
+        );
+        assert_eq!(
+            c.elements[1].sig_models,
+            [0x1000],
+            "no models listed: the default"
+        );
+        for (text, expected) in [
+            (
+                "elements = 3\n[[device.element]]\n",
+                "1 [[device.element]] tables but elements = 3",
+            ),
+            (
+                "[[device.element]]\nmodels = [\"xyz\"]\n",
+                "element[0].models",
+            ),
+            (
+                "[[device.element]]\nmodels = [\"12345\"]\n",
+                "1 to 4 hex digits",
+            ),
+            ("features = [\"teleport\"]\n", "unknown feature 'teleport'"),
+        ] {
+            let t = format!("[[device]]\nuuid = \"7b2c1a90-0000-4000-8000-000000000001\"\n{text}");
+            let e = Building::parse(&t, "b.toml").unwrap_err().to_string();
+            assert!(e.contains(expected), "{text:?}: {e}");
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The simulated building: virtual devices on the simulated air ([`crate::radio::sim`]),
-//! described by a building file.
+//! described by a building file: provisioning ([`run`]) and configuration ([`configure`]) in
+//! virtual time.
 
 pub mod building;
+pub mod configure;
 pub mod node;
 pub mod run;

@@ -1,7 +1,16 @@
 //! A virtual device on the simulated air: the device side of PB-ADV and PB-GATT and the
 //! provisionee state machine ([`crate::provisioning::Device`]), built from a building file's
 //! [`DeviceSpec`].
+//!
+//! Once provisioned, the device runs a node stack: a [`Transport`] with the NetKey and device
+//! key it was given, on the advertising bearer (AD type 0x2A, Mesh Message), and a
+//! [`ConfigServer`] with the Composition Data of its spec that answers Configuration messages
+//! secured with its device key. Each network PDU goes on air as often as the node's Network
+//! Transmit state says, one advertisement per radio interval ([`NetAdvQueue`]). Node Reset
+//! sends its status and then forgets everything: the device is unprovisioned again and can be
+//! provisioned anew.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use mesh_crypto::ecdh::KeyPair;
@@ -11,6 +20,13 @@ use rand_chacha::rand_core::SeedableRng;
 
 use crate::bearer::pb_adv::{CloseCause, LinkEvent, LinkId, Links, PbAdvConfig, Role};
 use crate::bearer::pb_gatt::PbGattLink;
+use crate::net::address;
+use crate::net::config::ConfigMessage;
+use crate::net::config_server::{ConfigServer, ServerEffect};
+use crate::net::network::{IvIndex, MemorySeqSource, NetworkConfig, NetworkLayer, Transmit};
+use crate::net::transport::{
+    AccessSend, Destination, KeySelect, KeyUsed, Transport, TransportConfig, TransportEvent,
+};
 use crate::provisioning::{Device, DeviceConfig, DeviceEvent, OobValue, TranscriptEntry};
 use crate::radio::sim::{Delivery, EndpointId, SimAir};
 use crate::sim::building::{DeviceSpec, InputAction, OutputAction};
@@ -21,6 +37,197 @@ use crate::wire::{
 
 /// AD type of PB-ADV (Core Specification Supplement; MshPRT v1.1 §5.2.1).
 pub const AD_TYPE_PB_ADV: u8 = 0x29;
+
+/// AD type of a mesh network PDU, «Mesh Message» (MshPRT v1.1 §3.3.1).
+pub const AD_TYPE_MESH_MESSAGE: u8 = 0x2a;
+
+/// Network PDUs waiting for the radio: each [`Transmit`] becomes `transmissions` copies,
+/// `interval` apart; the radio takes the first copy that is due whenever it is free.
+#[derive(Debug, Default)]
+pub struct NetAdvQueue {
+    queue: VecDeque<(Instant, Vec<u8>)>,
+}
+
+impl NetAdvQueue {
+    /// Queues every transmission of `t`, the first at `now`.
+    pub fn push(&mut self, now: Instant, t: &Transmit) {
+        for k in 0..u32::from(t.transmissions.max(1)) {
+            self.queue.push_back((now + t.interval * k, t.pdu.clone()));
+        }
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// When the earliest copy is due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.queue.iter().map(|(t, _)| *t).min()
+    }
+
+    /// Takes the first copy (in queue order) that is due at `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<Vec<u8>> {
+        let i = self.queue.iter().position(|(t, _)| *t <= now)?;
+        self.queue.remove(i).map(|(_, p)| p)
+    }
+
+    /// Puts one due copy on air from `ep` if its radio is free; returns whether it did.
+    pub fn pump(&mut self, now: Instant, air: &mut SimAir, ep: EndpointId) -> bool {
+        if air.adv_ready_at(ep) > now {
+            return false;
+        }
+        match self.pop_due(now) {
+            Some(pdu) => {
+                air.advertise(ep, AD_TYPE_MESH_MESSAGE, &pdu);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// When [`pump`](Self::pump) can next send something.
+    pub fn poll_timeout(&self, air: &SimAir, ep: EndpointId) -> Option<Instant> {
+        self.next_due().map(|t| t.max(air.adv_ready_at(ep)))
+    }
+}
+
+/// A provisioned device's network stack and Configuration Server.
+#[derive(Debug)]
+struct NodeStack {
+    transport: Transport<MemorySeqSource>,
+    server: ConfigServer,
+}
+
+impl NodeStack {
+    fn new(
+        spec: &DeviceSpec,
+        address: u16,
+        device_key: &DevKey,
+        net_key: &NetKey,
+        net_key_index: u16,
+        iv_index: u32,
+    ) -> Self {
+        let mut net = NetworkLayer::new(
+            NetworkConfig::default(),
+            IvIndex {
+                index: iv_index,
+                update: false,
+            },
+            MemorySeqSource::new(),
+        );
+        net.add_subnet(net_key_index, net_key);
+        let elements = spec.composition.elements.len().max(1);
+        for i in 0..elements {
+            net.add_element(address.wrapping_add(i as u16));
+        }
+        let mut transport = Transport::new(TransportConfig::default(), net);
+        transport.add_dev_key(address, device_key.clone());
+        let server = ConfigServer::new(
+            spec.composition.clone(),
+            address,
+            net_key_index,
+            net_key.clone(),
+        );
+        Self { transport, server }
+    }
+
+    /// Answers the Configuration requests received; returns whether the node was reset.
+    fn serve(&mut self, now: Instant) -> bool {
+        let mut reset = false;
+        while let Some(ev) = self.transport.poll_event() {
+            let TransportEvent::Access(m) = ev else {
+                continue;
+            };
+            let primary = self.server.primary();
+            // Configuration messages are secured with our device key and sent to the
+            // primary element.
+            if m.key != KeyUsed::Dev(primary) || m.dst != primary {
+                continue;
+            }
+            let Ok(request) = ConfigMessage::parse_pdu(&m.access_pdu) else {
+                continue;
+            };
+            let answer = self.server.handle(m.net_key_index, &request);
+            if let Some(reply) = answer.reply {
+                let mut send = AccessSend::new(
+                    m.net_key_index,
+                    primary,
+                    Destination::Address(m.src),
+                    KeySelect::Dev,
+                    reply.to_pdu(),
+                );
+                send.ttl = Some(self.server.default_ttl());
+                // A reply that cannot be sent (SEQ exhausted) is a lost reply: the client
+                // retries.
+                let _ = self.transport.send_access(now, send);
+            }
+            for effect in answer.effects {
+                reset |= self.apply(effect);
+            }
+            if reset {
+                break;
+            }
+        }
+        reset
+    }
+
+    /// Applies one change of the Configuration Server below the access layer; returns whether
+    /// it was Node Reset.
+    fn apply(&mut self, effect: ServerEffect) -> bool {
+        let t = &mut self.transport;
+        // The server only asks for changes to keys it holds: the errors cannot happen.
+        match effect {
+            ServerEffect::NetKeyAdded { index, key } => t.network_mut().add_subnet(index, &key),
+            ServerEffect::NetKeyUpdated { index, key } => {
+                let _ = t.network_mut().update_subnet(index, &key);
+            }
+            ServerEffect::NetKeyDeleted { index } => {
+                t.network_mut().remove_subnet(index);
+            }
+            ServerEffect::KeyRefreshPhase {
+                index,
+                phase,
+                app_keys,
+            } => {
+                if phase == 2 {
+                    let _ = t.network_mut().use_new_key(index);
+                    for a in app_keys {
+                        let _ = t.use_new_app_key(a);
+                    }
+                } else {
+                    let _ = t.network_mut().revoke_old_key(index);
+                    for a in app_keys {
+                        let _ = t.revoke_old_app_key(a);
+                    }
+                }
+            }
+            ServerEffect::AppKeyAdded {
+                index,
+                net_key_index,
+                key,
+            } => t.add_app_key(index, net_key_index, key),
+            ServerEffect::AppKeyUpdated { index, key } => {
+                let _ = t.update_app_key(index, key);
+            }
+            ServerEffect::AppKeyDeleted { index } => {
+                t.remove_app_key(index);
+            }
+            ServerEffect::Subscribe(a) if address::is_virtual(a) => {
+                for label in self.server.labels() {
+                    if mesh_crypto::toolbox::virtual_address(&label) == a {
+                        t.subscribe_label(label);
+                    }
+                }
+            }
+            ServerEffect::Subscribe(a) => t.network_mut().subscribe(a),
+            ServerEffect::Unsubscribe(a) => t.network_mut().unsubscribe(a),
+            ServerEffect::NetworkTransmit(x) => t.network_mut().set_transmit(x),
+            ServerEffect::Reset => return true,
+        }
+        false
+    }
+}
 
 /// What a virtual device ended with.
 #[derive(Debug, Clone)]
@@ -145,26 +352,35 @@ pub struct VirtualDevice {
     failure: Option<String>,
     staged: Option<Vec<u8>>,
     link_closed: Option<CloseCause>,
+    seed: u64,
+    node: Option<NodeStack>,
+    net_out: NetAdvQueue,
+}
+
+/// A fresh provisionee and PB-ADV link table for `spec`.
+fn provisionee(spec: &DeviceSpec, seed: u64) -> (Device, Links) {
+    let config = DeviceConfig {
+        uuid: spec.uuid.0,
+        capabilities: capabilities(spec),
+        static_oob: spec.static_oob.clone(),
+        key_pair: key_pair(spec),
+        output_value: None,
+        records: records(spec),
+        records_fault: None,
+    };
+    let device = Device::new(config, Box::new(ChaCha20Rng::seed_from_u64(seed)));
+    let links = Links::new(
+        Role::Device { uuid: spec.uuid.0 },
+        PbAdvConfig::default(),
+        Box::new(ChaCha20Rng::seed_from_u64(seed ^ 0x5a5a_5a5a)),
+    );
+    (device, links)
 }
 
 impl VirtualDevice {
     /// A virtual device whose randomness comes from `seed`.
     pub fn new(spec: DeviceSpec, endpoint: EndpointId, seed: u64) -> Self {
-        let config = DeviceConfig {
-            uuid: spec.uuid.0,
-            capabilities: capabilities(&spec),
-            static_oob: spec.static_oob.clone(),
-            key_pair: key_pair(&spec),
-            output_value: None,
-            records: records(&spec),
-            records_fault: None,
-        };
-        let device = Device::new(config, Box::new(ChaCha20Rng::seed_from_u64(seed)));
-        let links = Links::new(
-            Role::Device { uuid: spec.uuid.0 },
-            PbAdvConfig::default(),
-            Box::new(ChaCha20Rng::seed_from_u64(seed ^ 0x5a5a_5a5a)),
-        );
+        let (device, links) = provisionee(&spec, seed);
         Self {
             spec,
             endpoint,
@@ -178,7 +394,64 @@ impl VirtualDevice {
             failure: None,
             staged: None,
             link_closed: None,
+            seed,
+            node: None,
+            net_out: NetAdvQueue::default(),
         }
+    }
+
+    /// A device that was already provisioned with `state` (from an earlier run or the store):
+    /// its node stack runs from the start. An `Unprovisioned` state gives [`new`](Self::new)'s
+    /// device.
+    pub fn provisioned(
+        spec: DeviceSpec,
+        endpoint: EndpointId,
+        seed: u64,
+        state: DeviceState,
+    ) -> Self {
+        let mut d = Self::new(spec, endpoint, seed);
+        d.set_provisioned(state);
+        d
+    }
+
+    fn set_provisioned(&mut self, state: DeviceState) {
+        if let DeviceState::Provisioned {
+            address,
+            device_key,
+            net_key,
+            net_key_index,
+            iv_index,
+        } = &state
+        {
+            self.node = Some(NodeStack::new(
+                &self.spec,
+                *address,
+                device_key,
+                net_key,
+                *net_key_index,
+                *iv_index,
+            ));
+        }
+        self.state = state;
+    }
+
+    /// The Configuration Server's state (read-only), while the device is provisioned.
+    pub fn config_server(&self) -> Option<&ConfigServer> {
+        self.node.as_ref().map(|n| &n.server)
+    }
+
+    /// Node Reset: forget the network and become an unprovisioned device again.
+    fn reset(&mut self) {
+        self.node = None;
+        self.state = DeviceState::Unprovisioned;
+        let (device, links) = provisionee(&self.spec, self.seed.wrapping_add(1));
+        self.device = device;
+        self.links = links;
+        self.link = None;
+        self.displayed = None;
+        self.input_requested = false;
+        self.failure = None;
+        self.staged = None;
     }
 
     /// What the device ended with.
@@ -237,6 +510,12 @@ impl VirtualDevice {
             {
                 self.links.handle_adv(now, data);
             }
+            Delivery::Adv { ad_type, data, .. } if *ad_type == AD_TYPE_MESH_MESSAGE => {
+                if let Some(node) = &mut self.node {
+                    // Not for us, a replay, another network: dropping is normal on the air.
+                    let _ = node.transport.handle_network_pdu(now, data);
+                }
+            }
             Delivery::Adv { .. } => {}
             Delivery::Gatt { from, data, .. } => {
                 if let Some((peer, gatt)) = &mut self.gatt
@@ -290,13 +569,13 @@ impl VirtualDevice {
                         address,
                         ..
                     } => {
-                        self.state = DeviceState::Provisioned {
+                        self.set_provisioned(DeviceState::Provisioned {
                             address,
                             device_key,
                             net_key,
                             net_key_index,
                             iv_index,
-                        };
+                        });
                     }
                     DeviceEvent::Failed(e) => self.failure = Some(format!("{e:?}")),
                 }
@@ -311,12 +590,24 @@ impl VirtualDevice {
             if self.staged.is_none() {
                 self.staged = self.links.poll_transmit(now);
             }
+            if let Some(node) = &mut self.node {
+                let reset = node.serve(now);
+                while let Some(t) = node.transport.poll_transmit() {
+                    progress = true;
+                    self.net_out.push(now, &t);
+                }
+                if reset {
+                    progress = true;
+                    self.reset();
+                }
+            }
             if air.adv_ready_at(self.endpoint) <= now
                 && let Some(payload) = self.staged.take()
             {
                 progress = true;
                 air.advertise(self.endpoint, AD_TYPE_PB_ADV, &payload);
             }
+            progress |= self.net_out.pump(now, air, self.endpoint);
             if !progress {
                 break;
             }
@@ -329,7 +620,11 @@ impl VirtualDevice {
             .staged
             .as_ref()
             .map(|_| air.adv_ready_at(self.endpoint));
-        [radio, self.poll_timeout()].into_iter().flatten().min()
+        let net = self.net_out.poll_timeout(air, self.endpoint);
+        [radio, net, self.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The device's next deadline, radio aside.
@@ -338,6 +633,7 @@ impl VirtualDevice {
             self.links.poll_timeout(),
             self.device.poll_timeout(),
             self.gatt.as_ref().and_then(|(_, g)| g.poll_timeout()),
+            self.node.as_ref().and_then(|n| n.transport.poll_timeout()),
         ]
         .into_iter()
         .flatten()
@@ -348,6 +644,9 @@ impl VirtualDevice {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.links.handle_timeout(now);
         self.device.handle_timeout(now);
+        if let Some(n) = &mut self.node {
+            n.transport.handle_timeout(now);
+        }
         if let Some((_, g)) = &mut self.gatt
             && let Some(e) = g.handle_timeout(now)
         {
