@@ -23,7 +23,7 @@ use crate::provisioning::{
     AlgorithmPolicy, AuthPolicy, CloseReason, Event, OobValue, Outcome, Provisioner,
     ProvisionerConfig, ProvisioningError, ProvisioningParams, TranscriptEntry,
 };
-use crate::radio::sim::{AirStats, Delivery, EndpointId, SimAir};
+use crate::radio::sim::{AirStats, Delivery, SimAir};
 use crate::sim::building::{Building, DeviceSpec};
 use crate::sim::node::{AD_TYPE_PB_ADV, DeviceState, INSTALLER_DELAY, VirtualDevice};
 use crate::time::Instant;
@@ -433,10 +433,11 @@ pub fn run_with(
                         s.link = Some(l);
                         by_link.insert(l, i);
                     }
-                    Err(e) => {
+                    // Only a full table or a second link to the same UUID refuse an open;
+                    // either way this device gets no link.
+                    Err(_) => {
                         s.result = Some(Err(ProvisioningError::LinkClosed));
                         s.ended = Some(now);
-                        let _ = e;
                     }
                 },
                 BearerChoice::Gatt => {
@@ -738,6 +739,3 @@ pub fn run_with(
         retransmissions: links.stats().retransmitted,
     })
 }
-
-/// The virtual endpoint of the provisioner is always the first one on the air.
-pub const PROVISIONER_ENDPOINT: EndpointId = EndpointId(0);
