@@ -27,8 +27,9 @@
 //!   both directions of the air, as from a capture, sees only the peer's transactions);
 //!   segments are collected per transaction in any order, duplicates ignored;
 //!   the FCS is checked before the acknowledgment, and a transaction with a bad FCS is dropped
-//!   unacknowledged (the sender retransmits it). A retransmitted Transaction Start of the
-//!   transaction delivered last is re-acknowledged and not delivered again.
+//!   unacknowledged (the sender retransmits it). A retransmitted segment (Start or
+//!   Continuation, as Zephyr and ESP-IDF) of the transaction delivered last is
+//!   re-acknowledged and not delivered again; one queued copy of an ack is enough.
 //! - **Implicit acknowledgment (decision)**: off by default. Acknowledgments are explicit, as
 //!   in BlueZ, Zephyr and ESP-IDF: a lost Transaction Acknowledgment costs one retransmission
 //!   round, after which the peer re-acknowledges (it sees the transaction it delivered last).
@@ -291,8 +292,11 @@ impl Receiver {
         let in_progress = self.incoming.as_ref().is_some_and(|r| r.xact == xact);
         if !in_progress && self.last_delivered == Some(xact) {
             stats.duplicates += 1;
+            // Any segment of it, as Zephyr and ESP-IDF ("Resending ack"): the peer missed our
+            // ack, and waiting for its Transaction Start alone can cost it several rounds.
             return match pdu {
-                GenericProvisioningPdu::TransactionStart(_) => SegmentOutcome::Reack(xact),
+                GenericProvisioningPdu::TransactionStart(_)
+                | GenericProvisioningPdu::TransactionContinuation(_) => SegmentOutcome::Reack(xact),
                 _ => SegmentOutcome::Nothing,
             };
         }
