@@ -1,14 +1,50 @@
-//! The simulated air: a virtual clock, a seeded RNG and a delivery queue (MshPRT v1.1 §3.3.1
-//! advertising bearer; §5.2.2 PB-GATT over a GATT connection).
+//! The simulated air: a virtual clock, a seeded channel model and a delivery queue (MshPRT v1.1
+//! §3.3.1 advertising bearer; §5.2.2 PB-GATT over a GATT connection).
 //!
-//! Advertising packets are broadcast: every other endpoint receives its own copy, lost
-//! independently with probability `loss`, after `latency` plus a random jitter. GATT writes and
-//! notifications travel on a connection: they are never lost (the link layer acknowledges and
-//! retransmits them) and arrive in order after `gatt_latency`. Nothing here reads a clock: the
-//! driver moves time forward to [`SimAir::next_delivery`] or to its state machines' deadlines.
+//! # The channel model (README, "The simulated building")
+//!
+//! **Advertising events.** Every [`SimAir::advertise`] puts one AD structure on air as
+//! [`AirConfig::transmit_count`] advertising events (Core Specification v5.4 Vol 6 Part B
+//! §4.4.2.2). An event sends the PDU on the primary advertising channels 37, 38 and 39 in turn;
+//! each copy lasts its airtime at 1 Mbit/s, 8 µs per octet of preamble (1), access address (4),
+//! PDU header (2), AdvA (6), the AD structure (length, type, data) and CRC (3): [`airtime`]. The
+//! radio needs [`AirConfig::channel_switch`] between two copies. An event starts after a
+//! pseudo-random advDelay of 0 to [`AirConfig::adv_delay`] (0–10 ms in the Core
+//! specification), and the radio's next event starts [`AirConfig::adv_interval`] after the
+//! start of the previous one at the earliest (plus its own advDelay). A radio does one thing at
+//! a time: while it sends an event it hears nothing (half duplex), and its events queue.
+//!
+//! **Scanning.** A receiver scans one channel at a time with a scan window equal to its scan
+//! interval (MshPRT v1.1 §3.3.1 asks for a duty cycle close to 100 %), rotating 37 → 38 → 39 every
+//! [`AirConfig::scan_window`] (30 ms, BlueZ's mesh scan parameters); each receiver starts at its
+//! own random phase. A copy can be received only if the receiver listens on its channel from
+//! its first to its last bit. A zero scan window is a receiver that hears all three channels at
+//! once (a three-radio sniffer).
+//!
+//! **Range by floor.** Each endpoint has a floor ([`SimAir::set_floor`]). A receiver `d` floors
+//! away from a sender hears it if `d <= max_floors`, and then loses each copy with probability
+//! `1 − (1 − loss)·(1 − floor_loss)^d`; farther senders are out of range (they neither reach
+//! nor disturb it).
+//!
+//! **Collisions.** A copy is lost at a receiver when another transmission on the same channel
+//! overlaps it in time and its sender is in range of that receiver (no capture effect). Each
+//! channel keeps a short list of recent transmissions, so an overlap check is an interval
+//! search, not a simulation of the bits.
+//!
+//! **Reception.** A copy that survives is handed over [`AirConfig::latency`] plus a random
+//! 0..=[`AirConfig::jitter`] after its last bit (controller, HCI and host). The fate of every
+//! copy at every receiver is a deterministic function of the seed, the event and the receiver,
+//! so that leaving out receivers that filter a copy away ([`SimAir::set_rx_filter`]) changes no
+//! other outcome. A copy's fate is decided once every transmission that could overlap it is
+//! known: when its event has ended.
+//!
+//! GATT writes and notifications travel on a connection: they are never lost (the link layer
+//! acknowledges and retransmits them) and arrive in order after `gatt_latency`. Nothing here
+//! reads a clock: the driver moves time forward to [`SimAir::next_delivery`] or to its state
+//! machines' deadlines.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
@@ -20,21 +56,58 @@ use crate::time::Instant;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EndpointId(pub usize);
 
+/// The primary advertising channels, in the order an advertising event uses them (Core
+/// Specification Vol 6 Part B §1.4.1 and §4.4.2.2).
+pub const ADV_CHANNELS: [u8; 3] = [37, 38, 39];
+
+/// Octets on air around the AD structure of a legacy advertising PDU: preamble (1), access
+/// address (4), PDU header (2), AdvA (6), CRC (3), and the AD structure's length and type (2).
+const ADV_OVERHEAD_OCTETS: u64 = 1 + 4 + 2 + 6 + 3 + 2;
+
+/// The largest AD data whose airtime is modelled: a longer payload is charged as this long
+/// (an extended advertising PDU carries at most 255 octets).
+const MAX_MODELLED_AD_DATA: usize = 255;
+
+/// Airtime of one copy of an advertising PDU that carries `ad_data_len` octets of AD data (after
+/// the AD type) at 1 Mbit/s: 8 µs per octet of preamble, access address, header, AdvA, the AD
+/// structure and CRC. 29 octets of data (the legacy maximum) take 376 µs.
+pub fn airtime(ad_data_len: usize) -> Duration {
+    let octets = ADV_OVERHEAD_OCTETS + ad_data_len.min(MAX_MODELLED_AD_DATA) as u64;
+    Duration::from_micros(octets * 8)
+}
+
 /// How the simulated air behaves.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AirConfig {
-    /// Probability, 0.0 to 1.0, that one receiver misses one advertising packet.
+    /// Probability, 0.0 to 1.0, that one receiver on the sender's floor misses one copy of an
+    /// advertising PDU (background interference).
     pub loss: f64,
-    /// Time from an advertisement to its reception.
+    /// Time from the last bit of a copy to its reception by the receiver's host.
     pub latency: Duration,
     /// Random extra delay, 0 to this, per received copy.
     pub jitter: Duration,
     /// Time from a GATT write or notification to its reception.
     pub gatt_latency: Duration,
-    /// Time one radio needs per advertisement: an endpoint sends at most one advertisement
-    /// per interval and queues the rest (20 ms is the shortest non-connectable advertising
-    /// interval that BlueZ and most controllers use for mesh). Zero: no limit.
+    /// Advertising interval: the shortest time from the start of one advertising event to the
+    /// start of the next of the same radio (20 ms is the shortest non-connectable interval, and
+    /// the one BlueZ and most mesh stacks use). Zero: events follow each other back to back.
     pub adv_interval: Duration,
+    /// The largest advDelay, the pseudo-random 0..=this added before every advertising event
+    /// (10 ms in Core Specification Vol 6 Part B §4.4.2.2.1).
+    pub adv_delay: Duration,
+    /// Advertising events per [`SimAir::advertise`] call (a PB-ADV PDU's transmit count; at
+    /// least 1). Network PDUs and beacons give their own count to
+    /// [`SimAir::advertise_count`].
+    pub transmit_count: u8,
+    /// Time the radio needs to move from one advertising channel to the next within an event.
+    pub channel_switch: Duration,
+    /// Scan window (= scan interval): how long a receiver listens on one channel before it
+    /// moves to the next. Zero: it hears the three channels at once.
+    pub scan_window: Duration,
+    /// Extra loss per floor between sender and receiver, 0.0 to 1.0.
+    pub floor_loss: f64,
+    /// How many floors a transmission reaches (and disturbs): 0 is the sender's floor only.
+    pub max_floors: u32,
 }
 
 impl Default for AirConfig {
@@ -45,7 +118,21 @@ impl Default for AirConfig {
             jitter: Duration::from_millis(10),
             gatt_latency: Duration::from_millis(15),
             adv_interval: Duration::from_millis(20),
+            adv_delay: Duration::from_millis(10),
+            transmit_count: 1,
+            channel_switch: Duration::from_micros(150),
+            scan_window: Duration::from_millis(30),
+            floor_loss: 0.3,
+            max_floors: 1,
         }
+    }
+}
+
+impl AirConfig {
+    /// The probability that one copy is lost at a receiver `floors` away (within range).
+    pub fn loss_at(&self, floors: u32) -> f64 {
+        let keep = (1.0 - self.loss) * (1.0 - self.floor_loss).powi(floors.min(1000) as i32);
+        1.0 - keep
     }
 }
 
@@ -83,17 +170,162 @@ impl Delivery {
     }
 }
 
-/// Counters of what the air did.
+/// A delivery with what the receiver's radio knows about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Received {
+    /// What arrived.
+    pub delivery: Delivery,
+    /// When the host got it.
+    pub at: Instant,
+    /// The advertising channel (37, 38 or 39) it was received on; `None` for GATT.
+    pub channel: Option<u8>,
+    /// When its last bit was on air (the copy's end); `None` for GATT.
+    pub on_air: Option<Instant>,
+}
+
+/// A pattern an endpoint's scanner accepts, like a pattern of BlueZ's `AdvertisementMonitor1`:
+/// an AD type, and `bytes` at `offset` in the AD data (empty: every AD of that type).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AdvPattern {
+    /// The AD type.
+    pub ad_type: u8,
+    /// Where `bytes` start in the AD data (after the type octet).
+    pub offset: usize,
+    /// The bytes that must be there.
+    pub bytes: Vec<u8>,
+}
+
+/// Which advertisements an endpoint's host is handed. A filter must only leave out what the
+/// endpoint would drop anyway: it saves the simulation work without changing any outcome (each
+/// copy's fate at each receiver is drawn independently of the other receivers).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RxFilter {
+    /// Every advertisement it hears.
+    #[default]
+    All,
+    /// Only advertisements that match one of these patterns (none: nothing).
+    Patterns(Vec<AdvPattern>),
+}
+
+/// Counters of what the air did. Copy counters count one per copy per receiver that listened
+/// on its channel, in range, with a filter that takes it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AirStats {
-    /// Advertisements sent (one per call, however many receivers).
+    /// Advertisements sent (one per [`SimAir::advertise`] call, however many events or
+    /// receivers).
     pub adv_sent: u64,
+    /// Advertising events on air (three copies each), periodic ones included.
+    pub adv_events: u64,
     /// Advertisement copies delivered.
     pub adv_delivered: u64,
-    /// Advertisement copies lost.
+    /// Advertisement copies lost to the per-packet loss (background and floors).
     pub adv_lost: u64,
+    /// Advertisement copies lost to a collision with another transmission on the channel.
+    pub adv_collided: u64,
+    /// Advertisement copies missed because the receiver was transmitting (half duplex).
+    pub adv_deaf: u64,
     /// GATT values carried.
     pub gatt_sent: u64,
+}
+
+/// One advertising event waiting for its fate to be decided.
+#[derive(Debug)]
+struct AdvEvent {
+    from: EndpointId,
+    ad_type: u8,
+    data: Vec<u8>,
+    /// `[start, end)` of the copy on channel 37, 38, 39.
+    copies: [(Instant, Instant); 3],
+}
+
+/// One copy on one channel, for the overlap search.
+#[derive(Clone, Copy, Debug)]
+struct OnAir {
+    start: Instant,
+    end: Instant,
+    from: EndpointId,
+    event: u64,
+}
+
+/// An advertisement an endpoint repeats on its own (a beacon).
+#[derive(Debug)]
+struct Periodic {
+    ad_type: u8,
+    data: Vec<u8>,
+    interval: Duration,
+    count: u8,
+    generation: u64,
+}
+
+#[derive(Debug, Default)]
+struct Endpoint {
+    floor: i32,
+    /// Offset of this receiver's channel rotation, in µs.
+    phase_us: u64,
+    /// When the radio can start its next advertising event (before advDelay).
+    tx_free: Instant,
+    /// Its own advertising events, `[start, end)`, oldest first.
+    busy: VecDeque<(Instant, Instant)>,
+    filter: RxFilter,
+    periodic: Option<Periodic>,
+    /// Bumped by every change of `periodic`, so that a stale queue entry finds nothing.
+    periodic_generation: u64,
+}
+
+#[derive(Debug)]
+enum Item {
+    Deliver(Box<Received>),
+    Resolve(u64),
+    Periodic { ep: usize, generation: u64 },
+}
+
+#[derive(Debug)]
+struct Entry {
+    at: Instant,
+    seq: u64,
+    item: Item,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    // Reversed: the binary heap pops the earliest entry first, ties in insertion order.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// Salts of the per-copy random draws.
+const DRAW_LOSS: u64 = 0x6c6f_7373;
+const DRAW_JITTER: u64 = 0x6a69_7474;
+
+/// SplitMix64's finaliser: a good 64-bit mix for counter-based random draws.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn micros(t: Instant) -> u64 {
+    dur_us(t.since_epoch())
+}
+
+fn dur_us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// `t − d`, or time zero.
+fn before(t: Instant, d: Duration) -> Instant {
+    Instant::from_epoch(t.since_epoch().saturating_sub(d))
 }
 
 /// The simulated air.
@@ -101,37 +333,153 @@ pub struct AirStats {
 pub struct SimAir {
     config: AirConfig,
     rng: ChaCha20Rng,
+    /// Key of the per-copy draws (from the seed).
+    key: u64,
     now: Instant,
-    endpoints: usize,
-    queue: BinaryHeap<Reverse<(Instant, u64)>>,
-    pending: BTreeMap<u64, Delivery>,
+    endpoints: Vec<Endpoint>,
+    queue: BinaryHeap<Entry>,
     next_seq: u64,
+    events: BTreeMap<u64, AdvEvent>,
+    next_event: u64,
+    /// Recent copies per advertising channel, by start time.
+    channels: [VecDeque<OnAir>; 3],
+    /// Receivers without a filter.
+    rx_all: BTreeSet<usize>,
+    /// Receivers of every AD of a type.
+    rx_type: BTreeMap<u8, BTreeSet<usize>>,
+    /// Receivers by pattern.
+    rx_pattern: BTreeMap<(u8, usize, Vec<u8>), BTreeSet<usize>>,
+    /// The (offset, length) shapes of the patterns of each AD type, with a use count.
+    rx_shapes: BTreeMap<u8, BTreeMap<(usize, usize), usize>>,
+    /// The end of the last event whose fate was decided: nothing starts before it any more.
+    horizon: Instant,
     gatt_tail: BTreeMap<(EndpointId, EndpointId), Instant>,
-    tx_free: BTreeMap<EndpointId, Instant>,
     stats: AirStats,
 }
 
 impl SimAir {
     /// An empty air at time zero whose randomness comes from `seed`.
     pub fn new(config: AirConfig, seed: u64) -> Self {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let key = rng.next_u64();
         Self {
             config,
-            rng: ChaCha20Rng::seed_from_u64(seed),
+            rng,
+            key,
             now: Instant::ZERO,
-            endpoints: 0,
+            endpoints: Vec::new(),
             queue: BinaryHeap::new(),
-            pending: BTreeMap::new(),
             next_seq: 0,
+            events: BTreeMap::new(),
+            next_event: 0,
+            channels: [VecDeque::new(), VecDeque::new(), VecDeque::new()],
+            rx_all: BTreeSet::new(),
+            rx_type: BTreeMap::new(),
+            rx_pattern: BTreeMap::new(),
+            rx_shapes: BTreeMap::new(),
+            horizon: Instant::ZERO,
             gatt_tail: BTreeMap::new(),
-            tx_free: BTreeMap::new(),
             stats: AirStats::default(),
         }
     }
 
-    /// Adds an endpoint.
+    /// Adds an endpoint on floor 0 that hears every advertisement.
     pub fn add_endpoint(&mut self) -> EndpointId {
-        self.endpoints += 1;
-        EndpointId(self.endpoints - 1)
+        let id = self.endpoints.len();
+        let cycle = 3 * dur_us(self.config.scan_window);
+        let phase_us = if cycle == 0 {
+            0
+        } else {
+            self.rng.next_u64() % cycle
+        };
+        self.endpoints.push(Endpoint {
+            phase_us,
+            ..Endpoint::default()
+        });
+        self.rx_all.insert(id);
+        EndpointId(id)
+    }
+
+    /// Places `ep` on `floor` (range and collisions depend on floors).
+    pub fn set_floor(&mut self, ep: EndpointId, floor: i32) {
+        if let Some(e) = self.endpoints.get_mut(ep.0) {
+            e.floor = floor;
+        }
+    }
+
+    /// The floor of `ep` (0 for an unknown endpoint).
+    pub fn floor(&self, ep: EndpointId) -> i32 {
+        self.endpoints.get(ep.0).map_or(0, |e| e.floor)
+    }
+
+    /// Sets which advertisements `ep` is handed ([`RxFilter`]); it replaces the previous
+    /// filter.
+    pub fn set_rx_filter(&mut self, ep: EndpointId, filter: RxFilter) {
+        let Some(old) = self
+            .endpoints
+            .get_mut(ep.0)
+            .map(|e| std::mem::replace(&mut e.filter, filter.clone()))
+        else {
+            return;
+        };
+        self.unregister_filter(ep.0, &old);
+        match &filter {
+            RxFilter::All => {
+                self.rx_all.insert(ep.0);
+            }
+            RxFilter::Patterns(list) => {
+                for p in list {
+                    if p.bytes.is_empty() {
+                        self.rx_type.entry(p.ad_type).or_default().insert(ep.0);
+                    } else {
+                        self.rx_pattern
+                            .entry((p.ad_type, p.offset, p.bytes.clone()))
+                            .or_default()
+                            .insert(ep.0);
+                        *self
+                            .rx_shapes
+                            .entry(p.ad_type)
+                            .or_default()
+                            .entry((p.offset, p.bytes.len()))
+                            .or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn unregister_filter(&mut self, ep: usize, filter: &RxFilter) {
+        match filter {
+            RxFilter::All => {
+                self.rx_all.remove(&ep);
+            }
+            RxFilter::Patterns(list) => {
+                for p in list {
+                    if p.bytes.is_empty() {
+                        if let Some(s) = self.rx_type.get_mut(&p.ad_type) {
+                            s.remove(&ep);
+                        }
+                        continue;
+                    }
+                    let key = (p.ad_type, p.offset, p.bytes.clone());
+                    if let Some(s) = self.rx_pattern.get_mut(&key) {
+                        s.remove(&ep);
+                        if s.is_empty() {
+                            self.rx_pattern.remove(&key);
+                        }
+                    }
+                    if let Some(shapes) = self.rx_shapes.get_mut(&p.ad_type) {
+                        let shape = (p.offset, p.bytes.len());
+                        if let Some(n) = shapes.get_mut(&shape) {
+                            *n -= 1;
+                            if *n == 0 {
+                                shapes.remove(&shape);
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// The virtual time.
@@ -156,13 +504,30 @@ impl SimAir {
         self.stats
     }
 
-    fn chance(&mut self) -> f64 {
-        // 53 random bits give a uniform f64 in [0, 1).
-        (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    /// The advertising channel (37, 38 or 39) `ep` listens on at `t`; `None` if it hears all
+    /// three (zero scan window) or is unknown.
+    pub fn scan_channel(&self, ep: EndpointId, t: Instant) -> Option<u8> {
+        let e = self.endpoints.get(ep.0)?;
+        self.channel_index(e, t).map(|k| ADV_CHANNELS[k])
     }
 
-    fn jitter(&mut self) -> Duration {
-        let max = self.config.jitter.as_micros() as u64;
+    fn channel_index(&self, e: &Endpoint, t: Instant) -> Option<usize> {
+        let window = dur_us(self.config.scan_window);
+        if window == 0 {
+            return None;
+        }
+        // Below 3: the cast cannot truncate.
+        Some((((micros(t) + e.phase_us) / window) % 3) as usize)
+    }
+
+    fn push(&mut self, at: Instant, item: Item) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.queue.push(Entry { at, seq, item });
+    }
+
+    fn adv_delay(&mut self) -> Duration {
+        let max = dur_us(self.config.adv_delay);
         if max == 0 {
             Duration::ZERO
         } else {
@@ -170,40 +535,122 @@ impl SimAir {
         }
     }
 
-    fn enqueue(&mut self, at: Instant, d: Delivery) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.queue.push(Reverse((at, seq)));
-        self.pending.insert(seq, d);
+    /// Broadcasts one AD structure from `from` as [`AirConfig::transmit_count`] advertising
+    /// events. The first starts when the sender's radio is free ([`SimAir::adv_ready_at`]) plus
+    /// advDelay.
+    pub fn advertise(&mut self, from: EndpointId, ad_type: u8, data: &[u8]) {
+        let count = self.config.transmit_count;
+        self.advertise_count(from, ad_type, data, count);
     }
 
-    /// Broadcasts one AD structure from `from` to every other endpoint. It goes on air when
-    /// the sender's radio is free ([`AirConfig::adv_interval`]).
-    pub fn advertise(&mut self, from: EndpointId, ad_type: u8, data: &[u8]) {
+    /// Broadcasts one AD structure from `from` as `count` advertising events (at least one),
+    /// an advertising interval (plus advDelay) apart.
+    pub fn advertise_count(&mut self, from: EndpointId, ad_type: u8, data: &[u8], count: u8) {
         self.stats.adv_sent += 1;
-        let free = self.tx_free.get(&from).copied().unwrap_or(Instant::ZERO);
-        let on_air = if free > self.now { free } else { self.now };
-        self.tx_free.insert(from, on_air + self.config.adv_interval);
-        for i in 0..self.endpoints {
-            let to = EndpointId(i);
-            if to == from {
-                continue;
+        self.schedule(from, ad_type, data, count);
+    }
+
+    /// Puts `count` advertising events of `from` on the air's timeline.
+    fn schedule(&mut self, from: EndpointId, ad_type: u8, data: &[u8], count: u8) {
+        let Some(tx_free) = self.endpoints.get(from.0).map(|e| e.tx_free) else {
+            return;
+        };
+        let air = airtime(data.len());
+        let step = air + self.config.channel_switch;
+        let mut free = tx_free.max(self.now);
+        for _ in 0..count.max(1) {
+            let start = free + self.adv_delay();
+            let copies = [
+                (start, start + air),
+                (start + step, start + step + air),
+                (start + step * 2, start + step * 2 + air),
+            ];
+            let end = copies[2].1;
+            let id = self.next_event;
+            self.next_event += 1;
+            for (k, &(s, e)) in copies.iter().enumerate() {
+                let list = &mut self.channels[k];
+                // Mostly appended in order; a few start earlier than the last one.
+                let at = list.partition_point(|c| c.start <= s);
+                list.insert(
+                    at,
+                    OnAir {
+                        start: s,
+                        end: e,
+                        from,
+                        event: id,
+                    },
+                );
             }
-            if self.config.loss > 0.0 && self.chance() < self.config.loss {
-                self.stats.adv_lost += 1;
-                continue;
+            if let Some(ep) = self.endpoints.get_mut(from.0) {
+                ep.busy.push_back((start, end));
             }
-            let at = on_air + self.config.latency + self.jitter();
-            self.stats.adv_delivered += 1;
-            self.enqueue(
-                at,
-                Delivery::Adv {
-                    to,
+            self.events.insert(
+                id,
+                AdvEvent {
                     from,
                     ad_type,
                     data: data.to_vec(),
+                    copies,
                 },
             );
+            self.push(end, Item::Resolve(id));
+            self.stats.adv_events += 1;
+            free = (start + self.config.adv_interval).max(end);
+        }
+        if let Some(ep) = self.endpoints.get_mut(from.0) {
+            ep.tx_free = free;
+        }
+    }
+
+    /// Makes `ep` advertise `data` by itself every `interval` (each time as `count` advertising
+    /// events, sharing the radio with everything else it sends), starting at a random moment
+    /// within the first interval: an Unprovisioned Device beacon, for example. Replaces the
+    /// endpoint's previous periodic advertisement. A zero interval stops it.
+    pub fn set_periodic(
+        &mut self,
+        ep: EndpointId,
+        ad_type: u8,
+        data: &[u8],
+        interval: Duration,
+        count: u8,
+    ) {
+        if interval.is_zero() {
+            self.stop_periodic(ep);
+            return;
+        }
+        if ep.0 >= self.endpoints.len() {
+            return;
+        }
+        let span = dur_us(interval).max(1);
+        let first = self.now + Duration::from_micros(self.rng.next_u64() % span);
+        let Some(e) = self.endpoints.get_mut(ep.0) else {
+            return;
+        };
+        e.periodic_generation += 1;
+        let generation = e.periodic_generation;
+        e.periodic = Some(Periodic {
+            ad_type,
+            data: data.to_vec(),
+            interval,
+            count,
+            generation,
+        });
+        self.push(
+            first,
+            Item::Periodic {
+                ep: ep.0,
+                generation,
+            },
+        );
+    }
+
+    /// Stops `ep`'s periodic advertisement (events already on air finish).
+    pub fn stop_periodic(&mut self, ep: EndpointId) {
+        if let Some(e) = self.endpoints.get_mut(ep.0) {
+            // The queue entry keeps the old generation and then finds nothing to send.
+            e.periodic = None;
+            e.periodic_generation += 1;
         }
     }
 
@@ -218,36 +665,219 @@ impl SimAir {
             .unwrap_or(Instant::ZERO);
         let at = if earliest > tail { earliest } else { tail };
         self.gatt_tail.insert((from, to), at);
-        self.enqueue(
+        self.push(
             at,
-            Delivery::Gatt {
-                to,
-                from,
-                data: data.to_vec(),
-            },
+            Item::Deliver(Box::new(Received {
+                delivery: Delivery::Gatt {
+                    to,
+                    from,
+                    data: data.to_vec(),
+                },
+                at,
+                channel: None,
+                on_air: None,
+            })),
         );
     }
 
-    /// When `ep`'s radio can put its next advertisement on air without queueing. Drivers pull
-    /// a packet from a bearer only then, so the bearer, not the radio, holds the backlog and can
-    /// withdraw what became stale.
+    /// When `ep`'s radio can start its next advertising event without queueing (advDelay
+    /// comes on top). Drivers pull a packet from a bearer only then, so the bearer, not the
+    /// radio, holds the backlog and can withdraw what became stale.
     pub fn adv_ready_at(&self, ep: EndpointId) -> Instant {
-        self.tx_free.get(&ep).copied().unwrap_or(Instant::ZERO)
+        self.endpoints
+            .get(ep.0)
+            .map_or(Instant::ZERO, |e| e.tx_free)
     }
 
-    /// When the next delivery is due.
+    /// When the air next needs the driver: a delivery, or the end of an advertising event or a
+    /// periodic advertisement whose processing may lead to one.
     pub fn next_delivery(&self) -> Option<Instant> {
-        self.queue.peek().map(|Reverse((t, _))| *t)
+        self.queue.peek().map(|e| e.at)
     }
 
     /// The next delivery due at or before the current virtual time.
     pub fn pop_due(&mut self) -> Option<Delivery> {
-        let Reverse((t, seq)) = *self.queue.peek()?;
-        if t > self.now {
-            return None;
+        self.pop_due_received().map(|r| r.delivery)
+    }
+
+    /// [`SimAir::pop_due`] with the time, channel and airtime of the delivery.
+    pub fn pop_due_received(&mut self) -> Option<Received> {
+        while self.queue.peek().is_some_and(|e| e.at <= self.now) {
+            let entry = self.queue.pop()?;
+            match entry.item {
+                Item::Deliver(r) => return Some(*r),
+                Item::Resolve(id) => self.resolve(id),
+                Item::Periodic { ep, generation } => self.fire_periodic(entry.at, ep, generation),
+            }
         }
-        self.queue.pop();
-        self.pending.remove(&seq)
+        None
+    }
+
+    fn fire_periodic(&mut self, at: Instant, ep: usize, generation: u64) {
+        let Some(p) = self.endpoints.get(ep).and_then(|e| e.periodic.as_ref()) else {
+            return;
+        };
+        if p.generation != generation {
+            return;
+        }
+        let (ad_type, data, interval, count) = (p.ad_type, p.data.clone(), p.interval, p.count);
+        self.schedule(EndpointId(ep), ad_type, &data, count);
+        self.push(at + interval, Item::Periodic { ep, generation });
+    }
+
+    /// Receivers whose filter takes this advertisement, in order, without the sender.
+    fn receivers(&self, from: EndpointId, ad_type: u8, data: &[u8]) -> Vec<usize> {
+        let mut v: Vec<usize> = self.rx_all.iter().copied().collect();
+        if let Some(s) = self.rx_type.get(&ad_type) {
+            v.extend(s.iter().copied());
+        }
+        if let Some(shapes) = self.rx_shapes.get(&ad_type) {
+            for &(offset, len) in shapes.keys() {
+                let Some(bytes) = data.get(offset..offset.saturating_add(len)) else {
+                    continue;
+                };
+                if let Some(s) = self.rx_pattern.get(&(ad_type, offset, bytes.to_vec())) {
+                    v.extend(s.iter().copied());
+                }
+            }
+        }
+        v.sort_unstable();
+        v.dedup();
+        v.retain(|&r| r != from.0);
+        v
+    }
+
+    fn draw(&self, salt: u64, event: u64, receiver: usize, copy: usize) -> u64 {
+        let h = mix(self.key ^ salt);
+        let h = mix(h ^ event);
+        let h = mix(h ^ receiver as u64);
+        mix(h ^ copy as u64)
+    }
+
+    /// The longest an advertising event can last: three copies of the longest PDU modelled.
+    fn max_event_span(&self) -> Duration {
+        airtime(MAX_MODELLED_AD_DATA) * 3 + self.config.channel_switch * 2
+    }
+
+    /// Decides the fate of every copy of event `id` at every receiver: every transmission that
+    /// could overlap it is on the channel lists by now (anything added later starts after the
+    /// current time, which is past the event's end).
+    fn resolve(&mut self, id: u64) {
+        let Some(ev) = self.events.remove(&id) else {
+            return;
+        };
+        let end = ev.copies[2].1;
+        let mut out: Vec<Received> = Vec::new();
+        let receivers = self.receivers(ev.from, ev.ad_type, &ev.data);
+        if !receivers.is_empty() {
+            out = self.fates(id, &ev, &receivers);
+        }
+        for r in out {
+            self.push(r.at, Item::Deliver(Box::new(r)));
+        }
+        self.horizon = self.horizon.max(end);
+        self.prune();
+    }
+
+    /// The copies of `ev` that `receivers` get; counts the others in the stats.
+    fn fates(&mut self, id: u64, ev: &AdvEvent, receivers: &[usize]) -> Vec<Received> {
+        let cfg = &self.config;
+        let from_floor = self.floor(ev.from);
+        // Other transmissions overlapping each copy on its channel: (sender, floor).
+        let max_air = airtime(MAX_MODELLED_AD_DATA);
+        let overlapping: Vec<Vec<(usize, i32)>> = ev
+            .copies
+            .iter()
+            .enumerate()
+            .map(|(k, &(s, e))| {
+                let list = &self.channels[k];
+                let upto = list.partition_point(|c| c.start < e);
+                list.range(..upto)
+                    .rev()
+                    .take_while(|c| c.start + max_air > s)
+                    .filter(|c| c.event != id && c.end > s)
+                    .map(|c| (c.from.0, self.floor(c.from)))
+                    .collect()
+            })
+            .collect();
+        let jitter_us = dur_us(cfg.jitter);
+        let mut stats = self.stats;
+        let mut out = Vec::new();
+        for &r in receivers {
+            let Some(rx) = self.endpoints.get(r) else {
+                continue;
+            };
+            let d = rx.floor.abs_diff(from_floor);
+            if d > cfg.max_floors {
+                continue;
+            }
+            let p = cfg.loss_at(d);
+            for (k, &(s, e)) in ev.copies.iter().enumerate() {
+                if let Some(ch) = self.channel_index(rx, s)
+                    && (ch != k
+                        || self.channel_index(rx, before(e, Duration::from_micros(1))) != Some(k))
+                {
+                    continue;
+                }
+                if rx.busy.iter().rev().any(|&(bs, be)| bs < e && be > s) {
+                    stats.adv_deaf += 1;
+                    continue;
+                }
+                if overlapping[k]
+                    .iter()
+                    .any(|&(b, fb)| b != r && fb.abs_diff(rx.floor) <= cfg.max_floors)
+                {
+                    stats.adv_collided += 1;
+                    continue;
+                }
+                if p > 0.0 {
+                    let u = (self.draw(DRAW_LOSS, id, r, k) >> 11) as f64 / (1u64 << 53) as f64;
+                    if u < p {
+                        stats.adv_lost += 1;
+                        continue;
+                    }
+                }
+                let jitter = if jitter_us == 0 {
+                    Duration::ZERO
+                } else {
+                    Duration::from_micros(self.draw(DRAW_JITTER, id, r, k) % (jitter_us + 1))
+                };
+                let at = (e + cfg.latency + jitter).max(self.now);
+                stats.adv_delivered += 1;
+                out.push(Received {
+                    delivery: Delivery::Adv {
+                        to: EndpointId(r),
+                        from: ev.from,
+                        ad_type: ev.ad_type,
+                        data: ev.data.clone(),
+                    },
+                    at,
+                    channel: Some(ADV_CHANNELS[k]),
+                    on_air: Some(e),
+                });
+            }
+        }
+        self.stats = stats;
+        out
+    }
+
+    /// Forgets transmissions that can no longer overlap an event whose fate is undecided: every
+    /// such event starts after `horizon − max_event_span`.
+    fn prune(&mut self) {
+        let span = self.max_event_span();
+        let keep_from = before(self.horizon, span);
+        let max_air = airtime(MAX_MODELLED_AD_DATA);
+        for list in &mut self.channels {
+            // By start: an entry that started a whole airtime before `keep_from` has ended.
+            while list.front().is_some_and(|c| c.start + max_air <= keep_from) {
+                list.pop_front();
+            }
+        }
+        for e in &mut self.endpoints {
+            while e.busy.front().is_some_and(|&(_, end)| end <= keep_from) {
+                e.busy.pop_front();
+            }
+        }
     }
 }
 
@@ -255,11 +885,39 @@ impl SimAir {
 mod tests {
     use super::*;
 
+    fn quiet() -> AirConfig {
+        AirConfig {
+            jitter: Duration::ZERO,
+            adv_delay: Duration::ZERO,
+            scan_window: Duration::ZERO,
+            ..AirConfig::default()
+        }
+    }
+
+    fn drain(air: &mut SimAir) -> Vec<Received> {
+        let mut out = Vec::new();
+        while let Some(t) = air.next_delivery() {
+            air.advance_to(t);
+            while let Some(r) = air.pop_due_received() {
+                out.push(r);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn airtime_of_the_largest_legacy_pdu() {
+        // 1 + 4 + 2 + 6 + (2 + 29) + 3 = 47 octets at 8 µs.
+        assert_eq!(airtime(29), Duration::from_micros(376));
+        assert_eq!(airtime(0), Duration::from_micros(144));
+    }
+
     #[test]
     fn broadcast_loss_and_order() {
         let mut air = SimAir::new(
             AirConfig {
                 loss: 0.3,
+                scan_window: Duration::ZERO,
                 ..AirConfig::default()
             },
             1,
@@ -269,40 +927,67 @@ mod tests {
         for i in 0..1000u16 {
             air.advertise(a, 0x29, &i.to_be_bytes());
         }
-        let s = air.stats();
-        assert_eq!(s.adv_delivered + s.adv_lost, 1000);
-        assert!((250..350).contains(&s.adv_lost), "{s:?}");
         assert_eq!(air.pop_due(), None, "nothing arrives before its latency");
-        air.advance_to(Instant::from_millis(100_000));
-        let mut n = 0;
-        while let Some(d) = air.pop_due() {
-            assert_eq!(d.to(), b);
-            n += 1;
-        }
-        assert_eq!(n, s.adv_delivered);
+        let got = drain(&mut air);
+        let s = air.stats();
+        assert_eq!(s.adv_events, 1000);
+        assert_eq!(s.adv_delivered + s.adv_lost, 3000, "three copies each");
+        assert!((750..1050).contains(&s.adv_lost), "{s:?}");
+        assert_eq!(got.len() as u64, s.adv_delivered);
+        assert!(got.iter().all(|r| r.delivery.to() == b));
+        assert!(got.windows(2).all(|w| w[0].at <= w[1].at), "in time order");
     }
 
     #[test]
-    fn one_advertisement_per_interval() {
+    fn one_event_per_interval_on_three_channels() {
+        let mut air = SimAir::new(quiet(), 3);
+        let a = air.add_endpoint();
+        air.add_endpoint();
+        for _ in 0..3 {
+            air.advertise(a, 0x29, &[0; 9]);
+        }
+        let got = drain(&mut air);
+        // 9 octets of data: (18 + 9) × 8 = 216 µs; copies 366 µs apart; +10 ms latency.
+        let times: Vec<(u128, Option<u8>)> = got
+            .iter()
+            .map(|r| (r.at.since_epoch().as_micros(), r.channel))
+            .collect();
+        assert_eq!(
+            times,
+            [
+                (10_216, Some(37)),
+                (10_582, Some(38)),
+                (10_948, Some(39)),
+                (30_216, Some(37)),
+                (30_582, Some(38)),
+                (30_948, Some(39)),
+                (50_216, Some(37)),
+                (50_582, Some(38)),
+                (50_948, Some(39)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_receiver_hears_one_channel_at_a_time() {
         let mut air = SimAir::new(
             AirConfig {
                 jitter: Duration::ZERO,
                 ..AirConfig::default()
             },
-            3,
+            5,
         );
         let a = air.add_endpoint();
-        air.add_endpoint();
-        for _ in 0..5 {
-            air.advertise(a, 0x29, &[0]);
+        let b = air.add_endpoint();
+        for _ in 0..300 {
+            air.advertise(a, 0x29, &[1; 20]);
         }
-        let mut times = Vec::new();
-        while let Some(t) = air.next_delivery() {
-            air.advance_to(t);
-            air.pop_due();
-            times.push(t.since_epoch().as_millis());
+        let got = drain(&mut air);
+        assert!((280..=310).contains(&got.len()), "{}", got.len());
+        for r in &got {
+            let last_bit = before(r.on_air.unwrap(), Duration::from_micros(1));
+            assert_eq!(air.scan_channel(b, last_bit), r.channel, "{r:?}");
         }
-        assert_eq!(times, [10, 30, 50, 70, 90]);
     }
 
     #[test]
@@ -330,6 +1015,86 @@ mod tests {
     }
 
     #[test]
+    fn a_transmitting_radio_is_deaf() {
+        let mut air = SimAir::new(quiet(), 4);
+        let a = air.add_endpoint();
+        let b = air.add_endpoint();
+        air.advertise(a, 0x29, &[1; 20]);
+        air.advertise(b, 0x29, &[2; 20]);
+        drain(&mut air);
+        let s = air.stats();
+        assert_eq!(s.adv_delivered, 0, "{s:?}");
+        assert_eq!(s.adv_deaf, 6, "{s:?}");
+    }
+
+    #[test]
+    fn filters_only_remove_deliveries() {
+        let run = |filter: bool| {
+            let mut air = SimAir::new(
+                AirConfig {
+                    loss: 0.4,
+                    ..AirConfig::default()
+                },
+                9,
+            );
+            let a = air.add_endpoint();
+            let b = air.add_endpoint();
+            let c = air.add_endpoint();
+            if filter {
+                air.set_rx_filter(
+                    b,
+                    RxFilter::Patterns(vec![AdvPattern {
+                        ad_type: 0x29,
+                        offset: 1,
+                        bytes: vec![7],
+                    }]),
+                );
+            }
+            for i in 0..200u8 {
+                air.advertise(a, 0x29, &[i, i % 8]);
+                air.advertise(c, 0x2b, &[i]);
+            }
+            drain(&mut air)
+        };
+        let all = run(false);
+        let filtered = run(true);
+        let expected: Vec<Received> = all
+            .into_iter()
+            .filter(|r| match &r.delivery {
+                Delivery::Adv {
+                    to, ad_type, data, ..
+                } => *to != EndpointId(1) || (*ad_type == 0x29 && data[1] == 7),
+                Delivery::Gatt { .. } => true,
+            })
+            .collect();
+        assert!(expected.iter().any(|r| r.delivery.to() == EndpointId(1)));
+        assert_eq!(filtered, expected);
+    }
+
+    #[test]
+    fn periodic_advertisements_until_stopped() {
+        let mut air = SimAir::new(quiet(), 6);
+        let a = air.add_endpoint();
+        air.add_endpoint();
+        air.set_periodic(a, 0x2b, &[0; 22], Duration::from_millis(100), 3);
+        while let Some(t) = air
+            .next_delivery()
+            .filter(|t| *t <= Instant::from_millis(1000))
+        {
+            air.advance_to(t);
+            while air.pop_due().is_some() {}
+        }
+        // Ten (or eleven) beacons of three events each started by now.
+        let events = air.stats().adv_events;
+        assert!(events == 30 || events == 33, "{events}");
+        air.stop_periodic(a);
+        let got = drain(&mut air);
+        assert_eq!(air.stats().adv_events, events, "nothing new after the stop");
+        let last = got.iter().filter_map(|r| r.on_air).max().unwrap();
+        assert!(last < Instant::from_millis(1100), "{last:?}");
+    }
+
+    #[test]
     fn same_seed_same_air() {
         let run = |seed| {
             let mut air = SimAir::new(
@@ -340,12 +1105,15 @@ mod tests {
                 seed,
             );
             let a = air.add_endpoint();
+            let b = air.add_endpoint();
             air.add_endpoint();
             for _ in 0..100 {
                 air.advertise(a, 0x29, &[1]);
+                air.advertise(b, 0x29, &[2]);
             }
-            air.stats()
+            (drain(&mut air), air.stats())
         };
         assert_eq!(run(7), run(7));
+        assert_ne!(run(7), run(8));
     }
 }

@@ -8,14 +8,29 @@
 //! net_key_index = 0
 //! iv_index = 0
 //!
-//! [air]
+//! [air]               # the channel model: README "The simulated building", radio::sim
 //! loss = 0.1          # per-packet loss on the advertising bearer, 0.0..=0.9
-//! latency_ms = 10
-//! jitter_ms = 10
+//! latency_ms = 10     # last bit on air to the receiver's host
+//! jitter_ms = 10      # random extra delay per received copy
+//! adv_interval_ms = 20      # advertising interval, 20..=10240
+//! adv_delay_ms = 10         # largest advDelay before each advertising event, 0..=10
+//! transmit_count = 1        # advertising events per PB-ADV PDU, 1..=8
+//! scan_window_ms = 30       # receivers rotate 37 -> 38 -> 39 this often; 0: all at once
+//! floor_loss = 0.3          # extra loss per floor between sender and receiver, 0.0..=0.9
+//! max_floors = 1            # a transmission reaches (and disturbs) this many floors away
+//! beacon_interval_ms = 5000 # devices' Unprovisioned Device beacon interval (0: none)
+//!
+//! [provisioner]       # where the installer's laptop is
+//! floor = 0
+//! room = "lobby"
 //!
 //! [[device]]
 //! uuid = "7b2c1a90-0000-4000-8000-000000000001"
 //! name = "Lobby light 1"
+//! floor = 0           # position: floor (any integer, default 0) and room (a label)
+//! room = "lobby"
+//! ecdh_ms = 50        # the device CPU's time for a P-256 ECDH (default 50)
+//! beacon_interval_ms = 5000   # overrides [air] beacon_interval_ms
 //! elements = 2
 //! algorithms = ["cmac", "hmac"]
 //! static_oob = "00112233445566778899aabbccddeeff"       # 16 or 32 bytes
@@ -50,12 +65,14 @@
 //! ```
 //!
 //! serves record 0x0001 (the certificate, DER) and 0x0002.. (the intermediates, DER) before
-//! Invite and offers its public key out of band (Public Key OOB in its Capabilities; the
-//! simulated air has no beacons, so the OOB Information bits 7/8 have nowhere to go). The files
+//! Invite, offers its public key out of band (Public Key OOB in its Capabilities) and sets OOB
+//! Information bits 7 and 8 (certificate-based provisioning, records) in its Unprovisioned
+//! Device beacon. The files
 //! are read by [`Building::load`] (and [`Building::parse_with_base`]); their content is not
 //! checked here: a chain is judged by the provisioner's verifier, as a real device's would be.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -101,6 +118,8 @@ struct RawBuilding {
     network: RawNetwork,
     #[serde(default)]
     air: RawAir,
+    #[serde(default)]
+    provisioner: RawProvisioner,
     #[serde(default, rename = "device")]
     devices: Vec<RawDevice>,
 }
@@ -119,6 +138,20 @@ struct RawAir {
     loss: Option<f64>,
     latency_ms: Option<u64>,
     jitter_ms: Option<u64>,
+    adv_interval_ms: Option<u64>,
+    adv_delay_ms: Option<u64>,
+    transmit_count: Option<u8>,
+    scan_window_ms: Option<u64>,
+    floor_loss: Option<f64>,
+    max_floors: Option<u32>,
+    beacon_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvisioner {
+    floor: Option<i32>,
+    room: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,6 +166,10 @@ struct RawOob {
 struct RawDevice {
     uuid: String,
     name: Option<String>,
+    floor: Option<i32>,
+    room: Option<String>,
+    ecdh_ms: Option<u64>,
+    beacon_interval_ms: Option<u64>,
     elements: Option<u8>,
     algorithms: Option<Vec<String>>,
     static_oob: Option<String>,
@@ -208,6 +245,17 @@ pub struct DeviceSpec {
     pub uuid: DeviceUuid,
     /// A name for people.
     pub name: String,
+    /// The floor it is on: radio range and collisions depend on floors (README, "The
+    /// simulated building").
+    pub floor: i32,
+    /// The room it is in (a label for people).
+    pub room: Option<String>,
+    /// Its CPU's time for one P-256 ECDH: it answers nothing for this long after the
+    /// provisioner's Public Key arrives.
+    pub ecdh: Duration,
+    /// How often it sends its Unprovisioned Device beacon while unprovisioned and without a
+    /// link (MshPRT v1.1 §3.10.2; the device chooses). Zero: never.
+    pub beacon_interval: Duration,
     /// Number of elements (1..=255).
     pub elements: u8,
     /// Offers BTM_ECDH_P256_CMAC_AES128_AES_CCM.
@@ -240,6 +288,22 @@ pub struct DeviceSpec {
     /// Composition Data page 0 the device's Configuration Server reports: CID, PID, VID,
     /// CRPL, features and one entry per element with its models.
     pub composition: CompositionPage0,
+}
+
+/// A device's ECDH time unless the file gives one.
+pub const DEFAULT_ECDH: Duration = Duration::from_millis(50);
+
+/// The Unprovisioned Device beacon interval unless the file gives one: 5 s, the interval of
+/// Zephyr, ESP-IDF and NimBLE (`UNPROVISIONED_INTERVAL`).
+pub const DEFAULT_BEACON_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Where the provisioner (the installer's laptop) is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProvisionerSpec {
+    /// Its floor.
+    pub floor: i32,
+    /// Its room (a label).
+    pub room: Option<String>,
 }
 
 /// Company ID of a simulated device unless the file gives one (0x05F1, The Linux
@@ -287,6 +351,8 @@ pub struct Building {
     pub network: NetworkSpec,
     /// The air.
     pub air: AirConfig,
+    /// Where the provisioner is.
+    pub provisioner: ProvisionerSpec,
     /// The virtual devices.
     pub devices: Vec<DeviceSpec>,
 }
@@ -361,6 +427,63 @@ impl Building {
         if let Some(ms) = raw.air.jitter_ms {
             air.jitter = std::time::Duration::from_millis(ms);
         }
+        let air_ms = |v: Option<u64>, name: &str, range: std::ops::RangeInclusive<u64>| match v {
+            Some(ms) if !range.contains(&ms) => Err(invalid(
+                format!("air.{name}"),
+                format!(
+                    "{ms} is not in {}..={} (milliseconds)",
+                    range.start(),
+                    range.end()
+                ),
+            )),
+            v => Ok(v.map(Duration::from_millis)),
+        };
+        if let Some(d) = air_ms(raw.air.adv_interval_ms, "adv_interval_ms", 20..=10_240)? {
+            air.adv_interval = d;
+        }
+        if let Some(d) = air_ms(raw.air.adv_delay_ms, "adv_delay_ms", 0..=10)? {
+            air.adv_delay = d;
+        }
+        if let Some(d) = air_ms(raw.air.scan_window_ms, "scan_window_ms", 0..=10_240)? {
+            air.scan_window = d;
+        }
+        let beacon_interval = air_ms(
+            raw.air.beacon_interval_ms,
+            "beacon_interval_ms",
+            0..=3_600_000,
+        )?
+        .unwrap_or(DEFAULT_BEACON_INTERVAL);
+        if let Some(n) = raw.air.transmit_count {
+            if !(1..=8).contains(&n) {
+                return Err(invalid(
+                    "air.transmit_count".into(),
+                    format!("{n} is not in 1..=8"),
+                ));
+            }
+            air.transmit_count = n;
+        }
+        if let Some(f) = raw.air.floor_loss {
+            if !(0.0..=0.9).contains(&f) {
+                return Err(invalid(
+                    "air.floor_loss".into(),
+                    format!("{f} is not in 0.0..=0.9"),
+                ));
+            }
+            air.floor_loss = f;
+        }
+        if let Some(n) = raw.air.max_floors {
+            if n > 200 {
+                return Err(invalid(
+                    "air.max_floors".into(),
+                    format!("{n} is not in 0..=200"),
+                ));
+            }
+            air.max_floors = n;
+        }
+        let provisioner = ProvisionerSpec {
+            floor: raw.provisioner.floor.unwrap_or(0),
+            room: raw.provisioner.room,
+        };
         let mut devices = Vec::with_capacity(raw.devices.len());
         for (i, d) in raw.devices.into_iter().enumerate() {
             let at = format!("device[{i}] (uuid {})", d.uuid);
@@ -485,6 +608,26 @@ impl Building {
             if !pb_adv && !pb_gatt {
                 return Err(invalid(at, "a device needs pb_adv or pb_gatt".into()));
             }
+            let ecdh = match d.ecdh_ms {
+                None => DEFAULT_ECDH,
+                Some(ms) if ms <= 30_000 => Duration::from_millis(ms),
+                Some(ms) => {
+                    return Err(invalid(
+                        format!("{at}.ecdh_ms"),
+                        format!("{ms} is not in 0..=30000 (milliseconds)"),
+                    ));
+                }
+            };
+            let device_beacon_interval = match d.beacon_interval_ms {
+                None => beacon_interval,
+                Some(ms) if ms <= 3_600_000 => Duration::from_millis(ms),
+                Some(ms) => {
+                    return Err(invalid(
+                        format!("{at}.beacon_interval_ms"),
+                        format!("{ms} is not in 0..=3600000 (milliseconds)"),
+                    ));
+                }
+            };
             let mtu = d.mtu.unwrap_or(69);
             if !(23..=517).contains(&mtu) {
                 return Err(invalid(at, format!("mtu {mtu} is not in 23..=517")));
@@ -605,6 +748,10 @@ impl Building {
                 composition,
                 uuid,
                 name: d.name.unwrap_or_else(|| format!("device {}", uuid.short())),
+                floor: d.floor.unwrap_or(0),
+                room: d.room,
+                ecdh,
+                beacon_interval: device_beacon_interval,
                 elements,
                 cmac,
                 hmac,
@@ -628,6 +775,7 @@ impl Building {
                 iv_index: raw.network.iv_index.unwrap_or(0),
             },
             air,
+            provisioner,
             devices,
         })
     }

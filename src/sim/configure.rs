@@ -12,9 +12,9 @@
 //! [`run`](crate::sim::run::run) first and then configures, the configuration phase's clock
 //! continuing where provisioning ended.
 //!
-//! The air is a fresh [`SimAir`] with the building's settings (loss, latency, jitter, radio
-//! interval), seeded from [`ConfigOptions::seed`]; the provisioning run's air is not reused, so
-//! that `sim::run` keeps its API and its devices.
+//! The air is a fresh [`SimAir`] with the building's channel model (floors, loss, collisions,
+//! scanning, advertising interval), seeded from [`ConfigOptions::seed`]; the provisioning run's
+//! air is not reused, so that `sim::run` keeps its API and its devices.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -265,6 +265,7 @@ pub fn configure_with<S: SeqSource>(
     let mut air = SimAir::new(air_config, opts.seed);
     air.advance_to(opts.start);
     let me = air.add_endpoint();
+    air.set_floor(me, building.provisioner.floor);
 
     let mut devices: Vec<(u16, VirtualDevice)> = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
@@ -284,7 +285,9 @@ pub fn configure_with<S: SeqSource>(
             iv_index: n.iv_index,
         };
         let seed = opts.seed.wrapping_add(3000 + i as u64);
-        devices.push((n.address, VirtualDevice::provisioned(spec, ep, seed, state)));
+        let mut dev = VirtualDevice::provisioned(spec, ep, seed, state);
+        dev.attach(&mut air);
+        devices.push((n.address, dev));
     }
 
     let mut net = NetworkLayer::new(

@@ -9,6 +9,14 @@
 //! Transmit state says, one advertisement per radio interval ([`NetAdvQueue`]). Node Reset
 //! sends its status and then forgets everything: the device is unprovisioned again and can be
 //! provisioned anew.
+//!
+//! On the air ([`VirtualDevice::attach`]) the device sits on its floor, sends its Unprovisioned
+//! Device beacon every [`DeviceSpec::beacon_interval`] while it is unprovisioned and has no
+//! link (as Zephyr and ESP-IDF, which stop beaconing during provisioning), and computes ECDH
+//! for [`DeviceSpec::ecdh`] when the provisioner's Public Key arrives, answering nothing
+//! meanwhile (Zephyr's order: the shared secret first, then its own Public Key). Its scanner
+//! only passes up what it would not drop anyway ([`RxFilter`]): Link Open for its UUID, PB-ADV
+//! on its link, network PDUs once provisioned.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -28,11 +36,12 @@ use crate::net::transport::{
     AccessSend, Destination, KeySelect, KeyUsed, Transport, TransportConfig, TransportEvent,
 };
 use crate::provisioning::{Device, DeviceConfig, DeviceEvent, OobValue, TranscriptEntry};
-use crate::radio::sim::{Delivery, EndpointId, SimAir};
+use crate::radio::sim::{AdvPattern, Delivery, EndpointId, RxFilter, SimAir};
 use crate::sim::building::{DeviceSpec, InputAction, OutputAction};
 use crate::time::Instant;
 use crate::wire::{
-    Algorithms, Capabilities, InputOobActions, OobType, OutputOobActions, PublicKeyType, RecordId,
+    Algorithms, Capabilities, InputOobActions, MeshBeacon, OobInformation, OobType,
+    OutputOobActions, PublicKeyType, RecordId, UnprovisionedDeviceBeacon,
 };
 
 /// AD type of PB-ADV (Core Specification Supplement; MshPRT v1.1 §5.2.1).
@@ -40,6 +49,16 @@ pub const AD_TYPE_PB_ADV: u8 = 0x29;
 
 /// AD type of a mesh network PDU, «Mesh Message» (MshPRT v1.1 §3.3.1).
 pub const AD_TYPE_MESH_MESSAGE: u8 = 0x2a;
+
+/// AD type of a mesh beacon, «Mesh Beacon» (MshPRT v1.1 §3.10).
+pub const AD_TYPE_MESH_BEACON: u8 = 0x2b;
+
+/// Advertising events per Unprovisioned Device beacon: Zephyr and NimBLE send each beacon three
+/// times, 20 ms apart (`UNPROV_XMIT`).
+pub const BEACON_TRANSMISSIONS: u8 = 3;
+
+/// Provisioning PDU type of Provisioning Public Key (MshPRT v1.1 §5.4.1.3).
+const PDU_TYPE_PUBLIC_KEY: u8 = 0x03;
 
 /// Network PDUs waiting for the radio: each [`Transmit`] becomes `transmissions` copies,
 /// `interval` apart; the radio takes the first copy that is due whenever it is free.
@@ -79,7 +98,8 @@ impl NetAdvQueue {
         }
         match self.pop_due(now) {
             Some(pdu) => {
-                air.advertise(ep, AD_TYPE_MESH_MESSAGE, &pdu);
+                // One advertising event per copy: Network Transmit makes the repeats.
+                air.advertise_count(ep, AD_TYPE_MESH_MESSAGE, &pdu, 1);
                 true
             }
             None => false,
@@ -335,6 +355,32 @@ pub fn records(spec: &DeviceSpec) -> Vec<(RecordId, Vec<u8>)> {
     records
 }
 
+/// The device's Unprovisioned Device beacon (MshPRT v1.1 §3.10.2), in the 23-octet form with
+/// a zero URI Hash as Zephyr and ESP-IDF send it; OOB Information says whether it supports
+/// certificate-based provisioning and records.
+pub fn unprovisioned_beacon(spec: &DeviceSpec) -> Vec<u8> {
+    let oob_info = if spec.certificate.is_some() {
+        OobInformation::CERTIFICATE_BASED_PROVISIONING | OobInformation::PROVISIONING_RECORDS
+    } else {
+        OobInformation(0)
+    };
+    let mut out = Vec::with_capacity(23);
+    MeshBeacon::UnprovisionedDevice(UnprovisionedDeviceBeacon {
+        uuid: spec.uuid.0,
+        oob_info,
+        uri_hash: Some([0; 4]),
+    })
+    .emit(&mut out);
+    out
+}
+
+/// What a device has told the air: its scanner filter and whether it beacons.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct AirPresence {
+    filter: RxFilter,
+    beaconing: bool,
+}
+
 /// One virtual device on the air.
 #[derive(Debug)]
 pub struct VirtualDevice {
@@ -355,6 +401,10 @@ pub struct VirtualDevice {
     seed: u64,
     node: Option<NodeStack>,
     net_out: NetAdvQueue,
+    /// Computing ECDH until then: transmits wait.
+    busy_until: Option<Instant>,
+    /// What the air was last told ([`VirtualDevice::attach`]); `None` when never attached.
+    presence: Option<AirPresence>,
 }
 
 /// A fresh provisionee and PB-ADV link table for `spec`.
@@ -397,7 +447,90 @@ impl VirtualDevice {
             seed,
             node: None,
             net_out: NetAdvQueue::default(),
+            busy_until: None,
+            presence: None,
         }
+    }
+
+    /// Puts the device on the air: on its floor, with its scanner filter, beaconing while it is
+    /// unprovisioned and has no link. Without it the device hears everything and never
+    /// beacons.
+    pub fn attach(&mut self, air: &mut SimAir) {
+        air.set_floor(self.endpoint, self.spec.floor);
+        self.presence = None;
+        self.sync_air(air);
+    }
+
+    /// What the air should know now.
+    fn wanted_presence(&self) -> AirPresence {
+        let pb_adv = |offset: usize, bytes: Vec<u8>| AdvPattern {
+            ad_type: AD_TYPE_PB_ADV,
+            offset,
+            bytes,
+        };
+        let mut patterns = Vec::new();
+        if self.node.is_some() {
+            patterns.push(AdvPattern {
+                ad_type: AD_TYPE_MESH_MESSAGE,
+                offset: 0,
+                bytes: Vec::new(),
+            });
+        }
+        if self.spec.pb_adv {
+            // Its link's PDUs, or a Link Open for its UUID (Link ID ‖ Transaction Number ‖
+            // 0x03 ‖ UUID): the device's PB-ADV table drops everything else.
+            patterns.push(match (self.link, self.links.is_empty()) {
+                (Some(l), _) => pb_adv(0, l.0.to_be_bytes().to_vec()),
+                (None, true) => {
+                    let mut b = vec![0x03];
+                    b.extend_from_slice(&self.spec.uuid.0);
+                    pb_adv(5, b)
+                }
+                // A link just opened, its event not handled yet: all of PB-ADV.
+                (None, false) => pb_adv(0, Vec::new()),
+            });
+        }
+        AirPresence {
+            filter: RxFilter::Patterns(patterns),
+            beaconing: self.node.is_none()
+                && self.spec.pb_adv
+                && !self.spec.beacon_interval.is_zero()
+                && self.link.is_none()
+                && self.links.is_empty()
+                && self.gatt.is_none(),
+        }
+    }
+
+    /// Tells the air what changed since the last call, if the device is attached.
+    fn sync_air(&mut self, air: &mut SimAir) {
+        let wanted = self.wanted_presence();
+        let old = self.presence.take();
+        if old.as_ref().map(|p| &p.filter) != Some(&wanted.filter) {
+            air.set_rx_filter(self.endpoint, wanted.filter.clone());
+        }
+        if old.as_ref().map(|p| p.beaconing) != Some(wanted.beaconing) {
+            if wanted.beaconing {
+                air.set_periodic(
+                    self.endpoint,
+                    AD_TYPE_MESH_BEACON,
+                    &unprovisioned_beacon(&self.spec),
+                    self.spec.beacon_interval,
+                    BEACON_TRANSMISSIONS,
+                );
+            } else {
+                air.stop_periodic(self.endpoint);
+            }
+        }
+        self.presence = Some(wanted);
+    }
+
+    /// Hands a provisioning PDU to the provisionee; the provisioner's Public Key starts the
+    /// ECDH computation.
+    fn take_pdu(&mut self, now: Instant, pdu: &[u8]) {
+        if pdu.first().map(|t| t & 0x3f) == Some(PDU_TYPE_PUBLIC_KEY) {
+            self.busy_until = Some(now + self.spec.ecdh);
+        }
+        self.device.handle_pdu(now, pdu);
     }
 
     /// A device that was already provisioned with `state` (from an earlier run or the store):
@@ -452,6 +585,7 @@ impl VirtualDevice {
         self.input_requested = false;
         self.failure = None;
         self.staged = None;
+        self.busy_until = None;
     }
 
     /// What the device ended with.
@@ -522,7 +656,7 @@ impl VirtualDevice {
                     && peer == from
                 {
                     match gatt.handle_data(now, data) {
-                        Ok(Some(pdu)) => self.device.handle_pdu(now, &pdu),
+                        Ok(Some(pdu)) => self.take_pdu(now, &pdu),
                         Ok(None) => {}
                         Err(e) => self.failure = Some(e.to_string()),
                     }
@@ -539,7 +673,7 @@ impl VirtualDevice {
                 progress = true;
                 match ev {
                     LinkEvent::Opened(l) => self.link = Some(l),
-                    LinkEvent::Received(_, pdu) => self.device.handle_pdu(now, &pdu),
+                    LinkEvent::Received(_, pdu) => self.take_pdu(now, &pdu),
                     LinkEvent::Delivered(_) => {}
                     LinkEvent::Closed(_, cause) => {
                         self.link = None;
@@ -547,7 +681,12 @@ impl VirtualDevice {
                     }
                 }
             }
-            while let Some(pdu) = self.device.poll_transmit() {
+            if self.busy_until.is_some_and(|t| now >= t) {
+                self.busy_until = None;
+            }
+            while self.busy_until.is_none()
+                && let Some(pdu) = self.device.poll_transmit()
+            {
                 progress = true;
                 if let Some((_, gatt)) = &mut self.gatt {
                     gatt.send(&pdu);
@@ -612,6 +751,9 @@ impl VirtualDevice {
                 break;
             }
         }
+        if self.presence.is_some() {
+            self.sync_air(air);
+        }
     }
 
     /// The device's next deadline.
@@ -630,6 +772,7 @@ impl VirtualDevice {
     /// The device's next deadline, radio aside.
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
+            self.busy_until,
             self.links.poll_timeout(),
             self.device.poll_timeout(),
             self.gatt.as_ref().and_then(|(_, g)| g.poll_timeout()),

@@ -8,7 +8,7 @@
 //! [`INSTALLER_DELAY`]. Certificate-based provisioning ([`ProvisionerConfig::records`]) asks
 //! [`RunOptions::cert_verifier`] for the verdict on each device's certificate chain.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +23,7 @@ use crate::provisioning::{
     AlgorithmPolicy, AuthPolicy, CloseReason, Event, OobValue, Outcome, Provisioner,
     ProvisionerConfig, ProvisioningError, ProvisioningParams, TranscriptEntry,
 };
-use crate::radio::sim::{AirStats, Delivery, SimAir};
+use crate::radio::sim::{AirStats, Delivery, EndpointId, SimAir};
 use crate::sim::building::{Building, DeviceSpec};
 use crate::sim::node::{AD_TYPE_PB_ADV, DeviceState, INSTALLER_DELAY, VirtualDevice};
 use crate::time::Instant;
@@ -341,7 +341,10 @@ pub fn run_with(
     }
     let mut air = SimAir::new(air_config, opts.seed);
     let me = air.add_endpoint();
+    air.set_floor(me, building.provisioner.floor);
     let mut devices = Vec::with_capacity(targets.len());
+    // The device behind each endpoint.
+    let mut device_at: BTreeMap<EndpointId, usize> = BTreeMap::new();
     for (i, uuid) in targets.iter().enumerate() {
         let spec = building
             .device(uuid)
@@ -365,11 +368,10 @@ pub fn run_with(
             _ => {}
         }
         let ep = air.add_endpoint();
-        devices.push(VirtualDevice::new(
-            spec,
-            ep,
-            opts.seed.wrapping_add(1000 + i as u64),
-        ));
+        let mut dev = VirtualDevice::new(spec, ep, opts.seed.wrapping_add(1000 + i as u64));
+        dev.attach(&mut air);
+        device_at.insert(ep, i);
+        devices.push(dev);
     }
     let net_key = opts
         .net_key
@@ -392,6 +394,10 @@ pub fn run_with(
     );
     let mut waiting: VecDeque<usize> = (0..devices.len()).collect();
     let mut sessions: Vec<Option<Session>> = (0..devices.len()).map(|_| None).collect();
+    // Sessions that may still do something, in index order; a finished session whose device
+    // is quiet leaves it, and comes back when its device receives something. Only these are
+    // visited, so a run costs per event what its live sessions cost, not what all do.
+    let mut live: BTreeSet<usize> = BTreeSet::new();
     let mut by_link: BTreeMap<LinkId, usize> = BTreeMap::new();
     let deadline = Instant::ZERO + opts.deadline;
     let mut now = air.now();
@@ -399,10 +405,9 @@ pub fn run_with(
 
     loop {
         // Start sessions up to the limit.
-        let active = sessions
+        let active = live
             .iter()
-            .flatten()
-            .filter(|s| s.result.is_none())
+            .filter(|&&i| sessions[i].as_ref().is_some_and(|s| s.result.is_none()))
             .count();
         for _ in active..opts.max_concurrent {
             let Some(i) = waiting.pop_front() else { break };
@@ -449,6 +454,7 @@ pub fn run_with(
                 }
             }
             sessions[i] = Some(s);
+            live.insert(i);
         }
 
         // Let everything settle at this instant.
@@ -463,10 +469,7 @@ pub fn run_with(
                         }
                         Delivery::Adv { .. } => {}
                         Delivery::Gatt { from, data, .. } => {
-                            if let Some(s) = sessions
-                                .iter_mut()
-                                .flatten()
-                                .find(|s| devices[s.device].endpoint == *from)
+                            if let Some(s) = device_at.get(from).and_then(|&i| sessions[i].as_mut())
                                 && let Some(g) = &mut s.gatt
                             {
                                 match g.handle_data(now, data) {
@@ -477,8 +480,11 @@ pub fn run_with(
                             }
                         }
                     }
-                } else if let Some(dev) = devices.iter_mut().find(|v| v.endpoint == d.to()) {
-                    dev.handle_delivery(now, &d);
+                } else if let Some(&i) = device_at.get(&d.to()) {
+                    devices[i].handle_delivery(now, &d);
+                    if sessions[i].is_some() {
+                        live.insert(i);
+                    }
                 }
             }
             while let Some(ev) = links.poll_event() {
@@ -509,7 +515,10 @@ pub fn run_with(
                     }
                 }
             }
-            for s in sessions.iter_mut().flatten() {
+            for &i in &live {
+                let Some(s) = sessions[i].as_mut() else {
+                    continue;
+                };
                 let dev = &mut devices[s.device];
                 if let Some(t) = s.gatt_ready_at
                     && now >= t
@@ -661,7 +670,15 @@ pub fn run_with(
             }
         }
 
-        let all_done = waiting.is_empty() && sessions.iter().flatten().all(|s| s.result.is_some());
+        // Finished sessions whose device has nothing left to do leave the live set.
+        live.retain(|&i| {
+            !sessions[i].as_ref().is_some_and(|s| s.closing)
+                || devices[i].poll_timeout_with(&air).is_some()
+        });
+        let all_done = waiting.is_empty()
+            && live
+                .iter()
+                .all(|&i| sessions[i].as_ref().is_none_or(|s| s.result.is_some()));
         if all_done && links.is_empty() && staged.is_none() {
             break;
         }
@@ -674,7 +691,7 @@ pub fn run_with(
         };
         consider(links.poll_timeout());
         consider(staged.as_ref().map(|_| air.adv_ready_at(me)));
-        for s in sessions.iter().flatten() {
+        for s in live.iter().filter_map(|&i| sessions[i].as_ref()) {
             if s.result.is_none() {
                 consider(s.prov.poll_timeout());
             }
@@ -683,8 +700,8 @@ pub fn run_with(
             consider(s.input_at.filter(|_| s.input_value.is_some()));
             consider(s.gatt.as_ref().and_then(|g| g.poll_timeout()));
         }
-        for d in &devices {
-            consider(d.poll_timeout_with(&air));
+        for &i in &live {
+            consider(devices[i].poll_timeout_with(&air));
         }
         let Some(t) = next else { break };
         if t > deadline {
@@ -694,7 +711,10 @@ pub fn run_with(
         air.advance_to(t);
         now = air.now();
         links.handle_timeout(now);
-        for s in sessions.iter_mut().flatten() {
+        for &i in &live {
+            let Some(s) = sessions[i].as_mut() else {
+                continue;
+            };
             if s.result.is_none() {
                 s.prov.handle_timeout(now);
             }
@@ -704,8 +724,8 @@ pub fn run_with(
                 s.prov.handle_link_closed(now);
             }
         }
-        for d in &mut devices {
-            d.handle_timeout(now);
+        for &i in &live {
+            devices[i].handle_timeout(now);
         }
     }
 
