@@ -234,6 +234,8 @@ struct AdvEvent {
     from: EndpointId,
     ad_type: u8,
     data: Vec<u8>,
+    /// The endpoints whose filter took it when it was put on air.
+    receivers: Vec<usize>,
     /// `[start, end)` of the copy on channel 37, 38, 39.
     copies: [(Instant, Instant); 3],
 }
@@ -337,9 +339,17 @@ pub struct SimAir {
     key: u64,
     now: Instant,
     endpoints: Vec<Endpoint>,
+    /// What the driver must wake up for: deliveries, the ends of events someone may
+    /// receive, periodic advertisements someone may hear.
     queue: BinaryHeap<Entry>,
+    /// Periodic advertisements nobody's filter takes: processed in time order with the rest,
+    /// without waking the driver ([`SimAir::set_rx_filter`] moves them back when that changes).
+    quiet: BinaryHeap<Entry>,
     next_seq: u64,
+    /// Events someone may receive, until their fate is decided.
     events: BTreeMap<u64, AdvEvent>,
+    /// Their (start, id): the oldest bounds what the channel lists must keep.
+    unresolved: BTreeSet<(Instant, u64)>,
     next_event: u64,
     /// Recent copies per advertising channel, by start time.
     channels: [VecDeque<OnAir>; 3],
@@ -347,12 +357,10 @@ pub struct SimAir {
     rx_all: BTreeSet<usize>,
     /// Receivers of every AD of a type.
     rx_type: BTreeMap<u8, BTreeSet<usize>>,
-    /// Receivers by pattern.
-    rx_pattern: BTreeMap<(u8, usize, Vec<u8>), BTreeSet<usize>>,
+    /// Receivers by pattern: (AD type, offset) → bytes → endpoints.
+    rx_pattern: BTreeMap<(u8, usize), BTreeMap<Vec<u8>, BTreeSet<usize>>>,
     /// The (offset, length) shapes of the patterns of each AD type, with a use count.
     rx_shapes: BTreeMap<u8, BTreeMap<(usize, usize), usize>>,
-    /// The end of the last event whose fate was decided: nothing starts before it any more.
-    horizon: Instant,
     gatt_tail: BTreeMap<(EndpointId, EndpointId), Instant>,
     stats: AirStats,
 }
@@ -369,15 +377,16 @@ impl SimAir {
             now: Instant::ZERO,
             endpoints: Vec::new(),
             queue: BinaryHeap::new(),
+            quiet: BinaryHeap::new(),
             next_seq: 0,
             events: BTreeMap::new(),
+            unresolved: BTreeSet::new(),
             next_event: 0,
             channels: [VecDeque::new(), VecDeque::new(), VecDeque::new()],
             rx_all: BTreeSet::new(),
             rx_type: BTreeMap::new(),
             rx_pattern: BTreeMap::new(),
             rx_shapes: BTreeMap::new(),
-            horizon: Instant::ZERO,
             gatt_tail: BTreeMap::new(),
             stats: AirStats::default(),
         }
@@ -433,7 +442,9 @@ impl SimAir {
                         self.rx_type.entry(p.ad_type).or_default().insert(ep.0);
                     } else {
                         self.rx_pattern
-                            .entry((p.ad_type, p.offset, p.bytes.clone()))
+                            .entry((p.ad_type, p.offset))
+                            .or_default()
+                            .entry(p.bytes.clone())
                             .or_default()
                             .insert(ep.0);
                         *self
@@ -446,6 +457,35 @@ impl SimAir {
                 }
             }
         }
+        self.requeue_quiet();
+    }
+
+    /// Moves the periodic advertisements that someone's filter now takes back to the queue
+    /// that wakes the driver.
+    fn requeue_quiet(&mut self) {
+        if self.quiet.is_empty() {
+            return;
+        }
+        let entries = std::mem::take(&mut self.quiet).into_vec();
+        for entry in entries {
+            if self.periodic_heard(&entry.item) {
+                self.queue.push(entry);
+            } else {
+                self.quiet.push(entry);
+            }
+        }
+    }
+
+    /// Whether a periodic entry's advertisement has a receiver now (stale entries: no).
+    fn periodic_heard(&self, item: &Item) -> bool {
+        let Item::Periodic { ep, generation } = item else {
+            return true;
+        };
+        self.endpoints
+            .get(*ep)
+            .and_then(|e| e.periodic.as_ref())
+            .filter(|p| p.generation == *generation)
+            .is_some_and(|p| self.has_receiver(EndpointId(*ep), p.ad_type, &p.data))
     }
 
     fn unregister_filter(&mut self, ep: usize, filter: &RxFilter) {
@@ -461,11 +501,15 @@ impl SimAir {
                         }
                         continue;
                     }
-                    let key = (p.ad_type, p.offset, p.bytes.clone());
-                    if let Some(s) = self.rx_pattern.get_mut(&key) {
-                        s.remove(&ep);
-                        if s.is_empty() {
-                            self.rx_pattern.remove(&key);
+                    if let Some(by_bytes) = self.rx_pattern.get_mut(&(p.ad_type, p.offset)) {
+                        if let Some(s) = by_bytes.get_mut(p.bytes.as_slice()) {
+                            s.remove(&ep);
+                            if s.is_empty() {
+                                by_bytes.remove(p.bytes.as_slice());
+                            }
+                        }
+                        if by_bytes.is_empty() {
+                            self.rx_pattern.remove(&(p.ad_type, p.offset));
                         }
                     }
                     if let Some(shapes) = self.rx_shapes.get_mut(&p.ad_type) {
@@ -526,6 +570,22 @@ impl SimAir {
         self.queue.push(Entry { at, seq, item });
     }
 
+    /// Queues a periodic firing: quietly if nobody would hear it.
+    fn push_periodic(&mut self, at: Instant, ep: usize, generation: u64) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let entry = Entry {
+            at,
+            seq,
+            item: Item::Periodic { ep, generation },
+        };
+        if self.periodic_heard(&entry.item) {
+            self.queue.push(entry);
+        } else {
+            self.quiet.push(entry);
+        }
+    }
+
     fn adv_delay(&mut self) -> Duration {
         let max = dur_us(self.config.adv_delay);
         if max == 0 {
@@ -547,17 +607,29 @@ impl SimAir {
     /// an advertising interval (plus advDelay) apart.
     pub fn advertise_count(&mut self, from: EndpointId, ad_type: u8, data: &[u8], count: u8) {
         self.stats.adv_sent += 1;
-        self.schedule(from, ad_type, data, count);
+        let now = self.now;
+        self.schedule(now, from, ad_type, data, count);
     }
 
-    /// Puts `count` advertising events of `from` on the air's timeline.
-    fn schedule(&mut self, from: EndpointId, ad_type: u8, data: &[u8], count: u8) {
+    /// Puts `count` advertising events of `from` on the air's timeline, the first at
+    /// `earliest` (the current time, or a periodic advertisement's due time) or when the radio
+    /// is free. Only events that someone's filter takes are kept for [`SimAir::resolve`]; the
+    /// others only occupy the channels.
+    fn schedule(
+        &mut self,
+        earliest: Instant,
+        from: EndpointId,
+        ad_type: u8,
+        data: &[u8],
+        count: u8,
+    ) {
         let Some(tx_free) = self.endpoints.get(from.0).map(|e| e.tx_free) else {
             return;
         };
+        let receivers = self.receivers(from, ad_type, data);
         let air = airtime(data.len());
         let step = air + self.config.channel_switch;
-        let mut free = tx_free.max(self.now);
+        let mut free = tx_free.max(earliest);
         for _ in 0..count.max(1) {
             let start = free + self.adv_delay();
             let copies = [
@@ -585,22 +657,28 @@ impl SimAir {
             if let Some(ep) = self.endpoints.get_mut(from.0) {
                 ep.busy.push_back((start, end));
             }
-            self.events.insert(
-                id,
-                AdvEvent {
-                    from,
-                    ad_type,
-                    data: data.to_vec(),
-                    copies,
-                },
-            );
-            self.push(end, Item::Resolve(id));
+            if !receivers.is_empty() {
+                self.events.insert(
+                    id,
+                    AdvEvent {
+                        from,
+                        ad_type,
+                        data: data.to_vec(),
+                        receivers: receivers.clone(),
+                        copies,
+                    },
+                );
+                self.unresolved.insert((start, id));
+                self.push(end, Item::Resolve(id));
+            }
             self.stats.adv_events += 1;
             free = (start + self.config.adv_interval).max(end);
         }
         if let Some(ep) = self.endpoints.get_mut(from.0) {
             ep.tx_free = free;
         }
+        self.prune();
+        self.prune_busy(from.0);
     }
 
     /// Makes `ep` advertise `data` by itself every `interval` (each time as `count` advertising
@@ -636,13 +714,7 @@ impl SimAir {
             count,
             generation,
         });
-        self.push(
-            first,
-            Item::Periodic {
-                ep: ep.0,
-                generation,
-            },
-        );
+        self.push_periodic(first, ep.0, generation);
     }
 
     /// Stops `ep`'s periodic advertisement (events already on air finish).
@@ -690,7 +762,8 @@ impl SimAir {
     }
 
     /// When the air next needs the driver: a delivery, or the end of an advertising event or a
-    /// periodic advertisement whose processing may lead to one.
+    /// periodic advertisement that may lead to one. Advertisements nobody's filter takes never
+    /// wake the driver; they are processed, in time order, by the next [`SimAir::pop_due`].
     pub fn next_delivery(&self) -> Option<Instant> {
         self.queue.peek().map(|e| e.at)
     }
@@ -702,15 +775,29 @@ impl SimAir {
 
     /// [`SimAir::pop_due`] with the time, channel and airtime of the delivery.
     pub fn pop_due_received(&mut self) -> Option<Received> {
-        while self.queue.peek().is_some_and(|e| e.at <= self.now) {
-            let entry = self.queue.pop()?;
+        loop {
+            let wake = self.queue.peek().map(|e| (e.at, e.seq));
+            let quiet = self.quiet.peek().map(|e| (e.at, e.seq));
+            let (first, from_quiet) = match (wake, quiet) {
+                (None, None) => return None,
+                (Some(w), None) => (w, false),
+                (None, Some(q)) => (q, true),
+                (Some(w), Some(q)) => (w.min(q), q < w),
+            };
+            if first.0 > self.now {
+                return None;
+            }
+            let entry = if from_quiet {
+                self.quiet.pop()?
+            } else {
+                self.queue.pop()?
+            };
             match entry.item {
                 Item::Deliver(r) => return Some(*r),
                 Item::Resolve(id) => self.resolve(id),
                 Item::Periodic { ep, generation } => self.fire_periodic(entry.at, ep, generation),
             }
         }
-        None
     }
 
     fn fire_periodic(&mut self, at: Instant, ep: usize, generation: u64) {
@@ -721,8 +808,8 @@ impl SimAir {
             return;
         }
         let (ad_type, data, interval, count) = (p.ad_type, p.data.clone(), p.interval, p.count);
-        self.schedule(EndpointId(ep), ad_type, &data, count);
-        self.push(at + interval, Item::Periodic { ep, generation });
+        self.schedule(at, EndpointId(ep), ad_type, &data, count);
+        self.push_periodic(at + interval, ep, generation);
     }
 
     /// Receivers whose filter takes this advertisement, in order, without the sender.
@@ -731,20 +818,37 @@ impl SimAir {
         if let Some(s) = self.rx_type.get(&ad_type) {
             v.extend(s.iter().copied());
         }
-        if let Some(shapes) = self.rx_shapes.get(&ad_type) {
-            for &(offset, len) in shapes.keys() {
-                let Some(bytes) = data.get(offset..offset.saturating_add(len)) else {
-                    continue;
-                };
-                if let Some(s) = self.rx_pattern.get(&(ad_type, offset, bytes.to_vec())) {
-                    v.extend(s.iter().copied());
-                }
-            }
+        for s in self.pattern_matches(ad_type, data) {
+            v.extend(s.iter().copied());
         }
         v.sort_unstable();
         v.dedup();
         v.retain(|&r| r != from.0);
         v
+    }
+
+    /// The receiver sets of the patterns of `ad_type` that `data` matches.
+    fn pattern_matches<'a>(
+        &'a self,
+        ad_type: u8,
+        data: &'a [u8],
+    ) -> impl Iterator<Item = &'a BTreeSet<usize>> + 'a {
+        self.rx_shapes
+            .get(&ad_type)
+            .into_iter()
+            .flat_map(|shapes| shapes.keys())
+            .filter_map(move |&(offset, len)| {
+                let bytes = data.get(offset..offset.saturating_add(len))?;
+                self.rx_pattern.get(&(ad_type, offset))?.get(bytes)
+            })
+    }
+
+    /// Whether any endpoint but `from` would be handed this advertisement.
+    fn has_receiver(&self, from: EndpointId, ad_type: u8, data: &[u8]) -> bool {
+        let other = |s: &BTreeSet<usize>| s.iter().any(|&r| r != from.0);
+        other(&self.rx_all)
+            || self.rx_type.get(&ad_type).is_some_and(other)
+            || self.pattern_matches(ad_type, data).any(other)
     }
 
     fn draw(&self, salt: u64, event: u64, receiver: usize, copy: usize) -> u64 {
@@ -754,11 +858,6 @@ impl SimAir {
         mix(h ^ copy as u64)
     }
 
-    /// The longest an advertising event can last: three copies of the longest PDU modelled.
-    fn max_event_span(&self) -> Duration {
-        airtime(MAX_MODELLED_AD_DATA) * 3 + self.config.channel_switch * 2
-    }
-
     /// Decides the fate of every copy of event `id` at every receiver: every transmission that
     /// could overlap it is on the channel lists by now (anything added later starts after the
     /// current time, which is past the event's end).
@@ -766,21 +865,15 @@ impl SimAir {
         let Some(ev) = self.events.remove(&id) else {
             return;
         };
-        let end = ev.copies[2].1;
-        let mut out: Vec<Received> = Vec::new();
-        let receivers = self.receivers(ev.from, ev.ad_type, &ev.data);
-        if !receivers.is_empty() {
-            out = self.fates(id, &ev, &receivers);
-        }
-        for r in out {
+        self.unresolved.remove(&(ev.copies[0].0, id));
+        for r in self.fates(id, &ev) {
             self.push(r.at, Item::Deliver(Box::new(r)));
         }
-        self.horizon = self.horizon.max(end);
         self.prune();
     }
 
     /// The copies of `ev` that `receivers` get; counts the others in the stats.
-    fn fates(&mut self, id: u64, ev: &AdvEvent, receivers: &[usize]) -> Vec<Received> {
+    fn fates(&mut self, id: u64, ev: &AdvEvent) -> Vec<Received> {
         let cfg = &self.config;
         let from_floor = self.floor(ev.from);
         // Other transmissions overlapping each copy on its channel: (sender, floor).
@@ -803,7 +896,7 @@ impl SimAir {
         let jitter_us = dur_us(cfg.jitter);
         let mut stats = self.stats;
         let mut out = Vec::new();
-        for &r in receivers {
+        for &r in &ev.receivers {
             let Some(rx) = self.endpoints.get(r) else {
                 continue;
             };
@@ -861,11 +954,13 @@ impl SimAir {
         out
     }
 
-    /// Forgets transmissions that can no longer overlap an event whose fate is undecided: every
-    /// such event starts after `horizon − max_event_span`.
+    /// Forgets transmissions that can no longer overlap an event whose fate is undecided (the
+    /// oldest one starts at the first `unresolved`) or one put on air later (from now on).
     fn prune(&mut self) {
-        let span = self.max_event_span();
-        let keep_from = before(self.horizon, span);
+        let keep_from = self
+            .unresolved
+            .first()
+            .map_or(self.now, |&(start, _)| start.min(self.now));
         let max_air = airtime(MAX_MODELLED_AD_DATA);
         for list in &mut self.channels {
             // By start: an entry that started a whole airtime before `keep_from` has ended.
@@ -873,7 +968,15 @@ impl SimAir {
                 list.pop_front();
             }
         }
-        for e in &mut self.endpoints {
+    }
+
+    /// The part of [`SimAir::prune`] for one endpoint's own events (done when it sends).
+    fn prune_busy(&mut self, ep: usize) {
+        let keep_from = self
+            .unresolved
+            .first()
+            .map_or(self.now, |&(start, _)| start.min(self.now));
+        if let Some(e) = self.endpoints.get_mut(ep) {
             while e.busy.front().is_some_and(|&(_, end)| end <= keep_from) {
                 e.busy.pop_front();
             }

@@ -977,6 +977,110 @@ models = ["1000", "0x1001", "0059:0001", "1000"]
     }
 
     #[test]
+    fn positions_air_and_device_timing() {
+        let b = Building::parse(EXAMPLE, "x.toml").unwrap();
+        assert_eq!(b.provisioner, ProvisionerSpec::default());
+        let d = &b.devices[0];
+        assert_eq!((d.floor, d.room.as_deref()), (0, None));
+        assert_eq!(d.ecdh, DEFAULT_ECDH);
+        assert_eq!(d.beacon_interval, DEFAULT_BEACON_INTERVAL);
+        assert_eq!(b.air.scan_window, Duration::from_millis(30));
+        let text = r#"
+[air]
+adv_interval_ms = 100
+adv_delay_ms = 0
+transmit_count = 3
+scan_window_ms = 0
+floor_loss = 0.5
+max_floors = 2
+beacon_interval_ms = 1000
+[provisioner]
+floor = 3
+room = "3.12"
+[[device]]
+uuid = "7b2c1a90-0000-4000-8000-000000000001"
+floor = -1
+room = "garage"
+ecdh_ms = 300
+[[device]]
+uuid = "7b2c1a90-0000-4000-8000-000000000002"
+beacon_interval_ms = 0
+"#;
+        let b = Building::parse(text, "x.toml").unwrap();
+        assert_eq!(b.air.adv_interval, Duration::from_millis(100));
+        assert_eq!(b.air.adv_delay, Duration::ZERO);
+        assert_eq!(b.air.transmit_count, 3);
+        assert_eq!(b.air.scan_window, Duration::ZERO);
+        assert_eq!((b.air.floor_loss, b.air.max_floors), (0.5, 2));
+        assert_eq!(
+            b.provisioner,
+            ProvisionerSpec {
+                floor: 3,
+                room: Some("3.12".into())
+            }
+        );
+        let (d0, d1) = (&b.devices[0], &b.devices[1]);
+        assert_eq!((d0.floor, d0.room.as_deref()), (-1, Some("garage")));
+        assert_eq!(d0.ecdh, Duration::from_millis(300));
+        assert_eq!(d0.beacon_interval, Duration::from_secs(1), "[air] default");
+        assert_eq!(d1.beacon_interval, Duration::ZERO, "no beacons");
+        for (text, expected) in [
+            (
+                "[air]
+adv_interval_ms = 10
+",
+                "air.adv_interval_ms",
+            ),
+            (
+                "[air]
+adv_delay_ms = 11
+",
+                "air.adv_delay_ms",
+            ),
+            (
+                "[air]
+transmit_count = 0
+",
+                "air.transmit_count",
+            ),
+            (
+                "[air]
+floor_loss = 1.0
+",
+                "air.floor_loss",
+            ),
+            (
+                "[air]
+max_floors = 500
+",
+                "air.max_floors",
+            ),
+            (
+                "[provisioner]
+floor = \"one\"
+",
+                "invalid type",
+            ),
+            (
+                "[provisioner]
+wing = 2
+",
+                "unknown field",
+            ),
+            (
+                "[[device]]
+uuid = \"7b2c1a90-0000-4000-8000-000000000001\"
+ecdh_ms = 90000
+",
+                "ecdh_ms: 90000 is not in 0..=30000",
+            ),
+        ] {
+            let e = Building::parse(text, "b.toml").unwrap_err().to_string();
+            assert!(e.contains(expected), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
     fn base64_and_pem() {
         assert_eq!(base64_decode("TWFu").unwrap(), b"Man");
         assert_eq!(base64_decode("TWE=").unwrap(), b"Ma");

@@ -405,7 +405,13 @@ pub struct VirtualDevice {
     busy_until: Option<Instant>,
     /// What the air was last told ([`VirtualDevice::attach`]); `None` when never attached.
     presence: Option<AirPresence>,
+    /// The state [`VirtualDevice::presence`] was computed from.
+    presence_of: Option<PresenceKey>,
 }
+
+/// What a device's [`AirPresence`] depends on: provisioned, its link, a link in its table,
+/// a GATT connection.
+type PresenceKey = (bool, Option<LinkId>, bool, bool);
 
 /// A fresh provisionee and PB-ADV link table for `spec`.
 fn provisionee(spec: &DeviceSpec, seed: u64) -> (Device, Links) {
@@ -449,6 +455,7 @@ impl VirtualDevice {
             net_out: NetAdvQueue::default(),
             busy_until: None,
             presence: None,
+            presence_of: None,
         }
     }
 
@@ -458,6 +465,7 @@ impl VirtualDevice {
     pub fn attach(&mut self, air: &mut SimAir) {
         air.set_floor(self.endpoint, self.spec.floor);
         self.presence = None;
+        self.presence_of = None;
         self.sync_air(air);
     }
 
@@ -503,6 +511,16 @@ impl VirtualDevice {
 
     /// Tells the air what changed since the last call, if the device is attached.
     fn sync_air(&mut self, air: &mut SimAir) {
+        let key = (
+            self.node.is_some(),
+            self.link,
+            self.links.is_empty(),
+            self.gatt.is_some(),
+        );
+        if self.presence.is_some() && self.presence_of == Some(key) {
+            return;
+        }
+        self.presence_of = Some(key);
         let wanted = self.wanted_presence();
         let old = self.presence.take();
         if old.as_ref().map(|p| &p.filter) != Some(&wanted.filter) {

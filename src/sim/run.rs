@@ -23,7 +23,7 @@ use crate::provisioning::{
     AlgorithmPolicy, AuthPolicy, CloseReason, Event, OobValue, Outcome, Provisioner,
     ProvisionerConfig, ProvisioningError, ProvisioningParams, TranscriptEntry,
 };
-use crate::radio::sim::{AirStats, Delivery, EndpointId, SimAir};
+use crate::radio::sim::{AdvPattern, AirStats, Delivery, EndpointId, RxFilter, SimAir};
 use crate::sim::building::{Building, DeviceSpec};
 use crate::sim::node::{AD_TYPE_PB_ADV, DeviceState, INSTALLER_DELAY, VirtualDevice};
 use crate::time::Instant;
@@ -342,6 +342,15 @@ pub fn run_with(
     let mut air = SimAir::new(air_config, opts.seed);
     let me = air.add_endpoint();
     air.set_floor(me, building.provisioner.floor);
+    // The session driver takes PB-ADV only: beacons and network PDUs would be dropped.
+    air.set_rx_filter(
+        me,
+        RxFilter::Patterns(vec![AdvPattern {
+            ad_type: AD_TYPE_PB_ADV,
+            offset: 0,
+            bytes: Vec::new(),
+        }]),
+    );
     let mut devices = Vec::with_capacity(targets.len());
     // The device behind each endpoint.
     let mut device_at: BTreeMap<EndpointId, usize> = BTreeMap::new();
