@@ -9,7 +9,7 @@ use meshprov::crypto::{AppKey, NetKey};
 use meshprov::provisioning::AlgorithmPolicy;
 use meshprov::sim::run::BearerChoice;
 use meshprov::store::{self, NodeRef, Range16, Store, StoreError};
-use meshprov::tools::provision::{AuthArg, ProvisionArgs};
+use meshprov::tools::provision::{AuthArg, ProvisionAllArgs, ProvisionArgs};
 use meshprov::uuid::DeviceUuid;
 use meshprov::{exit, tools};
 
@@ -23,10 +23,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Provision one device: Link Open, the ECDH handshake, authentication, Provisioning Data.
+    /// Provision one device (or, with --all, every device of a simulated building): Link Open,
+    /// the ECDH handshake, authentication, Provisioning Data.
     Provision {
         /// The device UUID (32 hex digits, dashes allowed).
-        uuid: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        uuid: Option<String>,
+        /// Provision every device of the building (simulated radio), many at once.
+        #[arg(long)]
+        all: bool,
+        /// With --all: sessions at once (default 64; PB-ADV: 1 to 64, one link table).
+        #[arg(long, value_name = "N")]
+        concurrency: Option<usize>,
         /// Which radio: `sim:FILE.toml` runs on the simulated building described by FILE.
         #[arg(long, value_name = "RADIO")]
         radio: String,
@@ -609,6 +617,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Provision {
             uuid,
+            all,
+            concurrency,
             radio,
             auth,
             algorithm,
@@ -622,10 +632,6 @@ fn main() -> ExitCode {
             seed,
             loss,
         } => {
-            let uuid: DeviceUuid = match uuid.parse() {
-                Ok(u) => u,
-                Err(e) => return usage_exit(&e),
-            };
             let auth: AuthArg = match auth.parse() {
                 Ok(a) => a,
                 Err(e) => return usage_exit(&e),
@@ -635,19 +641,70 @@ fn main() -> ExitCode {
                     "invalid --loss {l}: give a probability from 0.0 to 0.9"
                 ));
             }
+            let algorithm = match algorithm {
+                AlgorithmArg::Auto => AlgorithmPolicy::Auto,
+                AlgorithmArg::Cmac => AlgorithmPolicy::Cmac,
+                AlgorithmArg::Hmac => AlgorithmPolicy::Hmac,
+            };
+            let bearer = match bearer {
+                BearerArg::Adv => BearerChoice::Adv,
+                BearerArg::Gatt => BearerChoice::Gatt,
+            };
+            if concurrency.is_some() && !all {
+                return usage_exit(&"--concurrency goes with --all (one device is one session)");
+            }
+            let Some(uuid) = uuid.filter(|_| !all) else {
+                if show_keys {
+                    return usage_exit(
+                        &"--show-keys prints one device's key; with --all the keys go to --store",
+                    );
+                }
+                let args = ProvisionAllArgs {
+                    radio,
+                    auth,
+                    algorithm,
+                    bearer,
+                    store,
+                    network,
+                    trust,
+                    deny,
+                    seed,
+                    loss,
+                    concurrency: concurrency.unwrap_or(64),
+                };
+                return match tools::provision::provision_all(&args) {
+                    Ok(r) => {
+                        if json {
+                            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+                        } else {
+                            print!("{}", r.to_text());
+                        }
+                        if r.failed.is_empty() {
+                            ExitCode::SUCCESS
+                        } else {
+                            code(exit::FAILURE)
+                        }
+                    }
+                    Err(f) => {
+                        if json {
+                            let v = serde_json::json!({"result": "failed", "error": f.message});
+                            println!("{v}");
+                        }
+                        eprintln!("meshprov: {}", f.message);
+                        code(f.exit_code)
+                    }
+                };
+            };
+            let uuid: DeviceUuid = match uuid.parse() {
+                Ok(u) => u,
+                Err(e) => return usage_exit(&e),
+            };
             let args = ProvisionArgs {
                 uuid,
                 radio,
                 auth,
-                algorithm: match algorithm {
-                    AlgorithmArg::Auto => AlgorithmPolicy::Auto,
-                    AlgorithmArg::Cmac => AlgorithmPolicy::Cmac,
-                    AlgorithmArg::Hmac => AlgorithmPolicy::Hmac,
-                },
-                bearer: match bearer {
-                    BearerArg::Adv => BearerChoice::Adv,
-                    BearerArg::Gatt => BearerChoice::Gatt,
-                },
+                algorithm,
+                bearer,
                 store,
                 network,
                 show_keys,

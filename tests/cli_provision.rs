@@ -346,3 +346,111 @@ fn certificate_based_provisioning_worked_example() {
     );
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+/// `provision --all`: every device of the example building at once. The GATT-only lamp is
+/// skipped on PB-ADV, the legacy plug (no OOB) fails under `--auth auto`, the others are
+/// provisioned (output and input OOB through the simulated installer); exit code 1 because
+/// one failed. With a store, a second run skips the nodes it holds.
+#[test]
+fn provision_all_devices_of_a_building() {
+    let (code, out, err) = meshprov(&["provision", "--all", "--radio", &sim()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.starts_with("Provisioned 4 of 6 devices in "), "{out}");
+    assert!(out.contains("Skipped 1:"), "{out}");
+    assert!(
+        out.contains("7b2c1a90-0000-4000-8000-000000000006  not reachable over PB-ADV"),
+        "{out}"
+    );
+    assert!(out.contains("Failed 1:"), "{out}");
+    assert!(
+        out.contains("7b2c1a90-0000-4000-8000-000000000005  "),
+        "{out}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hq.db");
+    let db = db.to_str().unwrap();
+    let (code, _, err) = meshprov(&["net", "create", "hq", "--store", db]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = meshprov(&[
+        "provision",
+        "--all",
+        "--radio",
+        &sim(),
+        "--store",
+        db,
+        "--json",
+        "--seed",
+        "3",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["result"], "failed");
+    assert_eq!(
+        (v["devices"].as_u64(), v["provisioned"].as_u64()),
+        (Some(6), Some(4))
+    );
+    assert_eq!(v["failed"].as_array().unwrap().len(), 1);
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 4);
+    assert_eq!(nodes[0]["uuid"], LIGHT);
+    let addresses: std::collections::BTreeSet<&str> = nodes
+        .iter()
+        .map(|n| n["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(addresses.len(), 4, "{nodes:?}");
+    assert!(v["time_ms"].as_u64().unwrap() > 0);
+    assert!(v["air"]["adv_events"].as_u64().unwrap() > 0);
+    let (code, out, _) = meshprov(&["node", "list", "--store", db, "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.matches("\"provisioned\"").count(), 4, "{out}");
+    // Again: the four nodes are skipped, the plug fails again.
+    let (code, out, _) = meshprov(&[
+        "provision",
+        "--all",
+        "--radio",
+        &sim(),
+        "--store",
+        db,
+        "--json",
+    ]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["skipped"].as_array().unwrap().len(), 5, "{v}");
+    assert_eq!(v["provisioned"], 0);
+}
+
+#[test]
+fn provision_all_refuses_what_cannot_apply_to_every_device() {
+    for (args, expected) in [
+        (&["--all", LIGHT][..], "cannot be used with"),
+        (
+            &[
+                "--all",
+                "--auth",
+                "oob-public-key:f465e43ff23d3f1b9dc7dfc04da8758184dbc966204796eccf0d6cf5e16500cc0201d048bcbbd899eeefc424164e33c201c2b010ca6b4d43a8a155cad8ecb279",
+            ][..],
+            "with --all use --auth auto",
+        ),
+        (
+            &["--all", "--concurrency", "0"][..],
+            "--concurrency 0 is not in 1..=64",
+        ),
+        (
+            &["--all", "--concurrency", "65"][..],
+            "--concurrency 65 is not in 1..=64",
+        ),
+        (
+            &["--all", "--show-keys"][..],
+            "--show-keys prints one device's key",
+        ),
+        (&["--concurrency", "4", LIGHT][..], "--all"),
+    ] {
+        let radio = sim();
+        let mut full = vec!["provision", "--radio", &radio];
+        full.extend_from_slice(args);
+        let (code, _, err) = meshprov(&full);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+}
