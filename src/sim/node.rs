@@ -41,7 +41,7 @@ use crate::sim::building::{DeviceSpec, InputAction, OutputAction};
 use crate::time::Instant;
 use crate::wire::{
     Algorithms, Capabilities, InputOobActions, MeshBeacon, OobInformation, OobType,
-    OutputOobActions, PublicKeyType, RecordId, UnprovisionedDeviceBeacon,
+    OutputOobActions, PduType, PublicKeyType, RecordId, UnprovisionedDeviceBeacon,
 };
 
 /// AD type of PB-ADV (Core Specification Supplement; MshPRT v1.1 §5.2.1).
@@ -56,9 +56,6 @@ pub const AD_TYPE_MESH_BEACON: u8 = 0x2b;
 /// Advertising events per Unprovisioned Device beacon: Zephyr and NimBLE send each beacon three
 /// times, 20 ms apart (`UNPROV_XMIT`).
 pub const BEACON_TRANSMISSIONS: u8 = 3;
-
-/// Provisioning PDU type of Provisioning Public Key (MshPRT v1.1 §5.4.1.3).
-const PDU_TYPE_PUBLIC_KEY: u8 = 0x03;
 
 /// Network PDUs waiting for the radio: each [`Transmit`] becomes `transmissions` copies,
 /// `interval` apart; the radio takes the first copy that is due whenever it is free.
@@ -545,7 +542,8 @@ impl VirtualDevice {
     /// Hands a provisioning PDU to the provisionee; the provisioner's Public Key starts the
     /// ECDH computation.
     fn take_pdu(&mut self, now: Instant, pdu: &[u8]) {
-        if pdu.first().map(|t| t & 0x3f) == Some(PDU_TYPE_PUBLIC_KEY) {
+        // The type is bits 5..0 of the first octet (MshPRT v1.1 §5.4.1).
+        if pdu.first().map(|t| t & 0x3f) == Some(PduType::PUBLIC_KEY.0) {
             self.busy_until = Some(now + self.spec.ecdh);
         }
         self.device.handle_pdu(now, pdu);
