@@ -15,6 +15,7 @@ pub use mesh_crypto as crypto;
 pub mod bearer;
 pub mod cert;
 pub mod exit;
+pub mod host;
 pub mod net;
 pub mod provisioning;
 pub mod radio;
