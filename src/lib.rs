@@ -16,6 +16,7 @@ pub mod bearer;
 pub mod cert;
 pub mod exit;
 pub mod host;
+pub mod live;
 pub mod net;
 pub mod provisioning;
 pub mod radio;

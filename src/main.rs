@@ -27,7 +27,8 @@ enum Command {
     Provision {
         /// The device UUID (32 hex digits, dashes allowed).
         uuid: String,
-        /// Which radio: `sim:FILE.toml` runs on the simulated building described by FILE.
+        /// Which radio: `sim:FILE.toml` runs on the simulated building described by FILE;
+        /// `meshd-unit:DIR` talks to bluetooth-meshd's unit socket in DIR (a real node).
         #[arg(long, value_name = "RADIO")]
         radio: String,
         /// Authentication: auto, none, static:HEX, output, input, oob-public-key:HEX128, cert.

@@ -8,12 +8,21 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::bearer::pb_adv::PbAdvConfig;
 use crate::cert::{Policy, TrustStore, verify_device_chain};
+use crate::host::{CertVerifier, SessionId};
+use crate::live::{self, LiveEvent, LiveOptions, LiveTarget};
 use crate::provisioning::{AlgorithmPolicy, AuthPolicy, ProvisionerConfig, RecordsPolicy};
+use crate::provisioning::{OobValue, Outcome, ProvisioningParams};
+use crate::radio::unit::UnitRadio;
 use crate::sim::building::Building;
 use crate::sim::run::{self, BearerChoice, MemorySink, NodeSink, RunOptions};
 use crate::store::Store;
 use crate::uuid::DeviceUuid;
+use crate::wire::OutputOobAction;
+use mesh_crypto::NetKey;
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::SeedableRng;
 
 /// The `--auth` choices.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,8 +145,10 @@ pub struct ProvisionReport {
     pub device_key: Option<String>,
     /// Where the node was stored, if anywhere.
     pub stored: Option<String>,
-    /// Virtual time of the session, in milliseconds.
+    /// Time of the session, in milliseconds.
     pub time_ms: u64,
+    /// What `time_ms` measures: `simulated air time` or `wall time`.
+    pub time_kind: &'static str,
     /// PB-ADV retransmissions by the provisioner.
     pub retransmissions: u64,
 }
@@ -161,31 +172,35 @@ fn usage(message: String) -> ProvisionFailure {
     }
 }
 
-/// Provisions one device of a simulated building.
+/// Provisions one device: on the simulated building (`--radio sim:FILE`) or on a real
+/// radio (`--radio meshd-unit:DIR`).
 pub fn provision(args: &ProvisionArgs) -> Result<ProvisionReport, ProvisionFailure> {
-    let Some(file) = args.radio.strip_prefix("sim:") else {
-        return Err(usage(format!(
-            "radio '{}' is not available in this build; use --radio sim:FILE.toml (the simulated building)",
-            args.radio
-        )));
-    };
-    let building = Building::load(Path::new(file)).map_err(|e| usage(e.to_string()))?;
-    let spec = building.device(&args.uuid).ok_or_else(|| {
-        usage(format!(
-            "device {} is not in {file}; it lists {}",
-            args.uuid,
-            list(&building)
-        ))
-    })?;
+    if let Some(file) = args.radio.strip_prefix("sim:") {
+        return provision_sim(args, Path::new(file));
+    }
+    if let Some(dir) = args.radio.strip_prefix("meshd-unit:") {
+        return provision_unit(args, Path::new(dir));
+    }
+    Err(usage(format!(
+        "radio '{}' is not available in this build; use --radio sim:FILE.toml (the simulated building) or meshd-unit:DIR (bluetooth-meshd's unit socket)",
+        args.radio
+    )))
+}
+
+/// The session's policies from the arguments; `static_oob` is what a building file says of
+/// the device, `mtu` its ATT MTU on PB-GATT.
+fn session_config(
+    args: &ProvisionArgs,
+    static_oob: Option<Vec<u8>>,
+    mtu: u16,
+) -> Result<(ProvisionerConfig, Option<CertVerifier>), ProvisionFailure> {
     let mut config = ProvisionerConfig {
         algorithm: args.algorithm,
         ..ProvisionerConfig::default()
     };
-    let mut verifier: Option<crate::sim::run::CertVerifier> = None;
+    let mut verifier: Option<CertVerifier> = None;
     config.auth = match &args.auth {
-        AuthArg::Auto => AuthPolicy::Auto {
-            static_oob: spec.static_oob.clone(),
-        },
+        AuthArg::Auto => AuthPolicy::Auto { static_oob },
         AuthArg::None => {
             config.allow_no_oob = true;
             AuthPolicy::NoOob
@@ -195,9 +210,7 @@ pub fn provision(args: &ProvisionArgs) -> Result<ProvisionReport, ProvisionFailu
         AuthArg::Input => AuthPolicy::Input,
         AuthArg::OobPublicKey(k) => {
             config.oob_public_key = Some(*k);
-            AuthPolicy::Auto {
-                static_oob: spec.static_oob.clone(),
-            }
+            AuthPolicy::Auto { static_oob }
         }
         AuthArg::Cert => {
             let Some(dir) = &args.trust else {
@@ -212,7 +225,7 @@ pub fn provision(args: &ProvisionArgs) -> Result<ProvisionReport, ProvisionFailu
             };
             config.records = match args.bearer {
                 BearerChoice::Adv => RecordsPolicy::pb_adv(),
-                BearerChoice::Gatt => RecordsPolicy::pb_gatt(spec.mtu),
+                BearerChoice::Gatt => RecordsPolicy::pb_gatt(mtu),
             };
             verifier = Some(Arc::new(
                 move |uuid: &DeviceUuid, device: &[u8], intermediates: &[Vec<u8>]| {
@@ -227,57 +240,112 @@ pub fn provision(args: &ProvisionArgs) -> Result<ProvisionReport, ProvisionFailu
                     .map(|v| v.public_key)
                     .map_err(|e| e.to_string())
                 },
-            ) as crate::sim::run::CertVerifier);
-            AuthPolicy::Auto {
-                static_oob: spec.static_oob.clone(),
-            }
+            ) as CertVerifier);
+            AuthPolicy::Auto { static_oob }
         }
     };
-    let failure = |message: String| ProvisionFailure {
+    Ok((config, verifier))
+}
+
+fn failure_for(args: &ProvisionArgs) -> impl Fn(String) -> ProvisionFailure + '_ {
+    move |message: String| ProvisionFailure {
         exit_code: crate::exit::FAILURE,
         message,
         uuid: Some(args.uuid.to_string()),
-    };
-    let mut store = if args.store.is_some() || args.network.is_some() {
-        let path = crate::store::resolve_path(args.store.as_deref(), args.network.as_deref())
-            .map_err(|e| usage(e.to_string()))?;
-        if !path.exists() {
-            return Err(usage(format!(
-                "no store at {}: create the network first with `meshprov net create NAME --store {}`",
-                path.display(),
-                path.display()
-            )));
-        }
-        Some((
-            Store::open(&path).map_err(|e| failure(e.to_string()))?,
-            path,
-        ))
-    } else {
-        None
-    };
-    let mut net_key = None;
-    let mut iv_index = None;
-    if let Some((s, path)) = &store {
-        let info = s
-            .network()
-            .map_err(|e| failure(format!("{}: {e}", path.display())))?;
-        if let Ok(node) = s.node_by_uuid(&args.uuid) {
-            return Err(failure(format!(
-                "device {} is already node 0x{:04x} in {} ({}); reset the device and remove the node before provisioning it again",
-                args.uuid,
-                node.address,
-                path.display(),
-                node.state
-            )));
-        }
-        net_key = Some(s.net_key(0).map_err(|e| failure(e.to_string()))?);
-        iv_index = Some(info.iv_index);
     }
+}
+
+/// The store named by `--store`/`--network`, with the NetKey and IV Index to hand out;
+/// refuses a device that is already a node there.
+#[allow(clippy::type_complexity)]
+fn open_store(
+    args: &ProvisionArgs,
+) -> Result<Option<(Store, PathBuf, NetKey, u32)>, ProvisionFailure> {
+    if args.store.is_none() && args.network.is_none() {
+        return Ok(None);
+    }
+    let failure = failure_for(args);
+    let path = crate::store::resolve_path(args.store.as_deref(), args.network.as_deref())
+        .map_err(|e| usage(e.to_string()))?;
+    if !path.exists() {
+        return Err(usage(format!(
+            "no store at {}: create the network first with `meshprov net create NAME --store {}`",
+            path.display(),
+            path.display()
+        )));
+    }
+    let s = Store::open(&path).map_err(|e| failure(e.to_string()))?;
+    let info = s
+        .network()
+        .map_err(|e| failure(format!("{}: {e}", path.display())))?;
+    if let Ok(node) = s.node_by_uuid(&args.uuid) {
+        return Err(failure(format!(
+            "device {} is already node 0x{:04x} in {} ({}); reset the device and remove the node before provisioning it again",
+            args.uuid,
+            node.address,
+            path.display(),
+            node.state
+        )));
+    }
+    let net_key = s.net_key(0).map_err(|e| failure(e.to_string()))?;
+    Ok(Some((s, path, net_key, info.iv_index)))
+}
+
+fn report(
+    args: &ProvisionArgs,
+    name: String,
+    o: &Outcome,
+    stored: Option<&Path>,
+    elapsed: Duration,
+    retransmissions: u64,
+    air: &'static str,
+) -> ProvisionReport {
+    ProvisionReport {
+        result: "provisioned",
+        uuid: args.uuid.to_string(),
+        name,
+        address: format!("0x{:04x}", o.address),
+        elements: o.elements,
+        algorithm: o.algorithm.name(),
+        auth: if matches!(args.auth, AuthArg::Cert) {
+            format!(
+                "certificate-based ({}, device key from its verified certificate)",
+                o.auth
+            )
+        } else {
+            format!("{}", o.auth)
+        },
+        public_key_oob: o.public_key_oob,
+        bearer: args.bearer.name(),
+        device_key: args
+            .show_keys
+            .then(|| mesh_crypto::hex::encode(o.device_key.expose_secret())),
+        stored: stored.map(|p| p.display().to_string()),
+        time_ms: elapsed.as_millis() as u64,
+        time_kind: air,
+        retransmissions,
+    }
+}
+
+/// Provisions one device of a simulated building.
+fn provision_sim(args: &ProvisionArgs, file: &Path) -> Result<ProvisionReport, ProvisionFailure> {
+    let building = Building::load(file).map_err(|e| usage(e.to_string()))?;
+    let spec = building.device(&args.uuid).ok_or_else(|| {
+        usage(format!(
+            "device {} is not in {}; it lists {}",
+            args.uuid,
+            file.display(),
+            list(&building)
+        ))
+    })?;
+    let (config, verifier) = session_config(args, spec.static_oob.clone(), spec.mtu)?;
+    let failure = failure_for(args);
+    let mut store = open_store(args)?;
     let opts = RunOptions {
         config,
         cert_verifier: verifier,
-        net_key,
-        iv_index,
+        net_key: store.as_ref().map(|s| s.2.clone()),
+        iv_index: store.as_ref().map(|s| s.3),
         bearer: args.bearer,
         seed: args.seed,
         loss: args.loss,
@@ -287,44 +355,170 @@ pub fn provision(args: &ProvisionArgs) -> Result<ProvisionReport, ProvisionFailu
     };
     let mut memory = MemorySink::default();
     let sink: &mut dyn NodeSink = match &mut store {
-        Some((s, _)) => s,
+        Some((s, ..)) => s,
         None => &mut memory,
     };
-    let report =
+    let run_report =
         run::run(&building, &[args.uuid], &opts, sink).map_err(|e| usage(e.to_string()))?;
-    let Some(r) = report.results.into_iter().next() else {
-        return Err(ProvisionFailure {
-            exit_code: crate::exit::FAILURE,
-            message: "no result".into(),
-            uuid: None,
-        });
+    let Some(r) = run_report.results.into_iter().next() else {
+        return Err(failure("no result".into()));
     };
     match r.outcome {
-        Ok(o) => Ok(ProvisionReport {
-            result: "provisioned",
-            uuid: args.uuid.to_string(),
-            name: spec.name.clone(),
-            address: format!("0x{:04x}", o.address),
-            elements: o.elements,
-            algorithm: o.algorithm.name(),
-            auth: if matches!(args.auth, AuthArg::Cert) {
-                format!(
-                    "certificate-based ({}, device key from its verified certificate)",
-                    o.auth
-                )
-            } else {
-                format!("{}", o.auth)
-            },
-            public_key_oob: o.public_key_oob,
-            bearer: args.bearer.name(),
-            device_key: args
-                .show_keys
-                .then(|| mesh_crypto::hex::encode(o.device_key.expose_secret())),
-            stored: store.as_ref().map(|(_, p)| p.display().to_string()),
-            time_ms: r.elapsed.as_millis() as u64,
-            retransmissions: report.retransmissions,
-        }),
+        Ok(o) => Ok(report(
+            args,
+            spec.name.clone(),
+            &o,
+            store.as_ref().map(|s| s.1.as_path()),
+            r.elapsed,
+            run_report.retransmissions,
+            "simulated air time",
+        )),
         Err(e) => Err(failure(e.user_message())),
+    }
+}
+
+/// PB-ADV timings for bluetooth-meshd: it sends about one packet a second and a Link Open
+/// repeated more often than once a second starves its Link Ack (../shared/peers), so links
+/// retry every 1.5 s; the rest as usual.
+pub fn meshd_pb_adv() -> PbAdvConfig {
+    PbAdvConfig {
+        retransmit_interval: Duration::from_millis(1500),
+        retransmit_jitter: Duration::from_millis(200),
+        ..PbAdvConfig::default()
+    }
+}
+
+/// Provisions bluetooth-meshd's node over its unit socket, in real time.
+fn provision_unit(args: &ProvisionArgs, dir: &Path) -> Result<ProvisionReport, ProvisionFailure> {
+    if args.bearer == BearerChoice::Gatt {
+        return Err(usage(
+            "the meshd-unit radio carries advertising only; use --bearer adv".into(),
+        ));
+    }
+    let (config, verifier) = session_config(args, None, 23)?;
+    let failure = failure_for(args);
+    let mut store = open_store(args)?;
+    let (net_key, iv_index) = match &store {
+        Some((_, _, k, iv)) => (k.clone(), *iv),
+        None => {
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed).map_err(|e| failure(format!("no randomness: {e}")))?;
+            (
+                NetKey::generate(&mut <ChaCha20Rng as SeedableRng>::from_seed(seed)),
+                0,
+            )
+        }
+    };
+    let opts = LiveOptions {
+        params: ProvisioningParams {
+            net_key,
+            net_key_index: 0,
+            flags: 0,
+            iv_index,
+        },
+        pb_adv: meshd_pb_adv(),
+        bearer: BearerChoice::Adv,
+        max_concurrent: 1,
+        deadline: Duration::from_secs(120),
+        discovery_timeout: Duration::from_secs(30),
+        cert_verifier: verifier,
+        seed: None,
+    };
+    let target = LiveTarget {
+        uuid: args.uuid,
+        name: String::new(),
+        config,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| failure(format!("cannot start the runtime: {e}")))?;
+    let mut memory = MemorySink::default();
+    let sink: &mut dyn NodeSink = match &mut store {
+        Some((s, ..)) => s,
+        None => &mut memory,
+    };
+    let (oob_tx, oob_rx) = tokio::sync::mpsc::unbounded_channel();
+    let live_report = rt
+        .block_on(async {
+            let mut radio = UnitRadio::open(dir)?;
+            live::provision(
+                &mut radio,
+                std::slice::from_ref(&target),
+                &opts,
+                sink,
+                Some(oob_rx),
+                &mut |ev| prompt_installer(ev, &oob_tx),
+            )
+            .await
+        })
+        .map_err(|e| failure(e.to_string()))?;
+    let Some(r) = live_report.results.into_iter().next() else {
+        return Err(failure("no result".into()));
+    };
+    match r.outcome {
+        Ok(o) => Ok(report(
+            args,
+            String::new(),
+            &o,
+            store.as_ref().map(|s| s.1.as_path()),
+            r.elapsed,
+            live_report.retransmissions,
+            "wall time",
+        )),
+        Err(e) => Err(failure(e.user_message())),
+    }
+}
+
+/// Asks the installer on the terminal: Output OOB is read from stdin on its own thread (the
+/// session keeps running meanwhile); Input OOB is shown on stderr.
+fn prompt_installer(
+    ev: &LiveEvent,
+    answers: &tokio::sync::mpsc::UnboundedSender<(SessionId, OobValue)>,
+) {
+    match ev {
+        LiveEvent::OutputOobRequested {
+            session,
+            uuid,
+            action,
+            size,
+        } => {
+            eprintln!(
+                "Device {uuid} outputs a value ({action:?}, up to {size} characters): type what it shows and press Enter"
+            );
+            let tx = answers.clone();
+            let session = *session;
+            let numeric = !matches!(*action, OutputOobAction::OUTPUT_ALPHANUMERIC);
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                if std::io::stdin().read_line(&mut line).is_ok() {
+                    let v = if numeric {
+                        line.trim().parse::<u128>().ok().map(OobValue::Numeric)
+                    } else {
+                        OobValue::alphanumeric(&line).ok()
+                    };
+                    match v {
+                        Some(v) => {
+                            let _ = tx.send((session, v));
+                        }
+                        None => eprintln!(
+                            "not a valid value: the session will time out; run the command again"
+                        ),
+                    }
+                }
+            });
+        }
+        LiveEvent::InputOobDisplay {
+            uuid,
+            value,
+            action,
+        } => {
+            eprintln!(
+                "Enter {} on device {uuid} ({action:?})",
+                value.expose_secret()
+            );
+        }
+        LiveEvent::Started { .. } | LiveEvent::Finished { .. } => {}
     }
 }
 
@@ -352,7 +546,11 @@ impl ProvisionReport {
             u32::from(u16::from_str_radix(self.address.trim_start_matches("0x"), 16).unwrap_or(0))
                 + u32::from(self.elements.max(1))
                 - 1;
-        let mut s = format!("Provisioned {} ({})\n", self.uuid, self.name);
+        let mut s = if self.name.is_empty() {
+            format!("Provisioned {}\n", self.uuid)
+        } else {
+            format!("Provisioned {} ({})\n", self.uuid, self.name)
+        };
         s += &format!(
             "  address     {} ({} element{}, up to 0x{:04x})\n",
             self.address,
@@ -380,8 +578,9 @@ impl ProvisionReport {
             None => "  stored in   nowhere (no --store): the device key is lost when meshprov exits; add --show-keys or --store\n".to_string(),
         };
         s += &format!(
-            "  time        {:.2} s of simulated air time, {} retransmissions\n",
+            "  time        {:.2} s of {}, {} retransmissions\n",
             self.time_ms as f64 / 1000.0,
+            self.time_kind,
             self.retransmissions
         );
         s
