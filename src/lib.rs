@@ -14,6 +14,7 @@ pub use mesh_crypto as crypto;
 
 pub mod bearer;
 pub mod cert;
+pub mod config_host;
 pub mod exit;
 pub mod host;
 pub mod live;

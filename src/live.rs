@@ -15,14 +15,18 @@ use rand_chacha::rand_core::SeedableRng;
 use tokio::sync::mpsc;
 
 use crate::bearer::pb_adv::PbAdvConfig;
+use crate::config_host::ConfigHost;
 use crate::host::{CertVerifier, Host, HostEvent, NodeSink, SessionId};
+use crate::net::config::ConfigMessage;
+use crate::net::network::SeqSource;
 use crate::provisioning::{
     OobValue, Outcome, ProvisionerConfig, ProvisioningError, ProvisioningParams, TranscriptEntry,
 };
 use crate::radio::{
-    AD_TYPE_PB_ADV, AdvParams, BdAddr, ConnId, Radio, RadioError, RadioEvent,
+    AD_TYPE_MESH_MESSAGE, AD_TYPE_PB_ADV, AdvParams, BdAddr, ConnId, Radio, RadioError, RadioEvent,
     UUID_MESH_PROVISIONING,
 };
+use crate::sim::configure::ConfigResult;
 use crate::sim::run::BearerChoice;
 use crate::time::Instant;
 use crate::uuid::DeviceUuid;
@@ -140,6 +144,9 @@ pub enum LiveError {
     /// The radio failed.
     #[error(transparent)]
     Radio(#[from] RadioError),
+    /// A Config request could not be queued.
+    #[error("{0}")]
+    Config(String),
 }
 
 enum Pending {
@@ -402,4 +409,80 @@ async fn connect_gatt<R: Radio>(
     let id = host.open_gatt(now, t.uuid, t.name.clone(), t.config.clone(), rng, mtu);
     host.gatt_ready(now, id);
     Ok((id, conn))
+}
+
+/// Sends Config requests in real time over `radio` and waits for their status messages:
+/// `requests` are (node address, message) in order, one per node in flight. Returns each
+/// request's outcome, in order, when every request has an answer or a time-out, or at
+/// `deadline`.
+pub async fn configure<R: Radio, S: SeqSource>(
+    radio: &mut R,
+    host: &mut ConfigHost<S>,
+    requests: &[(u16, ConfigMessage)],
+    deadline: Duration,
+    on_result: &mut dyn FnMut(&ConfigResult),
+) -> Result<Vec<ConfigResult>, LiveError> {
+    let epoch = std::time::Instant::now();
+    let clock = move || Instant::from_epoch(epoch.elapsed());
+    let end = clock() + deadline;
+    let first = host.results().len();
+    let mut ids = Vec::with_capacity(requests.len());
+    for (node, m) in requests {
+        ids.push(host.request(clock(), *node, m.clone()).map_err(|e| {
+            LiveError::Config(format!("request to 0x{node:04x} cannot be sent: {e}"))
+        })?);
+    }
+    let mut reported = first;
+    // Copies of network PDUs waiting for the radio: (due, pdu).
+    let mut out: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
+    let mut next_adv = clock();
+    loop {
+        let now = clock();
+        host.drive(now);
+        while let Some(t) = host.poll_transmit() {
+            for k in 0..u32::from(t.transmissions.max(1)) {
+                out.push_back((now + t.interval * k, t.pdu.clone()));
+            }
+        }
+        while reported < host.results().len() && !host.is_pending(reported) {
+            on_result(&host.results()[reported]);
+            reported += 1;
+        }
+        if now >= next_adv
+            && let Some(i) = out.iter().position(|(t, _)| *t <= now)
+            && let Some((_, pdu)) = out.remove(i)
+        {
+            radio
+                .advertise(AD_TYPE_MESH_MESSAGE, &pdu, AdvParams::default())
+                .await?;
+            next_adv = now + radio.adv_interval();
+            continue;
+        }
+        if (host.pending() == 0 && out.is_empty()) || now >= end {
+            break;
+        }
+        let mut wake = end;
+        if let Some(t) = host.poll_timeout() {
+            wake = wake.min(t);
+        }
+        if let Some(t) = out.iter().map(|(t, _)| *t).min() {
+            wake = wake.min(t.max(next_adv));
+        }
+        let sleep = wake.saturating_duration_since(now);
+        tokio::select! {
+            ev = radio.next_event() => {
+                if let RadioEvent::Adv(r) = ev?
+                    && r.ad_type == AD_TYPE_MESH_MESSAGE
+                {
+                    host.handle_network_pdu(clock(), &r.data);
+                }
+            }
+            () = tokio::time::sleep(sleep) => host.handle_timeout(clock()),
+        }
+    }
+    while reported < host.results().len() {
+        on_result(&host.results()[reported]);
+        reported += 1;
+    }
+    Ok(ids.iter().map(|i| host.results()[*i].clone()).collect())
 }

@@ -35,8 +35,13 @@ pub struct UnitRadio {
 
 impl UnitRadio {
     /// Binds `DIR/peer.sock` (removing a stale one) and sends to `DIR/meshd.sock`, which must
-    /// exist (meshd is running).
+    /// exist (meshd is running). Call it inside a tokio runtime (the socket registers with it).
     pub fn open(dir: &Path) -> Result<Self, RadioError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(RadioError::Unavailable(
+                "the meshd-unit radio must be opened inside a tokio runtime".into(),
+            ));
+        }
         let meshd = dir.join("meshd.sock");
         if !meshd.exists() {
             return Err(RadioError::Unavailable(format!(
