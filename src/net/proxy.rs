@@ -104,6 +104,10 @@ pub enum ProxyError {
     /// Local: no proxy connection (never connected, disconnected, or failed).
     #[error("not connected to a proxy server")]
     NotConnected,
+    /// Peer: the proxy server closed the connection (its GATT Proxy state was disabled, it
+    /// was reset, or it went away) while requests still needed it.
+    #[error("the proxy server closed the connection")]
+    ConnectionLost,
     /// Local: too many network PDUs already wait for the filter set-up.
     #[error("{0} network PDUs already wait for the proxy filter")]
     Backlog(usize),
