@@ -17,6 +17,9 @@
 //!   [`ConfigClient`](config::ConfigClient) request/response matcher with retries.
 //! - [`config_server`]: a node's Configuration Server state and request handling (used by the
 //!   simulated nodes).
+//! - [`proxy`]: the Mesh Proxy protocol over GATT: the [`ProxyClient`](proxy::ProxyClient)
+//!   (filter set-up, network PDUs and beacons through one connected node) and the
+//!   [`ProxyServer`](proxy::ProxyServer) of the simulated nodes (filter, relaying).
 //!
 //! All errors of this layer are [`NetError`].
 //!
@@ -29,6 +32,7 @@ pub mod access;
 pub mod config;
 pub mod config_server;
 pub mod network;
+pub mod proxy;
 pub mod transport;
 
 use mesh_crypto::CryptoError;

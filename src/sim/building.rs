@@ -230,7 +230,7 @@ pub struct DeviceSpec {
     pub pb_adv: bool,
     /// Reachable over PB-GATT.
     pub pb_gatt: bool,
-    /// ATT MTU the device accepts on PB-GATT.
+    /// ATT MTU the device accepts on PB-GATT and on its Mesh Proxy service.
     pub mtu: u16,
     /// The device certificate (DER), served as record 0x0001 (certificate-based
     /// provisioning).

@@ -15,6 +15,12 @@
 //! The air is a fresh [`SimAir`] with the building's settings (loss, latency, jitter, radio
 //! interval), seeded from [`ConfigOptions::seed`]; the provisioning run's air is not reused, so
 //! that `sim::run` keeps its API and its devices.
+//!
+//! [`ConfigOptions::bearer`] picks the provisioner's bearer: the advertising bearer
+//! ([`ConfigBearer::Adv`], every node heard and reached directly), or a GATT connection to one
+//! proxy node ([`ConfigBearer::Proxy`]): the provisioner then neither sends nor hears
+//! advertisements; a [`ProxyClient`] sets up the proxy filter and carries every network PDU
+//! over GATT, and the proxy node relays to and from the others on the advertising bearer.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -25,12 +31,15 @@ use mesh_crypto::{DevKey, NetKey};
 use crate::net::NetError;
 use crate::net::config::{ConfigClient, ConfigClientConfig, ConfigEvent, ConfigMessage, RequestId};
 use crate::net::network::{IvIndex, MemorySeqSource, NetworkConfig, NetworkLayer, SeqSource};
+use crate::net::proxy::{ProxyClient, ProxyClientConfig, ProxyError, ProxyEvent};
 use crate::net::transport::{
     AccessSend, Destination, KeySelect, KeyUsed, Transport, TransportConfig, TransportEvent,
 };
 use crate::radio::sim::{AirStats, Delivery, SimAir};
 use crate::sim::building::{Building, DeviceSpec};
-use crate::sim::node::{AD_TYPE_MESH_MESSAGE, DeviceState, NetAdvQueue, VirtualDevice};
+use crate::sim::node::{
+    AD_TYPE_MESH_MESSAGE, DeviceState, NetAdvQueue, ProxyRefused, VirtualDevice,
+};
 use crate::sim::run::{DeviceResult, NodeSink, RunError, RunOptions, RunReport, run};
 use crate::store::{NodeRef, Store, StoreError};
 use crate::time::Instant;
@@ -107,6 +116,21 @@ impl SeqSource for StoreSeq<'_> {
     }
 }
 
+/// The bearer the provisioner configures through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConfigBearer {
+    /// The advertising bearer (AD type 0x2A): every node is heard and reached directly.
+    #[default]
+    Adv,
+    /// A GATT connection to the Mesh Proxy service of the node at primary address `via`
+    /// (MshPRT v1.1 §6): the provisioner talks only to that node and reaches the others
+    /// through it, as phone apps do.
+    Proxy {
+        /// The proxy node's primary address.
+        via: u16,
+    },
+}
+
 /// Options of a simulated configuration run.
 #[derive(Clone, Debug)]
 pub struct ConfigOptions {
@@ -122,8 +146,12 @@ pub struct ConfigOptions {
     pub deadline: Duration,
     /// Virtual time the run starts at.
     pub start: Instant,
-    /// Nodes (primary addresses) whose device is off the air: they never answer.
+    /// Nodes (primary addresses) whose device is off the air: they never answer. A silent
+    /// proxy node (see [`ConfigOptions::bearer`]) accepts the GATT connection but never
+    /// answers on it.
     pub silent: Vec<u16>,
+    /// The provisioner's bearer.
+    pub bearer: ConfigBearer,
 }
 
 impl Default for ConfigOptions {
@@ -136,6 +164,7 @@ impl Default for ConfigOptions {
             deadline: Duration::from_secs(600),
             start: Instant::ZERO,
             silent: Vec::new(),
+            bearer: ConfigBearer::Adv,
         }
     }
 }
@@ -220,6 +249,23 @@ pub enum ConfigureError {
         /// Why.
         error: NetError,
     },
+    /// The proxy node refused the GATT connection to its Mesh Proxy service.
+    #[error("node {via:#06x} refused the proxy connection: {reason}")]
+    ProxyRefused {
+        /// The proxy node.
+        via: u16,
+        /// Why.
+        reason: ProxyRefused,
+    },
+    /// The proxy connection failed: the filter set-up was not answered or refused, or the
+    /// proxy node broke the proxy protocol.
+    #[error("proxy connection to {via:#06x}: {error}")]
+    Proxy {
+        /// The proxy node.
+        via: u16,
+        /// Why.
+        error: ProxyError,
+    },
 }
 
 /// Why [`provision_and_configure`] stopped.
@@ -235,6 +281,16 @@ pub enum ProvisionConfigureError {
 
 struct Track {
     result: usize,
+}
+
+/// The provisioner's end of a proxy connection.
+struct ProxyLink {
+    via: u16,
+    peer: crate::radio::sim::EndpointId,
+    client: ProxyClient,
+    failure: Option<ProxyError>,
+    /// When the proxy node's closing of the connection reaches the provisioner.
+    closed_at: Option<Instant>,
 }
 
 /// Configures `nodes` with `requests` (primary address, requests in order) on a fresh
@@ -307,6 +363,43 @@ pub fn configure_with<S: SeqSource>(
     }
 
     let mut now = air.now();
+    let mut proxy = match opts.bearer {
+        ConfigBearer::Adv => None,
+        ConfigBearer::Proxy { via } => {
+            let node = nodes
+                .iter()
+                .find(|n| n.address == via)
+                .ok_or(ConfigureError::UnknownNode(via))?;
+            let mtu = building.device(&node.uuid).map_or(23, |s| s.mtu);
+            let peer = match devices.iter_mut().find(|(a, _)| *a == via) {
+                Some((_, dev)) => {
+                    dev.proxy_connected(me, mtu)
+                        .map_err(|reason| ConfigureError::ProxyRefused { via, reason })?;
+                    dev.endpoint
+                }
+                // A silent proxy node: connected, but nothing answers on the connection.
+                None => air.add_endpoint(),
+            };
+            let mut client = ProxyClient::new(ProxyClientConfig {
+                address: opts.address,
+                net_key_index: node.net_key_index,
+                ..ProxyClientConfig::default()
+            });
+            for n in nodes {
+                client.add_subnet(n.net_key_index, &n.net_key);
+            }
+            client
+                .connect(now, mtu, &mut prov)
+                .map_err(|error| ConfigureError::Proxy { via, error })?;
+            Some(ProxyLink {
+                via,
+                peer,
+                client,
+                failure: None,
+                closed_at: None,
+            })
+        }
+    };
     let mut client = ConfigClient::new(opts.client.clone());
     let mut results = Vec::new();
     let mut tracks: BTreeMap<RequestId, Track> = BTreeMap::new();
@@ -344,11 +437,19 @@ pub fn configure_with<S: SeqSource>(
             while let Some(d) = air.pop_due() {
                 progress = true;
                 if d.to() == me {
-                    if let Delivery::Adv { ad_type, data, .. } = &d
-                        && *ad_type == AD_TYPE_MESH_MESSAGE
-                    {
-                        // Other traffic, replays, PDUs for others: dropped, as on a real air.
-                        let _ = prov.handle_network_pdu(now, data);
+                    match (&d, &mut proxy) {
+                        (Delivery::Adv { ad_type, data, .. }, None)
+                            if *ad_type == AD_TYPE_MESH_MESSAGE =>
+                        {
+                            // Other traffic, replays, PDUs for others: dropped, as on a real
+                            // air.
+                            let _ = prov.handle_network_pdu(now, data);
+                        }
+                        (Delivery::Gatt { from, data, .. }, Some(link)) if *from == link.peer => {
+                            // Failures also come out as events.
+                            let _ = link.client.handle_notification(now, data, &mut prov);
+                        }
+                        _ => {}
                     }
                 } else if let Some((_, dev)) =
                     devices.iter_mut().find(|(_, v)| v.endpoint == d.to())
@@ -379,7 +480,25 @@ pub fn configure_with<S: SeqSource>(
             }
             while let Some(t) = prov.poll_transmit() {
                 progress = true;
-                out.push(now, &t);
+                match &mut proxy {
+                    // Refused only once the connection failed: the run ends then.
+                    Some(link) => {
+                        let _ = link.client.send_network_pdu(&t.pdu);
+                    }
+                    None => out.push(now, &t),
+                }
+            }
+            if let Some(link) = &mut proxy {
+                while let Some(value) = link.client.poll_transmit() {
+                    progress = true;
+                    air.gatt_send(me, link.peer, &value);
+                }
+                while let Some(ev) = link.client.poll_event() {
+                    progress = true;
+                    if let ProxyEvent::Failed(e) = ev {
+                        link.failure.get_or_insert(e);
+                    }
+                }
             }
             while let Some(ev) = prov.poll_event() {
                 progress = true;
@@ -415,6 +534,33 @@ pub fn configure_with<S: SeqSource>(
             }
         }
 
+        // The proxy node closed the connection: what it sent before still arrives (GATT
+        // delivers in order, within its latency); requests still waiting after that fail.
+        if let Some(link) = &mut proxy
+            && link.failure.is_none()
+            && devices
+                .iter()
+                .any(|(a, d)| *a == link.via && d.proxy_server().is_none())
+        {
+            let closed = *link
+                .closed_at
+                .get_or_insert(now + air.config().gatt_latency);
+            if now >= closed && client.pending() > 0 {
+                link.client.disconnected();
+                link.failure = Some(ProxyError::ConnectionLost);
+            }
+        }
+        if let Some(ProxyLink {
+            via,
+            failure: Some(error),
+            ..
+        }) = &proxy
+        {
+            return Err(ConfigureError::Proxy {
+                via: *via,
+                error: error.clone(),
+            });
+        }
         if client.pending() == 0 && out.is_empty() {
             break;
         }
@@ -427,6 +573,10 @@ pub fn configure_with<S: SeqSource>(
         consider(prov.poll_timeout());
         consider(client.poll_timeout());
         consider(out.poll_timeout(&air, me));
+        if let Some(link) = &proxy {
+            consider(link.client.poll_timeout());
+            consider(link.closed_at.filter(|t| *t > now));
+        }
         for (_, d) in &devices {
             consider(d.poll_timeout_with(&air));
         }
@@ -438,6 +588,9 @@ pub fn configure_with<S: SeqSource>(
         now = air.now();
         prov.handle_timeout(now);
         client.handle_timeout(now);
+        if let Some(link) = &mut proxy {
+            link.client.handle_timeout(now, &mut prov);
+        }
         for (_, d) in &mut devices {
             d.handle_timeout(now);
         }

@@ -9,6 +9,13 @@
 //! Transmit state says, one advertisement per radio interval ([`NetAdvQueue`]). Node Reset
 //! sends its status and then forgets everything: the device is unprovisioned again and can be
 //! provisioned anew.
+//!
+//! A node whose Composition Data has the Proxy feature (and whose GATT Proxy state is enabled)
+//! accepts a GATT connection to its Mesh Proxy service ([`VirtualDevice::proxy_connected`])
+//! and runs a [`ProxyServer`] on it: it sends a Secure Network beacon per subnet, keeps the
+//! client's filter, hands the client's network PDUs to its own stack and relays them to the
+//! advertising bearer, and forwards to the client what its stack sends and what it hears on
+//! the advertising bearer for destinations that pass the filter (TTL − 1, each PDU once).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -24,6 +31,7 @@ use crate::net::address;
 use crate::net::config::ConfigMessage;
 use crate::net::config_server::{ConfigServer, ServerEffect};
 use crate::net::network::{IvIndex, MemorySeqSource, NetworkConfig, NetworkLayer, Transmit};
+use crate::net::proxy::{ProxyError, ProxyServer, ProxyServerConfig};
 use crate::net::transport::{
     AccessSend, Destination, KeySelect, KeyUsed, Transport, TransportConfig, TransportEvent,
 };
@@ -229,6 +237,20 @@ impl NodeStack {
     }
 }
 
+/// Why a virtual device refused a connection to its Mesh Proxy service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyRefused {
+    /// The device is not provisioned: it has no Mesh Proxy service yet.
+    #[error("the device is not provisioned")]
+    NotProvisioned,
+    /// Its Composition Data lacks the Proxy feature.
+    #[error("the node does not support the GATT Proxy feature")]
+    NotSupported,
+    /// Its GATT Proxy state is disabled (GATT Proxy Set 0).
+    #[error("the node's GATT Proxy state is disabled")]
+    Disabled,
+}
+
 /// What a virtual device ended with.
 #[derive(Debug, Clone)]
 pub enum DeviceState {
@@ -355,6 +377,8 @@ pub struct VirtualDevice {
     seed: u64,
     node: Option<NodeStack>,
     net_out: NetAdvQueue,
+    proxy: Option<(EndpointId, ProxyServer)>,
+    proxy_error: Option<ProxyError>,
 }
 
 /// A fresh provisionee and PB-ADV link table for `spec`.
@@ -397,6 +421,8 @@ impl VirtualDevice {
             seed,
             node: None,
             net_out: NetAdvQueue::default(),
+            proxy: None,
+            proxy_error: None,
         }
     }
 
@@ -440,9 +466,52 @@ impl VirtualDevice {
         self.node.as_ref().map(|n| &n.server)
     }
 
+    /// A proxy client connects over GATT from `peer` with this ATT MTU and enables Data Out
+    /// notifications: the node sends a Secure Network beacon for each of its subnets (with its
+    /// Key Refresh flag and IV Index) and starts with an empty accept list (MshPRT v1.1 §6.6).
+    pub fn proxy_connected(&mut self, peer: EndpointId, att_mtu: u16) -> Result<(), ProxyRefused> {
+        let Some(node) = &self.node else {
+            return Err(ProxyRefused::NotProvisioned);
+        };
+        match node.server.gatt_proxy() {
+            1 => {}
+            0 => return Err(ProxyRefused::Disabled),
+            _ => return Err(ProxyRefused::NotSupported),
+        }
+        let mut server =
+            ProxyServer::new(att_mtu, node.server.primary(), ProxyServerConfig::default());
+        let iv = node.transport.network().iv_index();
+        for k in node.server.net_keys().values() {
+            let (key, refresh) = match (&k.new_key, k.phase) {
+                (Some(new), 2) => (new, true),
+                _ => (&k.key, false),
+            };
+            server.send_secure_network_beacon(key, refresh, iv);
+        }
+        self.proxy = Some((peer, server));
+        self.proxy_error = None;
+        Ok(())
+    }
+
+    /// The proxy client disconnected.
+    pub fn proxy_disconnected(&mut self) {
+        self.proxy = None;
+    }
+
+    /// The proxy server of the open proxy connection, if there is one.
+    pub fn proxy_server(&self) -> Option<&ProxyServer> {
+        self.proxy.as_ref().map(|(_, p)| p)
+    }
+
+    /// Why the node dropped its last proxy connection, if it did.
+    pub fn proxy_error(&self) -> Option<&ProxyError> {
+        self.proxy_error.as_ref()
+    }
+
     /// Node Reset: forget the network and become an unprovisioned device again.
     fn reset(&mut self) {
         self.node = None;
+        self.proxy = None;
         self.state = DeviceState::Unprovisioned;
         let (device, links) = provisionee(&self.spec, self.seed.wrapping_add(1));
         self.device = device;
@@ -514,9 +583,22 @@ impl VirtualDevice {
                 if let Some(node) = &mut self.node {
                     // Not for us, a replay, another network: dropping is normal on the air.
                     let _ = node.transport.handle_network_pdu(now, data);
+                    if let Some((_, proxy)) = &mut self.proxy {
+                        proxy.relay_from_adv(data, node.transport.network());
+                    }
                 }
             }
             Delivery::Adv { .. } => {}
+            Delivery::Gatt { from, data, .. }
+                if self.proxy.as_ref().is_some_and(|(peer, _)| peer == from) =>
+            {
+                if let (Some(node), Some((_, proxy))) = (&mut self.node, &mut self.proxy)
+                    && let Err(e) = proxy.handle_data(now, data, &mut node.transport)
+                {
+                    self.proxy_error = Some(e);
+                    self.proxy = None;
+                }
+            }
             Delivery::Gatt { from, data, .. } => {
                 if let Some((peer, gatt)) = &mut self.gatt
                     && peer == from
@@ -594,11 +676,39 @@ impl VirtualDevice {
                 let reset = node.serve(now);
                 while let Some(t) = node.transport.poll_transmit() {
                     progress = true;
-                    self.net_out.push(now, &t);
+                    let on_adv = match &mut self.proxy {
+                        Some((_, proxy)) => proxy.route_own(&t, node.transport.network()),
+                        None => true,
+                    };
+                    if on_adv {
+                        self.net_out.push(now, &t);
+                    }
+                }
+                if let Some((peer, proxy)) = &mut self.proxy {
+                    while let Some(t) = proxy.poll_relay() {
+                        progress = true;
+                        self.net_out.push(now, &t);
+                    }
+                    // The status of a GATT Proxy Set 0 or a Node Reset goes out before the
+                    // connection closes.
+                    while let Some(value) = proxy.poll_transmit() {
+                        progress = true;
+                        air.gatt_send(self.endpoint, *peer, &value);
+                    }
+                }
+                // GATT Proxy Set 0 closes the proxy connection (as Zephyr does).
+                if self.proxy.is_some() && node.server.gatt_proxy() != 1 {
+                    self.proxy = None;
                 }
                 if reset {
                     progress = true;
                     self.reset();
+                }
+            }
+            if let Some((peer, proxy)) = &mut self.proxy {
+                while let Some(value) = proxy.poll_transmit() {
+                    progress = true;
+                    air.gatt_send(self.endpoint, *peer, &value);
                 }
             }
             if air.adv_ready_at(self.endpoint) <= now
@@ -634,6 +744,7 @@ impl VirtualDevice {
             self.device.poll_timeout(),
             self.gatt.as_ref().and_then(|(_, g)| g.poll_timeout()),
             self.node.as_ref().and_then(|n| n.transport.poll_timeout()),
+            self.proxy.as_ref().and_then(|(_, p)| p.poll_timeout()),
         ]
         .into_iter()
         .flatten()
@@ -646,6 +757,12 @@ impl VirtualDevice {
         self.device.handle_timeout(now);
         if let Some(n) = &mut self.node {
             n.transport.handle_timeout(now);
+        }
+        if let Some((_, p)) = &mut self.proxy
+            && let Some(e) = p.handle_timeout(now)
+        {
+            self.proxy_error = Some(e);
+            self.proxy = None;
         }
         if let Some((_, g)) = &mut self.gatt
             && let Some(e) = g.handle_timeout(now)
