@@ -18,6 +18,7 @@ pub mod exit;
 pub mod net;
 pub mod provisioning;
 pub mod radio;
+pub mod scan;
 pub mod sim;
 pub mod store;
 pub mod time;

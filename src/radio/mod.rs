@@ -5,4 +5,5 @@
 //!   which virtual devices live. The BlueZ, btleplug, bluetooth-meshd and capture radios come
 //!   with the radio issue.
 
+pub mod capture;
 pub mod sim;
