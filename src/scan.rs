@@ -404,7 +404,13 @@ mod tests {
         // Bit 1 (URI), 5 (number), 7, 8, 15 (on device).
         let oob = 0x8000 | 0x0100 | 0x0080 | 0x0020 | 0x0002;
         assert_eq!(
-            s.handle_ad(t(10), a, Some(-60), 0x2b, &beacon(1, oob, Some([1, 2, 3, 4]))),
+            s.handle_ad(
+                t(10),
+                a,
+                Some(-60),
+                0x2b,
+                &beacon(1, oob, Some([1, 2, 3, 4]))
+            ),
             Some(ScanEvent::NewDevice(DeviceUuid([1; 16])))
         );
         // The service data's OOB field disagrees (byte order): the beacon's stays.
@@ -412,9 +418,24 @@ mod tests {
             s.handle_ad(t(20), a, Some(-40), 0x16, &service_data(1, [0x00, 0x80])),
             Some(ScanEvent::Changed(DeviceUuid([1; 16])))
         );
-        assert_eq!(s.handle_ad(t(30), a, Some(-70), 0x2b, &beacon(1, oob, Some([1, 2, 3, 4]))), None);
+        assert_eq!(
+            s.handle_ad(
+                t(30),
+                a,
+                Some(-70),
+                0x2b,
+                &beacon(1, oob, Some([1, 2, 3, 4]))
+            ),
+            None
+        );
         // A GATT-only device: OOB from its service data, read little-endian.
-        s.handle_ad(t(40), [0xc0, 0, 0, 0, 0, 2], None, 0x16, &service_data(2, [0x20, 0x00]));
+        s.handle_ad(
+            t(40),
+            [0xc0, 0, 0, 0, 0, 2],
+            None,
+            0x16,
+            &service_data(2, [0x20, 0x00]),
+        );
         // Not ours: other AD types, other services, Secure Network beacons, garbage.
         assert_eq!(s.handle_ad(t(50), a, None, 0x29, &[0; 10]), None);
         assert_eq!(s.handle_ad(t(50), a, None, 0x16, &[0x28, 0x18, 0x00]), None);
@@ -424,19 +445,37 @@ mod tests {
         let rows: Vec<&ScannedDevice> = s.devices().collect();
         assert_eq!(rows.len(), 2);
         let d = rows[0];
-        assert_eq!(d.bearers, Bearers { pb_adv: true, pb_gatt: true });
+        assert_eq!(
+            d.bearers,
+            Bearers {
+                pb_adv: true,
+                pb_gatt: true
+            }
+        );
         assert_eq!(d.oob_info, OobInformation(oob));
         assert!(d.certificate_based() && d.records());
         assert_eq!(d.uri_hash, Some([1, 2, 3, 4]));
         assert_eq!((d.rssi, d.rssi_max), (Some(-70), Some(-40)));
         assert_eq!((d.first_seen, d.last_seen, d.reports), (t(10), t(30), 3));
         let g = rows[1];
-        assert_eq!(g.bearers, Bearers { pb_adv: false, pb_gatt: true });
+        assert_eq!(
+            g.bearers,
+            Bearers {
+                pb_adv: false,
+                pb_gatt: true
+            }
+        );
         assert_eq!(g.oob_info, OobInformation::NUMBER);
         assert!(!g.certificate_based() && !g.records());
         let text = s.to_text(std::time::Duration::from_secs(2));
-        assert!(text.contains("pb-adv,pb-gatt") && text.contains("01020304"), "{text}");
-        assert!(text.ends_with("2 unprovisioned devices in 2.0 s\n"), "{text}");
+        assert!(
+            text.contains("pb-adv,pb-gatt") && text.contains("01020304"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("2 unprovisioned devices in 2.0 s\n"),
+            "{text}"
+        );
         let j = d.to_json();
         assert_eq!(j["oob"][0], "Electronic / URI");
         assert_eq!(j["bearers"], serde_json::json!(["pb-adv", "pb-gatt"]));
@@ -445,7 +484,13 @@ mod tests {
     #[test]
     fn a_uri_hash_without_the_uri_bit_is_not_shown() {
         let mut s = Scanner::new();
-        s.handle_ad(Instant::ZERO, [0; 6], None, 0x2b, &beacon(3, 0, Some([0; 4])));
+        s.handle_ad(
+            Instant::ZERO,
+            [0; 6],
+            None,
+            0x2b,
+            &beacon(3, 0, Some([0; 4])),
+        );
         assert_eq!(s.devices().next().unwrap().uri_hash, None);
     }
 

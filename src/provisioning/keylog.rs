@@ -134,6 +134,9 @@ mod tests {
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].secret, vec![0xab; 16]);
         let shown = format!("{b:?} {:?}", e[0]);
-        assert!(!shown.contains("ab, ab") && !shown.contains("171"), "{shown}");
+        assert!(
+            !shown.contains("ab, ab") && !shown.contains("171"),
+            "{shown}"
+        );
     }
 }

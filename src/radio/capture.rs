@@ -340,21 +340,34 @@ mod att {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct GattHandles {
     /// Service UUID (0x1827 or 0x1828).
+    #[serde(serialize_with = "hex16")]
     pub service_uuid: u16,
     /// The service declaration (first handle of the service).
+    #[serde(serialize_with = "hex16")]
     pub service: u16,
     /// Last handle of the service.
+    #[serde(serialize_with = "hex16")]
     pub service_end: u16,
     /// Data In characteristic UUID (0x2ADB or 0x2ADD).
+    #[serde(serialize_with = "hex16")]
     pub data_in_uuid: u16,
     /// Data In value handle (its declaration is the handle before).
+    #[serde(serialize_with = "hex16")]
     pub data_in: u16,
     /// Data Out characteristic UUID (0x2ADC or 0x2ADE).
+    #[serde(serialize_with = "hex16")]
     pub data_out_uuid: u16,
     /// Data Out value handle (its declaration is the handle before).
+    #[serde(serialize_with = "hex16")]
     pub data_out: u16,
     /// Data Out's Client Characteristic Configuration descriptor.
+    #[serde(serialize_with = "hex16")]
     pub data_out_cccd: u16,
+}
+
+/// A handle or 16-bit UUID as `"0x0012"` in the sidecar.
+fn hex16<S: serde::Serializer>(v: &u16, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("0x{v:04x}"))
 }
 
 /// Mesh Provisioning Service (MshPRT v1.1 §7.1): declaration 0x0010, Data In 0x0012 (UUID
@@ -960,11 +973,13 @@ impl KeySidecar {
     }
 
     /// Fills [`KeySidecar::wireshark`] from the keys: one `uat:btmesh_nw_keys` entry per
-    /// NetKey and AppKey pair (a NetKey alone when no AppKey is bound to it) and one
+    /// NetKey and AppKey pair (with an all-zero AppKey when none is bound to the NetKey:
+    /// Wireshark's table needs one) and one
     /// `uat:btmesh_dev_keys` entry per device key.
     pub fn fill_wireshark_options(&mut self) {
         let mut out = Vec::new();
-        let iv = format!("{:08x}", self.iv_index);
+        // Wireshark wants every value as hex with a 0x prefix.
+        let iv = format!("0x{:08x}", self.iv_index);
         for n in &self.net_keys {
             let apps: Vec<&SidecarAppKey> = self
                 .app_keys
@@ -972,17 +987,24 @@ impl KeySidecar {
                 .filter(|a| a.net_key_index == n.index)
                 .collect();
             if apps.is_empty() {
-                out.push(format!(r#"uat:btmesh_nw_keys:"{}","","{iv}""#, n.key));
+                // Wireshark wants an AppKey in every entry: zeros stand in.
+                out.push(format!(
+                    r#"uat:btmesh_nw_keys:"0x{}","0x{}","{iv}""#,
+                    n.key,
+                    "00".repeat(16)
+                ));
             }
             for a in apps {
-                out.push(format!(r#"uat:btmesh_nw_keys:"{}","{}","{iv}""#, n.key, a.key));
+                out.push(format!(
+                    r#"uat:btmesh_nw_keys:"0x{}","0x{}","{iv}""#,
+                    n.key, a.key
+                ));
             }
         }
         for d in &self.device_keys {
             out.push(format!(
-                r#"uat:btmesh_dev_keys:"{}","{}""#,
-                d.key,
-                d.address.trim_start_matches("0x")
+                r#"uat:btmesh_dev_keys:"0x{}","{}""#,
+                d.key, d.address
             ));
         }
         self.wireshark = out;
@@ -1047,11 +1069,18 @@ mod tests {
         assert_eq!(&p[10..14], &[0xd6, 0xbe, 0x89, 0x8e]);
         assert_eq!(p[14], 0x42, "ADV_NONCONN_IND, TxAdd random");
         assert_eq!(usize::from(p[15]), 6 + ad.len());
-        assert_eq!(&p[16..22], &[0x01, 0x00, 0x00, 0x50, 0x4d, 0xc0], "AdvA LSB first");
+        assert_eq!(
+            &p[16..22],
+            &[0x01, 0x00, 0x00, 0x50, 0x4d, 0xc0],
+            "AdvA LSB first"
+        );
         assert_eq!(&p[22..22 + ad.len()], &ad[..]);
         let crc = ble_crc24(ADV_CRC_INIT, &p[14..22 + ad.len()]);
         assert_eq!(&p[22 + ad.len()..], &crc);
-        assert_eq!([rf_channel(37), rf_channel(38), rf_channel(39)], [0, 12, 39]);
+        assert_eq!(
+            [rf_channel(37), rf_channel(38), rf_channel(39)],
+            [0, 12, 39]
+        );
         assert_eq!([rf_channel(0), rf_channel(10), rf_channel(11)], [1, 11, 13]);
         assert_eq!(adv_pdu_type(0x16, &[0x27, 0x18, 0]), ADV_IND);
         assert_eq!(adv_pdu_type(0x16, &[0x0f, 0x18, 0]), ADV_NONCONN_IND);
@@ -1060,10 +1089,17 @@ mod tests {
 
     #[test]
     fn acl_att_layout() {
-        let h4 = hci_acl(HciDirection::Sent, 0x0040, ATT_CID, &[0x52, 0x12, 0x00, 0x03]);
+        let h4 = hci_acl(
+            HciDirection::Sent,
+            0x0040,
+            ATT_CID,
+            &[0x52, 0x12, 0x00, 0x03],
+        );
         assert_eq!(
             h4,
-            [0x02, 0x40, 0x00, 0x08, 0x00, 0x04, 0x00, 0x04, 0x00, 0x52, 0x12, 0x00, 0x03]
+            [
+                0x02, 0x40, 0x00, 0x08, 0x00, 0x04, 0x00, 0x04, 0x00, 0x52, 0x12, 0x00, 0x03
+            ]
         );
         let h4 = hci_acl(HciDirection::Received, 0x0041, ATT_CID, &[0x1b]);
         assert_eq!(&h4[..3], &[0x02, 0x41, 0x20]);
@@ -1113,21 +1149,29 @@ mod tests {
             TapDirection::Sent,
             0,
             Some(1),
-            TapPacket::Gatt { data: &[0x03, 0x00, 0x05] },
+            TapPacket::Gatt {
+                data: &[0x03, 0x00, 0x05],
+            },
         ));
         tap.record(&record(
             40,
             TapDirection::Received,
             1,
             Some(0),
-            TapPacket::Gatt { data: &[0x03, 0x01] },
+            TapPacket::Gatt {
+                data: &[0x03, 0x01],
+            },
         ));
         let stats = tap.finish().unwrap();
         assert_eq!((stats.adv, stats.gatt), (1, 2));
         // 1 advertisement, 1 connection event, 8 discovery PDUs, 2 values.
         assert_eq!(stats.packets, 12);
         let bytes = tap.into_inner();
-        assert_eq!(&bytes[..4], &[0x0a, 0x0d, 0x0d, 0x0a], "section header block");
+        assert_eq!(
+            &bytes[..4],
+            &[0x0a, 0x0d, 0x0d, 0x0a],
+            "section header block"
+        );
         let mut reader = PcapNgReader::new(&bytes[..]).unwrap();
         let mut packets = Vec::new();
         while let Some(block) = reader.next_block() {
@@ -1145,9 +1189,10 @@ mod tests {
                 DataLink::BLUETOOTH_HCI_H4_WITH_PHDR
             ]
         );
-        assert!(reader.interfaces().iter().all(|i| i
-            .options
-            .contains(&InterfaceDescriptionOption::IfTsResol(9))));
+        assert!(reader.interfaces().iter().all(|i| {
+            i.options
+                .contains(&InterfaceDescriptionOption::IfTsResol(9))
+        }));
         assert!(
             reader
                 .section()
@@ -1185,7 +1230,9 @@ mod tests {
             TapDirection::Sent,
             0,
             Some(2),
-            TapPacket::Gatt { data: &[0x02, 0x00] },
+            TapPacket::Gatt {
+                data: &[0x02, 0x00],
+            },
         ));
         tap.finish().unwrap();
         let conn = tap.connections.get(&[0xc0, 0, 0, 0, 0, 2]).unwrap();
@@ -1195,7 +1242,10 @@ mod tests {
     #[test]
     fn sidecar_secrets_group_by_session_and_wireshark_options() {
         let mut s = KeySidecar::new(Path::new("/tmp/run.pcapng"), "sim:b.toml", None);
-        assert_eq!(sidecar_path(Path::new("/tmp/run.pcapng")), Path::new("/tmp/run.keys.json"));
+        assert_eq!(
+            sidecar_path(Path::new("/tmp/run.pcapng")),
+            Path::new("/tmp/run.keys.json")
+        );
         s.iv_index = 0x12345678;
         s.add_net_key(0, &mesh_crypto::NetKey::from_bytes([0x11; 16]));
         s.add_app_key(3, 0, &mesh_crypto::AppKey::from_bytes([0x22; 16]));
@@ -1203,7 +1253,7 @@ mod tests {
         assert_eq!(
             s.wireshark,
             [format!(
-                r#"uat:btmesh_nw_keys:"{}","{}","12345678""#,
+                r#"uat:btmesh_nw_keys:"0x{}","0x{}","0x12345678""#,
                 "11".repeat(16),
                 "22".repeat(16)
             )]
@@ -1216,7 +1266,11 @@ mod tests {
         };
         s.set_secrets(
             Some(7),
-            &[e("AUTH_VALUE", 1, 0xaa), e("AUTH_VALUE", 2, 0xbb), e("DEVICE_KEY", 1, 0xcc)],
+            &[
+                e("AUTH_VALUE", 1, 0xaa),
+                e("AUTH_VALUE", 2, 0xbb),
+                e("DEVICE_KEY", 1, 0xcc),
+            ],
             |k| (k[0] == 1).then(|| "dev-one".to_string()),
         );
         let secrets = s.secrets.as_ref().unwrap();
@@ -1226,6 +1280,6 @@ mod tests {
         assert_eq!(secrets.sessions[1].secrets["auth_value"], "bb".repeat(16));
         let json: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
         assert_eq!(json["secrets"]["seed"], 7);
-        assert_eq!(json["gatt"]["mesh_provisioning"]["data_in"], 0x12);
+        assert_eq!(json["gatt"]["mesh_provisioning"]["data_in"], "0x0012");
     }
 }

@@ -657,9 +657,7 @@ impl Building {
                 if len > 29 {
                     return Err(invalid(
                         format!("{at}.uri"),
-                        format!(
-                            "{len} octets once encoded; an advertisement carries at most 29"
-                        ),
+                        format!("{len} octets once encoded; an advertisement carries at most 29"),
                     ));
                 }
                 oob_info = oob_info | OobInformation::ELECTRONIC_URI;
@@ -935,6 +933,48 @@ models = ["1000", "0x1001", "0059:0001", "1000"]
             let e = Building::parse(text, "b.toml").unwrap_err().to_string();
             assert!(e.contains(expected), "{text:?}: {e}");
             assert!(e.starts_with("building file b.toml"), "{e}");
+        }
+    }
+
+    #[test]
+    fn oob_information_from_names_uri_and_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("dev.der"), [0x30, 0x03, 0x02, 0x01, 0x01]).unwrap();
+        let text = r#"
+[[device]]
+uuid = "7b2c1a90-0000-4000-8000-000000000001"
+oob_info = ["number", "inside-manual"]
+uri = "https://ex.com/a"
+[[device]]
+uuid = "7b2c1a90-0000-4000-8000-000000000002"
+certificate = "dev.der"
+private_key = "529aa0670d72cd6497502ed473502b037e8803b5c60829a5a3caa219505530ba"
+[[device]]
+uuid = "7b2c1a90-0000-4000-8000-000000000003"
+"#;
+        let b = Building::parse_with_base(text, "b.toml", dir.path()).unwrap();
+        assert_eq!(
+            b.devices[0].oob_info,
+            OobInformation(0x4000 | 0x0020 | 0x0002)
+        );
+        assert_eq!(b.devices[0].uri.as_deref(), Some("https://ex.com/a"));
+        assert_eq!(
+            b.devices[1].oob_info,
+            OobInformation(0x0180),
+            "bits 7 and 8"
+        );
+        assert_eq!(b.devices[2].oob_info, OobInformation::EMPTY);
+        for (line, expected) in [
+            ("oob_info = [\"braille\"]", "unknown name 'braille'"),
+            (
+                "uri = \"https://example.com/a/very/long/path/x\"",
+                "at most 29",
+            ),
+        ] {
+            let t =
+                format!("[[device]]\nuuid = \"7b2c1a90-0000-4000-8000-000000000001\"\n{line}\n");
+            let e = Building::parse(&t, "b.toml").unwrap_err().to_string();
+            assert!(e.contains(expected), "{line}: {e}");
         }
     }
 }
