@@ -65,6 +65,35 @@ enum Command {
         /// Packet loss on the simulated advertising bearer, 0.0 to 0.9 (overrides the file).
         #[arg(long)]
         loss: Option<f64>,
+        /// Record the session to FILE.pcapng (Wireshark, `tshark -2`), with the network keys
+        /// and the device key in FILE.keys.json beside it (mode 0600).
+        #[arg(long, value_name = "FILE.pcapng")]
+        capture: Option<PathBuf>,
+        /// Also write the session secrets (seed, ECDH private key, AuthValue, randoms) to the
+        /// key sidecar: for test and development runs only.
+        #[arg(long, requires = "capture")]
+        capture_secrets: bool,
+    },
+    /// List the unprovisioned devices in range: UUID, RSSI, bearers, OOB information.
+    Scan {
+        /// Which radio: `sim:FILE.toml` listens to the simulated building described by FILE.
+        #[arg(long, value_name = "RADIO")]
+        radio: String,
+        /// How long to listen, in seconds.
+        #[arg(long, default_value_t = 10.0, value_name = "S")]
+        duration: f64,
+        /// Print one JSON object per device, then a summary line.
+        #[arg(long)]
+        json: bool,
+        /// Seed of the simulation (same seed, same run).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Packet loss on the simulated advertising bearer, 0.0 to 0.9 (overrides the file).
+        #[arg(long)]
+        loss: Option<f64>,
+        /// Record what is heard to FILE.pcapng (and FILE.keys.json).
+        #[arg(long, value_name = "FILE.pcapng")]
+        capture: Option<PathBuf>,
     },
     /// Work with mesh keys offline.
     Keys {
@@ -622,6 +651,8 @@ fn main() -> ExitCode {
             json,
             seed,
             loss,
+            capture,
+            capture_secrets,
         } => {
             let uuid: DeviceUuid = match uuid.parse() {
                 Ok(u) => u,
@@ -656,6 +687,8 @@ fn main() -> ExitCode {
                 deny,
                 seed,
                 loss,
+                capture,
+                capture_secrets,
             };
             match tools::provision::provision(&args) {
                 Ok(r) if json => println!("{}", serde_json::to_string(&r).unwrap_or_default()),
@@ -665,6 +698,40 @@ fn main() -> ExitCode {
                         let v = serde_json::json!({"result": "failed", "uuid": f.uuid, "error": f.message});
                         println!("{v}");
                     }
+                    eprintln!("meshprov: {}", f.message);
+                    return code(f.exit_code);
+                }
+            }
+        }
+        Command::Scan {
+            radio,
+            duration,
+            json,
+            seed,
+            loss,
+            capture,
+        } => {
+            if let Some(l) = loss.filter(|l| !(0.0..=0.9).contains(l)) {
+                return usage_exit(&format!(
+                    "invalid --loss {l}: give a probability from 0.0 to 0.9"
+                ));
+            }
+            if !(duration.is_finite() && duration > 0.0 && duration <= 86_400.0) {
+                return usage_exit(&format!(
+                    "invalid --duration {duration}: give seconds, more than 0 and at most 86400"
+                ));
+            }
+            let args = tools::scan::ScanArgs {
+                radio,
+                duration: std::time::Duration::from_secs_f64(duration),
+                seed,
+                loss,
+                capture,
+            };
+            match tools::scan::scan(&args) {
+                Ok(r) if json => print!("{}", r.to_json_lines()),
+                Ok(r) => print!("{}", r.to_text()),
+                Err(f) => {
                     eprintln!("meshprov: {}", f.message);
                     return code(f.exit_code);
                 }

@@ -10,7 +10,10 @@
 //! [`crate::live`]: the advertising bearer (send one AD structure with a transmit count and
 //! interval; receive AD structures with RSSI and address) and, where the radio has them, GATT
 //! connections to the Mesh Provisioning (0x1827) and Mesh Proxy (0x1828) services.
+//! - [`capture`]: recording what one radio sends and receives (a tap) as pcapng for Wireshark,
+//!   and the key sidecar beside it.
 
+pub mod capture;
 pub mod sim;
 pub mod unit;
 

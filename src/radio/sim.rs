@@ -6,19 +6,41 @@
 //! notifications travel on a connection: they are never lost (the link layer acknowledges and
 //! retransmits them) and arrive in order after `gatt_latency`. Nothing here reads a clock: the
 //! driver moves time forward to [`SimAir::next_delivery`] or to its state machines' deadlines.
+//!
+//! One endpoint can be tapped ([`SimAir::set_tap`]): the tap sees every advertisement and GATT
+//! value the endpoint sends and every one delivered to it, with the virtual time — a capture
+//! ([`crate::radio::capture::CaptureTap`]) or a scanner records through it.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
+use std::fmt;
 use std::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
+use crate::radio::capture::{BdAddr, SharedTap, TapDirection, TapPacket, TapRecord};
 use crate::time::Instant;
 
 /// An endpoint on the air: the provisioner or one virtual device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EndpointId(pub usize);
+
+impl EndpointId {
+    /// The endpoint's Bluetooth address: a static random address, `C0:4D:50:00:` and the
+    /// endpoint number (big-endian), so the provisioner (endpoint 0 in the drivers) is
+    /// `C0:4D:50:00:00:00`.
+    pub fn address(self) -> BdAddr {
+        let [.., hi, lo] = (self.0 as u64).to_be_bytes();
+        [0xc0, 0x4d, 0x50, 0x00, hi, lo]
+    }
+}
+
+/// Advertising channel index the tap reports while the simulated air has no channels.
+pub const TAP_CHANNEL: u8 = 37;
+
+/// Received signal strength the simulated air reports, in dBm, until it models distance.
+pub const SIM_RSSI_DBM: i8 = -50;
 
 /// How the simulated air behaves.
 #[derive(Clone, Debug, PartialEq)]
@@ -109,6 +131,19 @@ pub struct SimAir {
     gatt_tail: BTreeMap<(EndpointId, EndpointId), Instant>,
     tx_free: BTreeMap<EndpointId, Instant>,
     stats: AirStats,
+    tap: Option<Tap>,
+}
+
+/// The tapped endpoint and its tap.
+struct Tap {
+    endpoint: EndpointId,
+    sink: SharedTap,
+}
+
+impl fmt::Debug for Tap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tap({:?})", self.endpoint)
+    }
 }
 
 impl SimAir {
@@ -125,7 +160,61 @@ impl SimAir {
             gatt_tail: BTreeMap::new(),
             tx_free: BTreeMap::new(),
             stats: AirStats::default(),
+            tap: None,
         }
+    }
+
+    /// Taps `endpoint`: `tap` sees every advertisement and GATT value it sends and every one
+    /// delivered to it, with the virtual time. One tap at a time; a second call replaces it.
+    pub fn set_tap(&mut self, endpoint: EndpointId, tap: SharedTap) {
+        self.tap = Some(Tap {
+            endpoint,
+            sink: tap,
+        });
+    }
+
+    /// The received signal strength of a packet from `from` at `to`, in dBm: a fixed
+    /// [`SIM_RSSI_DBM`] while the air has no positions.
+    pub fn rssi(&self, _from: EndpointId, _to: EndpointId) -> i8 {
+        SIM_RSSI_DBM
+    }
+
+    /// Hands one packet to the tap if `endpoint` is the tapped one.
+    fn tap(
+        &self,
+        endpoint: EndpointId,
+        at: Instant,
+        from: EndpointId,
+        to: Option<EndpointId>,
+        packet: TapPacket<'_>,
+    ) {
+        let Some(tap) = &self.tap else { return };
+        if tap.endpoint != endpoint {
+            return;
+        }
+        let direction = if from == endpoint {
+            TapDirection::Sent
+        } else {
+            TapDirection::Received
+        };
+        let record = TapRecord {
+            at,
+            direction,
+            from: from.address(),
+            to: to.map(EndpointId::address),
+            channel: TAP_CHANNEL,
+            rssi: match (direction, to) {
+                (TapDirection::Received, Some(to)) => Some(self.rssi(from, to)),
+                _ => None,
+            },
+            packet,
+        };
+        // A tap that panicked while holding the lock is still a tap: keep recording.
+        let mut sink = match tap.sink.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        sink.record(&record);
     }
 
     /// Adds an endpoint.
@@ -184,6 +273,7 @@ impl SimAir {
         let free = self.tx_free.get(&from).copied().unwrap_or(Instant::ZERO);
         let on_air = if free > self.now { free } else { self.now };
         self.tx_free.insert(from, on_air + self.config.adv_interval);
+        self.tap(from, on_air, from, None, TapPacket::Adv { ad_type, data });
         for i in 0..self.endpoints {
             let to = EndpointId(i);
             if to == from {
@@ -218,6 +308,7 @@ impl SimAir {
             .unwrap_or(Instant::ZERO);
         let at = if earliest > tail { earliest } else { tail };
         self.gatt_tail.insert((from, to), at);
+        self.tap(from, self.now, from, Some(to), TapPacket::Gatt { data });
         self.enqueue(
             at,
             Delivery::Gatt {
@@ -247,7 +338,28 @@ impl SimAir {
             return None;
         }
         self.queue.pop();
-        self.pending.remove(&seq)
+        let d = self.pending.remove(&seq)?;
+        match &d {
+            Delivery::Adv {
+                to,
+                from,
+                ad_type,
+                data,
+            } => self.tap(
+                *to,
+                t,
+                *from,
+                Some(*to),
+                TapPacket::Adv {
+                    ad_type: *ad_type,
+                    data,
+                },
+            ),
+            Delivery::Gatt { to, from, data } => {
+                self.tap(*to, t, *from, Some(*to), TapPacket::Gatt { data });
+            }
+        }
+        Some(d)
     }
 }
 

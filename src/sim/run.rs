@@ -73,6 +73,8 @@ pub struct RunOptions {
     /// Judges certificate chains when [`ProvisionerConfig::records`] fetches them; without one
     /// every certificate is rejected.
     pub cert_verifier: Option<CertVerifier>,
+    /// Taps the provisioner's radio: a capture records what it sends and receives.
+    pub tap: Option<crate::radio::capture::SharedTap>,
 }
 
 impl fmt::Debug for RunOptions {
@@ -88,6 +90,7 @@ impl fmt::Debug for RunOptions {
             .field("deadline", &self.deadline)
             .field("att_mtu", &self.att_mtu)
             .field("cert_verifier", &self.cert_verifier.as_ref().map(|_| "Fn"))
+            .field("tap", &self.tap.as_ref().map(|_| "AirTap"))
             .finish()
     }
 }
@@ -109,6 +112,7 @@ impl Default for RunOptions {
             deadline: Duration::from_secs(3600),
             att_mtu: 517,
             cert_verifier: None,
+            tap: None,
         }
     }
 }
@@ -203,6 +207,9 @@ pub fn run_with(
     }
     let mut air = SimAir::new(air_config, opts.seed);
     let me = air.add_endpoint();
+    if let Some(tap) = &opts.tap {
+        air.set_tap(me, tap.clone());
+    }
     let mut devices = Vec::with_capacity(targets.len());
     for (i, uuid) in targets.iter().enumerate() {
         let spec = building

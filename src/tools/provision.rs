@@ -1,22 +1,30 @@
-//! `meshprov provision UUID --radio sim:FILE.toml`: provision one device and report it.
+//! `meshprov provision UUID --radio sim:FILE.toml`: provision one device and report it,
+//! optionally recording the session as a capture (`--capture FILE.pcapng`) with its key
+//! sidecar.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use crate::bearer::pb_adv::PbAdvConfig;
 use crate::cert::{Policy, TrustStore, verify_device_chain};
 use crate::host::{CertVerifier, SessionId};
 use crate::live::{self, LiveEvent, LiveOptions, LiveTarget};
-use crate::provisioning::{AlgorithmPolicy, AuthPolicy, ProvisionerConfig, RecordsPolicy};
+use crate::provisioning::{
+    AlgorithmPolicy, AuthPolicy, KeyLogBuffer, ProvisionerConfig, RecordsPolicy,
+};
+use crate::radio::capture::{
+    CaptureError, CaptureStats, CaptureTap, KeySidecar, SharedTap, section_comment, sidecar_path,
+};
 use crate::provisioning::{OobValue, Outcome, ProvisioningParams};
 use crate::radio::unit::UnitRadio;
 use crate::sim::building::Building;
-use crate::sim::run::{self, BearerChoice, MemorySink, NodeSink, RunOptions};
+use crate::sim::node::DeviceState;
+use crate::sim::run::{self, BearerChoice, DeviceResult, MemorySink, NodeSink, RunOptions};
 use crate::store::Store;
 use crate::uuid::DeviceUuid;
 use crate::wire::OutputOobAction;
@@ -118,6 +126,10 @@ pub struct ProvisionArgs {
     pub seed: u64,
     /// Advertising loss override.
     pub loss: Option<f64>,
+    /// Record the session to this pcapng file (and its key sidecar beside it).
+    pub capture: Option<PathBuf>,
+    /// Also write the session secrets to the sidecar (test and development runs only).
+    pub capture_secrets: bool,
 }
 
 /// The report printed on success.
@@ -151,6 +163,21 @@ pub struct ProvisionReport {
     pub time_kind: &'static str,
     /// PB-ADV retransmissions by the provisioner.
     pub retransmissions: u64,
+    /// The capture written, if one was asked for.
+    pub capture: Option<CaptureSummary>,
+}
+
+/// What `--capture` wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaptureSummary {
+    /// The pcapng file.
+    pub file: String,
+    /// Its key sidecar.
+    pub keys: String,
+    /// Packets in the file.
+    pub packets: u64,
+    /// Whether the sidecar holds the session secrets.
+    pub secrets: bool,
 }
 
 /// Why `provision` failed: exit code and one line for the user.
@@ -324,6 +351,7 @@ fn report(
         time_ms: elapsed.as_millis() as u64,
         time_kind: air,
         retransmissions,
+        capture: None,
     }
 }
 
@@ -338,14 +366,30 @@ fn provision_sim(args: &ProvisionArgs, file: &Path) -> Result<ProvisionReport, P
             list(&building)
         ))
     })?;
-    let (config, verifier) = session_config(args, spec.static_oob.clone(), spec.mtu)?;
+    let (mut config, verifier) = session_config(args, spec.static_oob.clone(), spec.mtu)?;
     let failure = failure_for(args);
     let mut store = open_store(args)?;
+    let net_key = store.as_ref().map(|s| s.2.clone());
+    let iv_index = store.as_ref().map(|s| s.3);
+    let key_log = args.capture_secrets.then(|| Arc::new(KeyLogBuffer::new()));
+    if let Some(log) = &key_log {
+        config.key_log = Some(log.clone());
+    }
+    let epoch = capture_epoch();
+    let capture = match &args.capture {
+        None => None,
+        Some(path) => {
+            let tap = CaptureTap::create(path, &section_comment(&args.radio, epoch, true), epoch)
+                .map_err(|e| usage(format!("{e}; check the --capture path")))?;
+            Some((path.clone(), Arc::new(Mutex::new(tap))))
+        }
+    };
     let opts = RunOptions {
         config,
         cert_verifier: verifier,
-        net_key: store.as_ref().map(|s| s.2.clone()),
-        iv_index: store.as_ref().map(|s| s.3),
+        tap: capture.as_ref().map(|(_, t)| t.clone() as SharedTap),
+        net_key: net_key.clone(),
+        iv_index,
         bearer: args.bearer,
         seed: args.seed,
         loss: args.loss,
@@ -358,22 +402,59 @@ fn provision_sim(args: &ProvisionArgs, file: &Path) -> Result<ProvisionReport, P
         Some((s, ..)) => s,
         None => &mut memory,
     };
-    let run_report =
-        run::run(&building, &[args.uuid], &opts, sink).map_err(|e| usage(e.to_string()))?;
+    let run_report = run::run(&building, &[args.uuid], &opts, sink);
+    let capture = match capture {
+        None => None,
+        Some((path, tap)) => {
+            let stats = finish_capture(&tap).map_err(|e| failure(e.to_string()))?;
+            let first = run_report.as_ref().ok().and_then(|r| r.results.first());
+            let sidecar = RunKeys {
+                building: &building,
+                store: store.as_ref().map(|(s, ..)| s),
+                net_key: net_key.as_ref(),
+                iv_index,
+                result: first,
+                seed: args.seed,
+                key_log: key_log.as_deref(),
+            }
+            .sidecar(&path, &args.radio, epoch);
+            let keys = sidecar_path(&path);
+            sidecar.write(&keys).map_err(|e| failure(e.to_string()))?;
+            Some(CaptureSummary {
+                file: path.display().to_string(),
+                keys: keys.display().to_string(),
+                packets: stats.packets,
+                secrets: args.capture_secrets,
+            })
+        }
+    };
+    let run_report = run_report.map_err(|e| usage(e.to_string()))?;
     let Some(r) = run_report.results.into_iter().next() else {
         return Err(failure("no result".into()));
     };
     match r.outcome {
-        Ok(o) => Ok(report(
-            args,
-            spec.name.clone(),
-            &o,
-            store.as_ref().map(|s| s.1.as_path()),
-            r.elapsed,
-            run_report.retransmissions,
-            "simulated air time",
-        )),
-        Err(e) => Err(failure(e.user_message())),
+        Ok(o) => {
+            let mut rep = report(
+                args,
+                spec.name.clone(),
+                &o,
+                store.as_ref().map(|s| s.1.as_path()),
+                r.elapsed,
+                run_report.retransmissions,
+                "simulated air time",
+            );
+            rep.capture = capture;
+            Ok(rep)
+        }
+        Err(e) => Err(failure(match &capture {
+            Some(c) => format!(
+                "{} (the session was recorded in {}, keys in {})",
+                e.user_message(),
+                c.file,
+                c.keys
+            ),
+            None => e.user_message(),
+        })),
     }
 }
 
@@ -393,6 +474,11 @@ fn provision_unit(args: &ProvisionArgs, dir: &Path) -> Result<ProvisionReport, P
     if args.bearer == BearerChoice::Gatt {
         return Err(usage(
             "the meshd-unit radio carries advertising only; use --bearer adv".into(),
+        ));
+    }
+    if args.capture.is_some() {
+        return Err(usage(
+            "--capture records on the simulated radio only for now (the real radios' recording wrapper is not built yet)".into(),
         ));
     }
     let (config, verifier) = session_config(args, None, 23)?;
@@ -522,6 +608,99 @@ fn prompt_installer(
     }
 }
 
+/// Time zero of the simulated air in a capture: now, to the second (so that the capture's
+/// dates are plausible; the section header says the times are virtual).
+pub fn capture_epoch() -> Duration {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    Duration::from_secs(now.as_secs())
+}
+
+/// Flushes a capture; its first error, if any.
+pub fn finish_capture<W: std::io::Write>(
+    tap: &Mutex<CaptureTap<W>>,
+) -> Result<CaptureStats, CaptureError> {
+    match tap.lock() {
+        Ok(mut t) => t.finish(),
+        Err(poisoned) => poisoned.into_inner().finish(),
+    }
+}
+
+/// What the key sidecar of a simulated provisioning run is made of.
+struct RunKeys<'a> {
+    building: &'a Building,
+    store: Option<&'a Store>,
+    net_key: Option<&'a mesh_crypto::NetKey>,
+    iv_index: Option<u32>,
+    result: Option<&'a DeviceResult>,
+    seed: u64,
+    key_log: Option<&'a KeyLogBuffer>,
+}
+
+impl RunKeys<'_> {
+    /// The network's keys (the store's NetKeys and AppKeys; otherwise the building's NetKey,
+    /// or the one the device received), the new node's device key, and the session secrets
+    /// when a key log was kept.
+    fn sidecar(&self, capture: &Path, radio: &str, epoch: Duration) -> KeySidecar {
+        let mut s = KeySidecar::new(capture, radio, Some(epoch));
+        s.iv_index = self.iv_index.unwrap_or(self.building.network.iv_index);
+        let info = self.store.and_then(|st| st.network().ok());
+        match (self.store, &info) {
+            (Some(st), Some(info)) => {
+                for n in &info.net_keys {
+                    if let Ok(k) = st.net_key(n.index) {
+                        s.add_net_key(n.index, &k);
+                    }
+                }
+                for a in &info.app_keys {
+                    if let Ok(k) = st.app_key(a.index) {
+                        s.add_app_key(a.index, a.bound_net_key, &k);
+                    }
+                }
+            }
+            _ => {
+                let index = self.building.network.net_key_index;
+                if let Some(k) = self.net_key {
+                    s.add_net_key(index, k);
+                } else if let Some(k) = self.building.network.net_key {
+                    s.add_net_key(index, &mesh_crypto::NetKey::from_bytes(k));
+                } else if let Some(DeviceState::Provisioned {
+                    net_key,
+                    net_key_index,
+                    ..
+                }) = self.result.map(|r| &r.device_state)
+                {
+                    // A NetKey drawn from the seed: the device knows it.
+                    s.add_net_key(*net_key_index, net_key);
+                }
+            }
+        }
+        if let Some(r) = self.result
+            && let Ok(o) = &r.outcome
+        {
+            s.add_device_key(o.address, o.elements, &r.uuid, &o.device_key);
+        }
+        if let Some(log) = self.key_log {
+            let result = self.result;
+            s.set_secrets(Some(self.seed), &log.entries(), |session| {
+                // The device received the provisioner's public key: 0x03 ‖ X ‖ Y.
+                result
+                    .filter(|r| {
+                        r.device_transcript.iter().any(|e| {
+                            e.direction == crate::provisioning::Direction::Received
+                                && e.bytes.first() == Some(&0x03)
+                                && e.bytes.get(1..) == Some(session)
+                        })
+                    })
+                    .map(|r| r.uuid.to_string())
+            });
+        }
+        s.fill_wireshark_options();
+        s
+    }
+}
+
 fn list(b: &Building) -> String {
     let mut v: Vec<String> = b
         .devices
@@ -583,6 +762,19 @@ impl ProvisionReport {
             self.time_kind,
             self.retransmissions
         );
+        if let Some(c) = &self.capture {
+            s += &format!(
+                "  capture     {} ({} packets), keys in {}{}\n",
+                c.file,
+                c.packets,
+                c.keys,
+                if c.secrets {
+                    " with the session secrets"
+                } else {
+                    ""
+                }
+            );
+        }
         s
     }
 }
