@@ -12,9 +12,10 @@
 //! [`run`](crate::sim::run::run) first and then configures, the configuration phase's clock
 //! continuing where provisioning ended.
 //!
-//! The air is a fresh [`SimAir`] with the building's settings (loss, latency, jitter, radio
+//! The air is a fresh [`SimMesh`] with the building's settings (loss, latency, jitter, radio
 //! interval), seeded from [`ConfigOptions::seed`]; the provisioning run's air is not reused, so
-//! that `sim::run` keeps its API and its devices.
+//! that `sim::run` keeps its API and its devices. The returned devices can be carried into a
+//! later run ([`SimMesh::add_device`]).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -23,14 +24,12 @@ use std::time::Duration;
 use mesh_crypto::{DevKey, NetKey};
 
 use crate::net::NetError;
-use crate::net::config::{ConfigClient, ConfigClientConfig, ConfigEvent, ConfigMessage, RequestId};
-use crate::net::network::{IvIndex, MemorySeqSource, NetworkConfig, NetworkLayer, SeqSource};
-use crate::net::transport::{
-    AccessSend, Destination, KeySelect, KeyUsed, Transport, TransportConfig, TransportEvent,
-};
-use crate::radio::sim::{AirStats, Delivery, SimAir};
+use crate::net::config::{ConfigClientConfig, ConfigEvent, ConfigMessage, RequestId};
+use crate::net::network::{MemorySeqSource, SeqSource};
+use crate::radio::sim::AirStats;
 use crate::sim::building::{Building, DeviceSpec};
-use crate::sim::node::{AD_TYPE_MESH_MESSAGE, DeviceState, NetAdvQueue, VirtualDevice};
+use crate::sim::mesh::SimMesh;
+use crate::sim::node::{DeviceState, VirtualDevice};
 use crate::sim::run::{DeviceResult, NodeSink, RunError, RunOptions, RunReport, run};
 use crate::store::{NodeRef, Store, StoreError};
 use crate::time::Instant;
@@ -233,10 +232,6 @@ pub enum ProvisionConfigureError {
     Configure(#[from] ConfigureError),
 }
 
-struct Track {
-    result: usize,
-}
-
 /// Configures `nodes` with `requests` (primary address, requests in order) on a fresh
 /// simulated air; SEQ numbers of the provisioner come from memory.
 pub fn configure(
@@ -258,24 +253,21 @@ pub fn configure_with<S: SeqSource>(
     seq: S,
 ) -> Result<ConfigReport, ConfigureError> {
     let first = nodes.first().ok_or(ConfigureError::NoNodes)?;
-    let mut air_config = building.air.clone();
-    if let Some(loss) = opts.loss {
-        air_config.loss = loss;
-    }
-    let mut air = SimAir::new(air_config, opts.seed);
-    air.advance_to(opts.start);
-    let me = air.add_endpoint();
-
-    let mut devices: Vec<(u16, VirtualDevice)> = Vec::new();
+    let mut mesh = SimMesh::new(building, opts, first.iv_index, seq);
+    let mut subnet_of: BTreeMap<u16, u16> = BTreeMap::new();
     for (i, n) in nodes.iter().enumerate() {
         let spec: DeviceSpec = building
             .device(&n.uuid)
             .ok_or(ConfigureError::UnknownDevice(n.uuid))?
             .clone();
+        subnet_of.insert(n.address, n.net_key_index);
+        let t = mesh.transport_mut();
+        t.network_mut().add_subnet(n.net_key_index, &n.net_key);
+        t.add_dev_key(n.address, n.device_key.clone());
         if opts.silent.contains(&n.address) {
+            // Off the air: the device does not exist for this run.
             continue;
         }
-        let ep = air.add_endpoint();
         let state = DeviceState::Provisioned {
             address: n.address,
             device_key: n.device_key.clone(),
@@ -283,47 +275,20 @@ pub fn configure_with<S: SeqSource>(
             net_key_index: n.net_key_index,
             iv_index: n.iv_index,
         };
-        let seed = opts.seed.wrapping_add(3000 + i as u64);
-        devices.push((n.address, VirtualDevice::provisioned(spec, ep, seed, state)));
+        mesh.add_provisioned(spec, state, opts.seed.wrapping_add(3000 + i as u64));
     }
 
-    let mut net = NetworkLayer::new(
-        NetworkConfig::default(),
-        IvIndex {
-            index: first.iv_index,
-            update: false,
-        },
-        seq,
-    );
-    let mut subnet_of: BTreeMap<u16, u16> = BTreeMap::new();
-    for n in nodes {
-        net.add_subnet(n.net_key_index, &n.net_key);
-        subnet_of.insert(n.address, n.net_key_index);
-    }
-    net.add_element(opts.address);
-    let mut prov = Transport::new(TransportConfig::default(), net);
-    for n in nodes {
-        prov.add_dev_key(n.address, n.device_key.clone());
-    }
-
-    let mut now = air.now();
-    let mut client = ConfigClient::new(opts.client.clone());
     let mut results = Vec::new();
-    let mut tracks: BTreeMap<RequestId, Track> = BTreeMap::new();
+    let mut tracks: BTreeMap<RequestId, usize> = BTreeMap::new();
     for (node, list) in requests {
-        if !subnet_of.contains_key(node) {
+        let Some(subnet) = subnet_of.get(node).copied() else {
             return Err(ConfigureError::UnknownNode(*node));
-        }
+        };
         for r in list {
-            let id = client
-                .request(now, *node, r.clone())
+            let id = mesh
+                .request(*node, subnet, r.clone())
                 .map_err(|error| ConfigureError::BadRequest { node: *node, error })?;
-            tracks.insert(
-                id,
-                Track {
-                    result: results.len(),
-                },
-            );
+            tracks.insert(id, results.len());
             results.push(ConfigResult {
                 node: *node,
                 request: r.clone(),
@@ -336,123 +301,44 @@ pub fn configure_with<S: SeqSource>(
     }
 
     let deadline = opts.start + opts.deadline;
-    let mut out = NetAdvQueue::default();
     loop {
-        // Let everything settle at this instant.
-        loop {
-            let mut progress = false;
-            while let Some(d) = air.pop_due() {
-                progress = true;
-                if d.to() == me {
-                    if let Delivery::Adv { ad_type, data, .. } = &d
-                        && *ad_type == AD_TYPE_MESH_MESSAGE
-                    {
-                        // Other traffic, replays, PDUs for others: dropped, as on a real air.
-                        let _ = prov.handle_network_pdu(now, data);
-                    }
-                } else if let Some((_, dev)) =
-                    devices.iter_mut().find(|(_, v)| v.endpoint == d.to())
-                {
-                    dev.handle_delivery(now, &d);
-                }
-            }
-            while let Some(t) = client.poll_transmit() {
-                progress = true;
-                if let Some(track) = tracks.get(&t.id) {
-                    let r = &mut results[track.result];
-                    r.attempts = t.attempt;
-                    r.started.get_or_insert(now);
-                }
-                let send = AccessSend::new(
-                    subnet_of
-                        .get(&t.dst)
-                        .copied()
-                        .unwrap_or(first.net_key_index),
-                    opts.address,
-                    Destination::Address(t.dst),
-                    KeySelect::Dev,
-                    t.access_pdu,
-                );
-                // A request that cannot be sent (SEQ exhausted) is retried by the client and
-                // ends as a time-out.
-                let _ = prov.send_access(now, send);
-            }
-            while let Some(t) = prov.poll_transmit() {
-                progress = true;
-                out.push(now, &t);
-            }
-            while let Some(ev) = prov.poll_event() {
-                progress = true;
-                if let TransportEvent::Access(m) = ev
-                    && m.key == KeyUsed::Dev(m.src)
-                {
-                    client.handle_message(now, m.src, &m.access_pdu);
-                }
-            }
-            while let Some(ev) = client.poll_event() {
-                progress = true;
-                let (id, outcome) = match ev {
-                    ConfigEvent::Response { id, message, .. } => {
-                        (id, ConfigOutcome::Status(message))
-                    }
-                    ConfigEvent::TimedOut { id, .. } => (id, ConfigOutcome::TimedOut),
-                };
-                if let Some(track) = tracks.remove(&id) {
-                    let r = &mut results[track.result];
-                    r.outcome = outcome;
-                    r.elapsed = now.saturating_duration_since(r.started.unwrap_or(now));
-                }
-            }
-            for (_, d) in &mut devices {
-                d.pump(now, &mut air);
-            }
-            progress |= out.pump(now, &mut air, me);
-            if air.next_delivery().is_some_and(|t| t <= now) {
-                progress = true;
-            }
-            if !progress {
-                break;
-            }
-        }
-
-        if client.pending() == 0 && out.is_empty() {
+        let events = mesh.run_until_events(deadline);
+        if events.is_empty() {
             break;
         }
-        let mut next: Option<Instant> = air.next_delivery();
-        let mut consider = |t: Option<Instant>| {
-            if let Some(t) = t {
-                next = Some(next.map_or(t, |n| n.min(t)));
+        let now = mesh.now();
+        for ev in events {
+            let (id, outcome) = match ev {
+                ConfigEvent::Response { id, message, .. } => (id, ConfigOutcome::Status(message)),
+                ConfigEvent::TimedOut { id, .. } => (id, ConfigOutcome::TimedOut),
+            };
+            if let Some(i) = tracks.remove(&id) {
+                let r = &mut results[i];
+                r.outcome = outcome;
+                if let Some(log) = mesh.request_log(id) {
+                    r.attempts = log.attempts;
+                    r.started = log.first_sent;
+                }
+                r.elapsed = now.saturating_duration_since(r.started.unwrap_or(now));
             }
-        };
-        consider(prov.poll_timeout());
-        consider(client.poll_timeout());
-        consider(out.poll_timeout(&air, me));
-        for (_, d) in &devices {
-            consider(d.poll_timeout_with(&air));
-        }
-        let Some(t) = next else { break };
-        if t > deadline {
-            break;
-        }
-        air.advance_to(t.max(now));
-        now = air.now();
-        prov.handle_timeout(now);
-        client.handle_timeout(now);
-        for (_, d) in &mut devices {
-            d.handle_timeout(now);
         }
     }
     // Requests still pending at the deadline stay TimedOut.
-    for track in tracks.values() {
-        let r = &mut results[track.result];
+    let now = mesh.now();
+    for (id, i) in tracks {
+        let r = &mut results[i];
+        if let Some(log) = mesh.request_log(id) {
+            r.attempts = log.attempts;
+            r.started = log.first_sent;
+        }
         r.elapsed = now.saturating_duration_since(r.started.unwrap_or(now));
     }
 
     Ok(ConfigReport {
         results,
         virtual_time: now.since_epoch(),
-        air: air.stats(),
-        devices,
+        air: mesh.air_stats(),
+        devices: mesh.into_devices(),
     })
 }
 
