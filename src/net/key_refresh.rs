@@ -345,8 +345,9 @@ pub struct KeyRefreshConfig {
     pub retry_rounds: u32,
     /// What to do when a phase ends with nodes left behind.
     pub unreachable: UnreachablePolicy,
-    /// Nodes with a request in flight at once (default 8): more would only queue on the
-    /// provisioner's radio and run into the client's time-outs.
+    /// Nodes with a request in flight at once (default 4): on one advertising radio more
+    /// segmented requests only queue, run into the SAR and client time-outs and slow every
+    /// node down (see `sim::configure::ConfigOptions::max_nodes_in_flight`).
     pub max_in_flight: usize,
 }
 
@@ -355,7 +356,7 @@ impl Default for KeyRefreshConfig {
         Self {
             retry_rounds: 2,
             unreachable: UnreachablePolicy::Continue,
-            max_in_flight: 8,
+            max_in_flight: 4,
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod building;
 pub mod configure;
+pub mod key_refresh;
 pub mod mesh;
 pub mod node;
 pub mod run;
