@@ -25,7 +25,7 @@ use meshprov::sim::key_refresh::{KeyRefreshOptions, run_key_refresh};
 use meshprov::sim::mesh::SimMesh;
 use meshprov::sim::node::{AD_TYPE_MESH_BEACON, DeviceState, VirtualDevice};
 use meshprov::sim::run::{RunOptions, run};
-use meshprov::store::Store;
+use meshprov::store::{NewNode, Store};
 use meshprov::time::Instant;
 use meshprov::tools::key_refresh::{StoreJournal, prepare};
 use meshprov::uuid::DeviceUuid;
@@ -388,6 +388,51 @@ fn thirty_nodes_at_0_percent_loss() {
 #[test]
 fn thirty_nodes_at_20_percent_loss() {
     thirty_nodes(0.2, 12);
+}
+
+#[test]
+fn a_journal_resumes_and_nodes_provisioned_meanwhile_count_as_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("j.db")).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(4);
+    store.create_network("J", None, &mut rng).unwrap();
+    store.add_app_key("a", 0, None, &mut rng).unwrap();
+    let add = |store: &mut Store, i: u8| {
+        let uuid = DeviceUuid([i; 16]);
+        let address = store.allocate_unicast(&uuid, 1).unwrap();
+        store
+            .commit_node(&NewNode {
+                uuid,
+                name: format!("n{i}"),
+                address,
+                elements: 1,
+                device_key: DevKey::from_bytes([i; 16]),
+                net_key_index: 0,
+                location: None,
+            })
+            .unwrap();
+        address
+    };
+    let first = add(&mut store, 1);
+    store.add_node_app_key(first, 0).unwrap();
+    let old = store.net_key(0).unwrap();
+    let begun = prepare(&mut store, 0, &mut rng).unwrap();
+    assert!(!begun.resumed);
+    assert!(begun.keys.old_net_key == old && begun.keys.new_net_key != old);
+    assert_eq!(begun.nodes.len(), 1);
+    assert_eq!(begun.nodes[0].app_keys, [0]);
+    assert_eq!(begun.progress.nodes[&first].completed, 0);
+    // Provisioned now: with the store's key, the new one.
+    let later = add(&mut store, 2);
+    let resumed = prepare(&mut store, 0, &mut rng).unwrap();
+    assert!(resumed.resumed);
+    assert!(
+        resumed.keys.new_net_key == begun.keys.new_net_key,
+        "same new key"
+    );
+    assert!(resumed.keys.app_keys[0].new == begun.keys.app_keys[0].new);
+    assert_eq!(resumed.progress.nodes[&first].completed, 0);
+    assert_eq!(resumed.progress.nodes[&later].completed, 3);
 }
 
 const OLD: [u8; 16] = [0x11; 16];

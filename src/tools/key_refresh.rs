@@ -31,7 +31,7 @@ use crate::exit;
 use crate::net::config::ConfigMessage;
 use crate::net::key_refresh::{
     AppKeyChange, KeyRefresh, KeyRefreshConfig, KeyRefreshEvent, KeyRefreshKeys, KeyRefreshNode,
-    KeyRefreshProgress, KeyRefreshSummary,
+    KeyRefreshProgress, KeyRefreshSummary, NodeProgress,
 };
 use crate::sim::building::Building;
 use crate::sim::configure::{ConfigOptions, StoreSeq};
@@ -94,7 +94,9 @@ pub struct KeyRefreshSetup {
 
 /// Reads the key refresh of NetKey `net_key_index` from the store, or begins one: new keys
 /// from `rng` for the NetKey and every AppKey bound to it, stored with the first journal entry
-/// in one transaction.
+/// in one transaction. A node of the store that holds the NetKey but is not in the journal was
+/// provisioned while the key refresh was under way, with the new key (the store's key then):
+/// it counts as done.
 pub fn prepare(
     store: &mut Store,
     net_key_index: u16,
@@ -129,7 +131,20 @@ pub fn prepare(
         .map_err(|e| e.to_string())?
     {
         Some(r) => {
-            let p = KeyRefreshProgress::from_json(&r.journal).map_err(|e| e.to_string())?;
+            let mut p = KeyRefreshProgress::from_json(&r.journal).map_err(|e| e.to_string())?;
+            // A node the journal does not know was provisioned after the key refresh began,
+            // with the store's key then: the new one. It holds nothing else.
+            for n in nodes.iter().filter(|n| !n.excluded) {
+                if !p.nodes.contains_key(&n.address) && !p.excluded.contains(&n.address) {
+                    p.nodes.insert(
+                        n.address,
+                        NodeProgress {
+                            completed: 3,
+                            ..NodeProgress::default()
+                        },
+                    );
+                }
+            }
             (r, p, true)
         }
         None => {
