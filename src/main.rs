@@ -216,6 +216,33 @@ enum NetCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Refresh a NetKey and the AppKeys bound to it on every node that is not excluded
+    /// (network-wide Key Refresh procedure); re-running the same command resumes it.
+    KeyRefresh {
+        /// Which radio: `sim:FILE.toml` runs on the simulated building described by FILE.
+        #[arg(long, value_name = "RADIO")]
+        radio: String,
+        /// The NetKey to refresh.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        net_key_index: u16,
+        /// Exclude these nodes (hex addresses) first: they never receive the new keys.
+        #[arg(long, value_delimiter = ',', value_name = "ADDR,...")]
+        exclude: Vec<String>,
+        /// Print one JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Seed of the simulation (same seed, same run).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Packet loss on the simulated advertising bearer, 0.0 to 0.9 (overrides the file).
+        #[arg(long)]
+        loss: Option<f64>,
+        /// Simulated radio only: these nodes (hex addresses) are off the air for this run.
+        #[arg(long, value_delimiter = ',', value_name = "ADDR,...")]
+        silent: Vec<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Add an application key bound to a NetKey, with the lowest free index.
     AddAppKey {
         /// The key's name.
@@ -364,6 +391,69 @@ fn run_net(cmd: NetCommand) -> Result<(), Failure> {
             } else {
                 print!("{}", store::network_text(&info));
                 println!("{:<13} {}", "Store", s.path().display());
+            }
+        }
+        NetCommand::KeyRefresh {
+            radio,
+            net_key_index,
+            exclude,
+            json,
+            seed,
+            loss,
+            silent,
+            store: args,
+        } => {
+            if let Some(l) = loss.filter(|l| !(0.0..=0.9).contains(l)) {
+                return Err(usage(format!(
+                    "invalid --loss {l}: give a probability from 0.0 to 0.9"
+                )));
+            }
+            let addresses = |list: &[String], what: &str| -> Result<Vec<u16>, Failure> {
+                list.iter()
+                    .map(|a| match node_ref(a)? {
+                        NodeRef::Address(x) => Ok(x),
+                        NodeRef::Uuid(_) => Err(usage(format!(
+                            "--{what} {a}: give the node's unicast address (hex)"
+                        ))),
+                    })
+                    .collect()
+            };
+            let kr_args = tools::key_refresh::KeyRefreshArgs {
+                store: store::resolve_path(args.store.as_deref(), args.network.as_deref())?,
+                radio,
+                net_key_index,
+                exclude: addresses(&exclude, "exclude")?,
+                seed,
+                loss,
+                silent: addresses(&silent, "silent")?,
+            };
+            // Node names for the text output (opening never creates a missing store here).
+            let names: std::collections::BTreeMap<u16, String> = if kr_args.store.exists() {
+                Store::open(&kr_args.store)
+                    .and_then(|s| s.nodes())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|n| (n.address, n.name))
+                    .collect()
+            } else {
+                Default::default()
+            };
+            let mut print = |r: &tools::key_refresh::Report| {
+                if json {
+                    println!("{}", tools::key_refresh::report_json(r));
+                } else if let Some(line) = tools::key_refresh::report_text(r, &names) {
+                    println!("{line}");
+                }
+            };
+            let outcome = tools::key_refresh::key_refresh(&kr_args, &mut print)
+                .map_err(|f| Failure(f.exit_code, f.message))?;
+            if json {
+                println!("{}", tools::key_refresh::outcome_json(&outcome));
+            } else {
+                println!("  virtual time {:.1} s", outcome.virtual_time.as_secs_f64());
+            }
+            if let Some(problem) = outcome.problem() {
+                return Err(Failure(outcome.exit_code(), problem));
             }
         }
         NetCommand::AddAppKey {

@@ -16,12 +16,21 @@
 //! client's filter, hands the client's network PDUs to its own stack and relays them to the
 //! advertising bearer, and forwards to the client what its stack sends and what it hears on
 //! the advertising bearer for destinations that pass the filter (TTL − 1, each PDU once).
+//!
+//! Key refresh: NetKey Update, AppKey Update and Key Refresh Phase Set change the node's
+//! network and transport keys as the Configuration Server says (phase 1 receives with both
+//! keys and sends with the old, phase 2 sends with the new, phase 0 again drops the old), and a
+//! Secure Network beacon (AD type 0x2B) authenticated with a subnet's new NetKey moves it on as
+//! MshPRT v1.1 §3.6.4.1 says: Key Refresh flag set, phase 1 to 2; flag cleared, phase 1 or 2 to
+//! normal operation with the new keys. Beacons secured with the old key, or heard in phase 0,
+//! change nothing. The simulated node does not send beacons itself.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use mesh_crypto::beacon::{SECURE_NETWORK_BEACON, secure_network_decode};
 use mesh_crypto::ecdh::KeyPair;
-use mesh_crypto::{DevKey, NetKey};
+use mesh_crypto::{DevKey, NetKey, toolbox};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 
@@ -48,6 +57,9 @@ pub const AD_TYPE_PB_ADV: u8 = 0x29;
 
 /// AD type of a mesh network PDU, «Mesh Message» (MshPRT v1.1 §3.3.1).
 pub const AD_TYPE_MESH_MESSAGE: u8 = 0x2a;
+
+/// AD type of a mesh beacon, «Mesh Beacon» (MshPRT v1.1 §3.3.1; Secure Network beacon §3.10.3).
+pub const AD_TYPE_MESH_BEACON: u8 = 0x2b;
 
 /// Network PDUs waiting for the radio: each [`Transmit`] becomes `transmissions` copies,
 /// `interval` apart; the radio takes the first copy that is due whenever it is free.
@@ -105,6 +117,7 @@ impl NetAdvQueue {
 struct NodeStack {
     transport: Transport<MemorySeqSource>,
     server: ConfigServer,
+    served: u64,
 }
 
 impl NodeStack {
@@ -137,7 +150,40 @@ impl NodeStack {
             net_key_index,
             net_key.clone(),
         );
-        Self { transport, server }
+        Self {
+            transport,
+            server,
+            served: 0,
+        }
+    }
+
+    /// A Secure Network beacon (with its type octet): checked against the new NetKey of every
+    /// subnet in key refresh phase 1 or 2, and handed to the Configuration Server when one
+    /// authenticates it.
+    fn handle_beacon(&mut self, beacon: &[u8]) {
+        if beacon.first() != Some(&SECURE_NETWORK_BEACON) {
+            return;
+        }
+        let refreshing: Vec<(u16, NetKey)> = self
+            .server
+            .net_keys()
+            .iter()
+            .filter(|(_, k)| k.phase == 1 || k.phase == 2)
+            .filter_map(|(i, k)| k.new_key.clone().map(|n| (*i, n)))
+            .collect();
+        for (index, key) in refreshing {
+            let Ok(state) =
+                secure_network_decode(&toolbox::beacon_key(&key), &toolbox::k3(&key), beacon)
+            else {
+                continue;
+            };
+            for effect in self
+                .server
+                .handle_key_refresh_beacon(index, state.flags & 0x01 != 0)
+            {
+                self.apply(effect);
+            }
+        }
     }
 
     /// Answers the Configuration requests received; returns whether the node was reset.
@@ -157,6 +203,7 @@ impl NodeStack {
                 continue;
             };
             let answer = self.server.handle(m.net_key_index, &request);
+            self.served += 1;
             if let Some(reply) = answer.reply {
                 let mut send = AccessSend::new(
                     m.net_key_index,
@@ -508,6 +555,41 @@ impl VirtualDevice {
         self.proxy_error.as_ref()
     }
 
+    /// Configuration requests the node received (secured with its device key) and answered
+    /// since it was provisioned.
+    pub fn requests_served(&self) -> u64 {
+        self.node.as_ref().map_or(0, |n| n.served)
+    }
+
+    /// Applies a Configuration request to the provisioned node as if it had come over the air
+    /// on its first subnet, and returns the status it would send: how a simulation puts a node
+    /// in the state an earlier run left it in (the AppKeys a store says it holds, a key refresh
+    /// phase it acknowledged). Its network and transport layers follow, as for a request
+    /// received. `None` when the device is not provisioned or the message is not a request.
+    pub fn configure_locally(&mut self, request: &ConfigMessage) -> Option<ConfigMessage> {
+        let node = self.node.as_mut()?;
+        let subnet = node.server.net_keys().keys().next().copied()?;
+        let answer = node.server.handle(subnet, request);
+        let mut reset = false;
+        for effect in answer.effects {
+            reset |= node.apply(effect);
+        }
+        if reset {
+            self.reset();
+        }
+        answer.reply
+    }
+
+    /// Puts the device on another air (a later simulated run) at `endpoint`. What it had queued
+    /// for the old air is dropped; its state, keys and replay protection stay.
+    pub fn rejoin(&mut self, endpoint: EndpointId) {
+        self.endpoint = endpoint;
+        self.gatt = None;
+        self.staged = None;
+        self.net_out = NetAdvQueue::default();
+        self.proxy = None;
+    }
+
     /// Node Reset: forget the network and become an unprovisioned device again.
     fn reset(&mut self) {
         self.node = None;
@@ -586,6 +668,11 @@ impl VirtualDevice {
                     if let Some((_, proxy)) = &mut self.proxy {
                         proxy.relay_from_adv(data, node.transport.network());
                     }
+                }
+            }
+            Delivery::Adv { ad_type, data, .. } if *ad_type == AD_TYPE_MESH_BEACON => {
+                if let Some(node) = &mut self.node {
+                    node.handle_beacon(data);
                 }
             }
             Delivery::Adv { .. } => {}

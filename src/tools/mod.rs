@@ -1,6 +1,7 @@
 //! The library side of `meshprov` subcommands: offline tools, and the commands that run on a
 //! radio (the simulated one for now).
 
+pub mod key_refresh;
 pub mod keys;
 pub mod provision;
 pub mod scan;

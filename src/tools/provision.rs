@@ -17,10 +17,10 @@ use crate::live::{self, LiveEvent, LiveOptions, LiveTarget};
 use crate::provisioning::{
     AlgorithmPolicy, AuthPolicy, KeyLogBuffer, ProvisionerConfig, RecordsPolicy,
 };
+use crate::provisioning::{OobValue, Outcome, ProvisioningParams};
 use crate::radio::capture::{
     CaptureError, CaptureStats, CaptureTap, KeySidecar, SharedTap, section_comment, sidecar_path,
 };
-use crate::provisioning::{OobValue, Outcome, ProvisioningParams};
 use crate::radio::unit::UnitRadio;
 use crate::sim::building::Building;
 use crate::sim::node::DeviceState;
