@@ -14,10 +14,14 @@ pub use mesh_crypto as crypto;
 
 pub mod bearer;
 pub mod cert;
+pub mod config_host;
 pub mod exit;
+pub mod host;
+pub mod live;
 pub mod net;
 pub mod provisioning;
 pub mod radio;
+pub mod scan;
 pub mod sim;
 pub mod store;
 pub mod time;

@@ -35,7 +35,8 @@ enum Command {
         /// With --all: sessions at once (default 64; PB-ADV: 1 to 64, one link table).
         #[arg(long, value_name = "N")]
         concurrency: Option<usize>,
-        /// Which radio: `sim:FILE.toml` runs on the simulated building described by FILE.
+        /// Which radio: `sim:FILE.toml` runs on the simulated building described by FILE;
+        /// `meshd-unit:DIR` talks to bluetooth-meshd's unit socket in DIR (a real node).
         #[arg(long, value_name = "RADIO")]
         radio: String,
         /// Authentication: auto, none, static:HEX, output, input, oob-public-key:HEX128, cert.
@@ -72,6 +73,35 @@ enum Command {
         /// Packet loss on the simulated advertising bearer, 0.0 to 0.9 (overrides the file).
         #[arg(long)]
         loss: Option<f64>,
+        /// Record the session to FILE.pcapng (Wireshark, `tshark -2`), with the network keys
+        /// and the device key in FILE.keys.json beside it (mode 0600).
+        #[arg(long, value_name = "FILE.pcapng")]
+        capture: Option<PathBuf>,
+        /// Also write the session secrets (seed, ECDH private key, AuthValue, randoms) to the
+        /// key sidecar: for test and development runs only.
+        #[arg(long, requires = "capture")]
+        capture_secrets: bool,
+    },
+    /// List the unprovisioned devices in range: UUID, RSSI, bearers, OOB information.
+    Scan {
+        /// Which radio: `sim:FILE.toml` listens to the simulated building described by FILE.
+        #[arg(long, value_name = "RADIO")]
+        radio: String,
+        /// How long to listen, in seconds.
+        #[arg(long, default_value_t = 10.0, value_name = "S")]
+        duration: f64,
+        /// Print one JSON object per device, then a summary line.
+        #[arg(long)]
+        json: bool,
+        /// Seed of the simulation (same seed, same run).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Packet loss on the simulated advertising bearer, 0.0 to 0.9 (overrides the file).
+        #[arg(long)]
+        loss: Option<f64>,
+        /// Record what is heard to FILE.pcapng (and FILE.keys.json).
+        #[arg(long, value_name = "FILE.pcapng")]
+        capture: Option<PathBuf>,
     },
     /// Work with mesh keys offline.
     Keys {
@@ -191,6 +221,33 @@ enum NetCommand {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Refresh a NetKey and the AppKeys bound to it on every node that is not excluded
+    /// (network-wide Key Refresh procedure); re-running the same command resumes it.
+    KeyRefresh {
+        /// Which radio: `sim:FILE.toml` runs on the simulated building described by FILE.
+        #[arg(long, value_name = "RADIO")]
+        radio: String,
+        /// The NetKey to refresh.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        net_key_index: u16,
+        /// Exclude these nodes (hex addresses) first: they never receive the new keys.
+        #[arg(long, value_delimiter = ',', value_name = "ADDR,...")]
+        exclude: Vec<String>,
+        /// Print one JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Seed of the simulation (same seed, same run).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Packet loss on the simulated advertising bearer, 0.0 to 0.9 (overrides the file).
+        #[arg(long)]
+        loss: Option<f64>,
+        /// Simulated radio only: these nodes (hex addresses) are off the air for this run.
+        #[arg(long, value_delimiter = ',', value_name = "ADDR,...")]
+        silent: Vec<String>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -342,6 +399,69 @@ fn run_net(cmd: NetCommand) -> Result<(), Failure> {
             } else {
                 print!("{}", store::network_text(&info));
                 println!("{:<13} {}", "Store", s.path().display());
+            }
+        }
+        NetCommand::KeyRefresh {
+            radio,
+            net_key_index,
+            exclude,
+            json,
+            seed,
+            loss,
+            silent,
+            store: args,
+        } => {
+            if let Some(l) = loss.filter(|l| !(0.0..=0.9).contains(l)) {
+                return Err(usage(format!(
+                    "invalid --loss {l}: give a probability from 0.0 to 0.9"
+                )));
+            }
+            let addresses = |list: &[String], what: &str| -> Result<Vec<u16>, Failure> {
+                list.iter()
+                    .map(|a| match node_ref(a)? {
+                        NodeRef::Address(x) => Ok(x),
+                        NodeRef::Uuid(_) => Err(usage(format!(
+                            "--{what} {a}: give the node's unicast address (hex)"
+                        ))),
+                    })
+                    .collect()
+            };
+            let kr_args = tools::key_refresh::KeyRefreshArgs {
+                store: store::resolve_path(args.store.as_deref(), args.network.as_deref())?,
+                radio,
+                net_key_index,
+                exclude: addresses(&exclude, "exclude")?,
+                seed,
+                loss,
+                silent: addresses(&silent, "silent")?,
+            };
+            // Node names for the text output (opening never creates a missing store here).
+            let names: std::collections::BTreeMap<u16, String> = if kr_args.store.exists() {
+                Store::open(&kr_args.store)
+                    .and_then(|s| s.nodes())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|n| (n.address, n.name))
+                    .collect()
+            } else {
+                Default::default()
+            };
+            let mut print = |r: &tools::key_refresh::Report| {
+                if json {
+                    println!("{}", tools::key_refresh::report_json(r));
+                } else if let Some(line) = tools::key_refresh::report_text(r, &names) {
+                    println!("{line}");
+                }
+            };
+            let outcome = tools::key_refresh::key_refresh(&kr_args, &mut print)
+                .map_err(|f| Failure(f.exit_code, f.message))?;
+            if json {
+                println!("{}", tools::key_refresh::outcome_json(&outcome));
+            } else {
+                println!("  virtual time {:.1} s", outcome.virtual_time.as_secs_f64());
+            }
+            if let Some(problem) = outcome.problem() {
+                return Err(Failure(outcome.exit_code(), problem));
             }
         }
         NetCommand::AddAppKey {
@@ -631,6 +751,8 @@ fn main() -> ExitCode {
             json,
             seed,
             loss,
+            capture,
+            capture_secrets,
         } => {
             let auth: AuthArg = match auth.parse() {
                 Ok(a) => a,
@@ -657,6 +779,11 @@ fn main() -> ExitCode {
                 if show_keys {
                     return usage_exit(
                         &"--show-keys prints one device's key; with --all the keys go to --store",
+                    );
+                }
+                if capture.is_some() {
+                    return usage_exit(
+                        &"--capture records one device's session; give its UUID instead of --all",
                     );
                 }
                 let args = ProvisionAllArgs {
@@ -712,6 +839,8 @@ fn main() -> ExitCode {
                 deny,
                 seed,
                 loss,
+                capture,
+                capture_secrets,
             };
             match tools::provision::provision(&args) {
                 Ok(r) if json => println!("{}", serde_json::to_string(&r).unwrap_or_default()),
@@ -721,6 +850,40 @@ fn main() -> ExitCode {
                         let v = serde_json::json!({"result": "failed", "uuid": f.uuid, "error": f.message});
                         println!("{v}");
                     }
+                    eprintln!("meshprov: {}", f.message);
+                    return code(f.exit_code);
+                }
+            }
+        }
+        Command::Scan {
+            radio,
+            duration,
+            json,
+            seed,
+            loss,
+            capture,
+        } => {
+            if let Some(l) = loss.filter(|l| !(0.0..=0.9).contains(l)) {
+                return usage_exit(&format!(
+                    "invalid --loss {l}: give a probability from 0.0 to 0.9"
+                ));
+            }
+            if !(duration.is_finite() && duration > 0.0 && duration <= 86_400.0) {
+                return usage_exit(&format!(
+                    "invalid --duration {duration}: give seconds, more than 0 and at most 86400"
+                ));
+            }
+            let args = tools::scan::ScanArgs {
+                radio,
+                duration: std::time::Duration::from_secs_f64(duration),
+                seed,
+                loss,
+                capture,
+            };
+            match tools::scan::scan(&args) {
+                Ok(r) if json => print!("{}", r.to_json_lines()),
+                Ok(r) => print!("{}", r.to_text()),
+                Err(f) => {
                     eprintln!("meshprov: {}", f.message);
                     return code(f.exit_code);
                 }

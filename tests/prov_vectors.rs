@@ -6,9 +6,11 @@ mod prov_support;
 use meshprov::crypto::NetKey;
 use meshprov::crypto::ecdh::KeyPair;
 use meshprov::crypto::provisioning::ProvRandom;
+use std::sync::Arc;
+
 use meshprov::provisioning::{
-    AlgorithmPolicy, AuthPolicy, CloseReason, Device, DeviceConfig, DeviceEvent, Provisioner,
-    ProvisionerConfig, ProvisioningParams,
+    AlgorithmPolicy, AuthPolicy, CloseReason, Device, DeviceConfig, DeviceEvent, KeyLogBuffer,
+    Provisioner, ProvisionerConfig, ProvisioningParams, keylog,
 };
 use meshprov::wire::Capabilities;
 use prov_support::{Pair, rng};
@@ -36,7 +38,9 @@ fn run_sample(file: &str, algorithm: AlgorithmPolicy, auth_static: bool) {
     };
     let address = u16::from_str_radix(data["unicast_address"].as_str().unwrap(), 16).unwrap();
     let auth_value = h(&v, "auth_value");
+    let key_log = Arc::new(KeyLogBuffer::new());
     let config = ProvisionerConfig {
+        key_log: Some(key_log.clone()),
         algorithm,
         auth: if auth_static {
             AuthPolicy::Static(auth_value.clone())
@@ -132,6 +136,34 @@ fn run_sample(file: &str, algorithm: AlgorithmPolicy, auth_static: bool) {
         (provisioned.2, provisioned.3, provisioned.4),
         (0x0b0c, 0x0567, 0x0102_0304)
     );
+    // The key log has every session secret, in order, named by the provisioner's public key.
+    let entries = key_log.entries();
+    let labels: Vec<&str> = entries.iter().map(|e| e.label.as_str()).collect();
+    assert_eq!(labels, keylog::LABELS, "{file}");
+    for e in &entries {
+        assert_eq!(
+            e.session,
+            h(&v, "provisioner_public_key"),
+            "{file}: {}",
+            e.label
+        );
+        let sample = match e.label.as_str() {
+            keylog::PROVISIONER_PRIVATE_KEY => "provisioner_private_key",
+            keylog::ECDH_SECRET => "ecdh_secret",
+            keylog::AUTH_VALUE => "auth_value",
+            keylog::PROVISIONER_RANDOM => "random_provisioner",
+            keylog::DEVICE_RANDOM => "random_device",
+            keylog::SESSION_KEY => "session_key",
+            keylog::SESSION_NONCE => "session_nonce",
+            keylog::DEVICE_KEY => "device_key",
+            other => panic!("unexpected label {other}"),
+        };
+        assert_eq!(
+            hex::encode(&e.secret),
+            hex::encode(h(&v, sample)),
+            "{file}: {sample}"
+        );
+    }
     // The transcript names every PDU, in order, both directions.
     let names: Vec<_> = pair.p.transcript().iter().map(|e| e.name()).collect();
     assert_eq!(names.len(), 11);

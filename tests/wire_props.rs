@@ -6,10 +6,10 @@ use meshprov::wire::{
     Algorithm, Algorithms, BeaconFlags, BearerControl, Capabilities, Data, FailedCode,
     GenericProvisioningPdu, InputOobAction, InputOobActions, Invite, LinkCloseReason, MeshBeacon,
     MeshPrivateBeacon, OobInformation, OobType, OutputOobAction, OutputOobActions, PbAdvPdu,
-    PbGattServiceData, ProvValue, ProvisioningPdu, ProxyMessageType, ProxyPdu, ProxyServiceData,
-    PublicKey, PublicKeyType, RecordId, RecordRequest, RecordResponse, RecordStatus, RecordsList,
-    Sar, SecureNetworkBeacon, Start, StartAuth, StartPublicKey, TransactionContinuation,
-    UnprovisionedDeviceBeacon, reassemble, segment,
+    PbGattServiceData, ProvValue, ProvisioningPdu, ProxyConfigMessage, ProxyMessageType, ProxyPdu,
+    ProxyServiceData, PublicKey, PublicKeyType, RecordId, RecordRequest, RecordResponse,
+    RecordStatus, RecordsList, Sar, SecureNetworkBeacon, Start, StartAuth, StartPublicKey,
+    TransactionContinuation, UnprovisionedDeviceBeacon, reassemble, segment,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -57,6 +57,11 @@ fn all_parsers(bytes: &[u8]) {
         ProxyServiceData::emit,
     );
     check(bytes, ProxyPdu::parse(bytes), ProxyPdu::emit);
+    check(
+        bytes,
+        ProxyConfigMessage::parse(bytes),
+        ProxyConfigMessage::emit,
+    );
     if let Ok(b) = Capabilities::parse_params(bytes) {
         assert_eq!(b.params().to_vec(), bytes);
     }

@@ -6,6 +6,9 @@
 //! EncryptionKey and the network nonce; then CTL|TTL, SEQ and SRC are obfuscated by XOR with
 //! `PECB = e(PrivacyKey, 0x0000000000 ‖ IV Index ‖ PrivacyRandom)`, where PrivacyRandom is the
 //! first 7 octets of the encrypted DST ‖ TransportPDU ‖ NetMIC.
+//!
+//! Proxy configuration messages (§6.5) are network PDUs secured the same way with the proxy
+//! nonce (§3.9.5.4): [`encrypt_proxy_config_pdu`], [`decrypt_proxy_config_pdu`].
 
 use crate::ccm::{self, MicLen};
 use crate::keys::PrivacyKey;
@@ -90,6 +93,39 @@ pub fn encrypt_pdu(
     header: &NetworkHeader,
     transport_pdu: &[u8],
 ) -> Result<Vec<u8>> {
+    let n = nonce::network(header.ctl, header.ttl, header.seq, header.src, iv_index);
+    seal(keys, iv_index, header, transport_pdu, &n)
+}
+
+/// Builds the network PDU of a proxy configuration message (Mesh Protocol 1.1 §6.5): CTL = 1,
+/// TTL = 0, DST = 0x0000 (unassigned), DST ‖ TransportPDU encrypted with the *proxy* nonce
+/// (§3.9.5.4) instead of the network nonce, NetMIC of 64 bits, header obfuscated as usual.
+/// `transport_pdu` is the proxy configuration message (opcode ‖ parameters), 1..=12 octets.
+pub fn encrypt_proxy_config_pdu(
+    keys: &K2Output,
+    iv_index: u32,
+    seq: u32,
+    src: u16,
+    transport_pdu: &[u8],
+) -> Result<Vec<u8>> {
+    let header = NetworkHeader {
+        ctl: true,
+        ttl: 0,
+        seq,
+        src,
+        dst: 0,
+    };
+    let n = nonce::proxy(seq, src, iv_index);
+    seal(keys, iv_index, &header, transport_pdu, &n)
+}
+
+fn seal(
+    keys: &K2Output,
+    iv_index: u32,
+    header: &NetworkHeader,
+    transport_pdu: &[u8],
+    n: &[u8; 13],
+) -> Result<Vec<u8>> {
     let max = if header.ctl {
         MAX_CONTROL_TRANSPORT_PDU
     } else {
@@ -110,10 +146,9 @@ pub fn encrypt_pdu(
     pdu.extend_from_slice(&header.src.to_be_bytes());
     pdu.extend_from_slice(&header.dst.to_be_bytes());
     pdu.extend_from_slice(transport_pdu);
-    let n = nonce::network(header.ctl, header.ttl, header.seq, header.src, iv_index);
     let tag = ccm::encrypt_in_place(
         keys.encryption_key.expose_secret(),
-        &n,
+        n,
         &[],
         &mut pdu[OBFUSCATED_END..],
         mic,
@@ -131,6 +166,22 @@ pub fn encrypt_pdu(
 /// PDU too short for its NetMIC, [`CryptoError::NidMismatch`] when the NID is not these keys',
 /// [`CryptoError::MicMismatch`] when the NetMIC does not verify.
 pub fn decrypt_pdu(keys: &K2Output, iv_index: u32, pdu: &[u8]) -> Result<DecryptedNetworkPdu> {
+    open(keys, iv_index, pdu, false)
+}
+
+/// [`decrypt_pdu`] for the network PDU of a proxy configuration message (§6.5): the MIC is
+/// checked with the proxy nonce (§3.9.5.4). The caller checks that CTL is 1 and DST
+/// unassigned; a PDU secured with the network nonce fails here with
+/// [`CryptoError::MicMismatch`], and one secured with the proxy nonce fails [`decrypt_pdu`].
+pub fn decrypt_proxy_config_pdu(
+    keys: &K2Output,
+    iv_index: u32,
+    pdu: &[u8],
+) -> Result<DecryptedNetworkPdu> {
+    open(keys, iv_index, pdu, true)
+}
+
+fn open(keys: &K2Output, iv_index: u32, pdu: &[u8], proxy: bool) -> Result<DecryptedNetworkPdu> {
     if pdu.len() < 14 || pdu.len() > MAX_NETWORK_PDU {
         return Err(CryptoError::InvalidLength {
             what: "network PDU",
@@ -159,7 +210,11 @@ pub fn decrypt_pdu(keys: &K2Output, iv_index: u32, pdu: &[u8]) -> Result<Decrypt
     }
     let mic_at = buf.len() - mic.len();
     let (body, tag) = buf.split_at_mut(mic_at);
-    let n = nonce::network(ctl, ttl, seq, src, iv_index);
+    let n = if proxy {
+        nonce::proxy(seq, src, iv_index)
+    } else {
+        nonce::network(ctl, ttl, seq, src, iv_index)
+    };
     ccm::decrypt_in_place(
         keys.encryption_key.expose_secret(),
         &n,

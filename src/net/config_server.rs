@@ -26,7 +26,9 @@
 //!   Remove.
 //! - Key Refresh Phase Set: transition 2 from phase 1 or 2 goes to phase 2; transition 3 from
 //!   phase 1 or 2 revokes the old keys (phase 0); transition 3 in phase 0 stays in phase 0;
-//!   transition 2 in phase 0 is Cannot Update.
+//!   transition 2 in phase 0 is Cannot Update. A Secure Network beacon secured with a subnet's
+//!   new key moves it on as well ([`ConfigServer::handle_key_refresh_beacon`]).
+//! - A model the element lacks is Invalid Model, whatever the request (never a panic).
 //! - Relay and GATT Proxy report 0x02 (not supported) when Composition Data lacks the feature,
 //!   and ignore Sets then.
 //! - Composition Data Get of any page answers page 0 (the only page this server has).
@@ -436,10 +438,7 @@ impl ConfigServer {
             M::ModelPublicationGet { element, model } => {
                 let (status, publication) = match self.model_check(*element, *model) {
                     Err(s) => (s, None),
-                    Ok(()) => (
-                        ConfigStatus::SUCCESS,
-                        self.models[&(*element, *model)].publication,
-                    ),
+                    Ok(m) => (ConfigStatus::SUCCESS, m.publication),
                 };
                 publication_status(status, *element, *model, publication)
             }
@@ -775,61 +774,95 @@ impl ConfigServer {
             net_key_index: net,
             phase,
         };
-        let Some(n) = self.net_keys.get_mut(&net) else {
+        let Some(phase) = self.key_refresh_phase(net) else {
             return status(ConfigStatus::INVALID_NETKEY_INDEX, 0);
         };
+        match (phase, transition) {
+            (0, 2) => status(ConfigStatus::CANNOT_UPDATE, 0),
+            (0, _) => status(ConfigStatus::SUCCESS, 0),
+            (1, 2) => {
+                effects.extend(self.enter_phase(net, 2));
+                status(ConfigStatus::SUCCESS, 2)
+            }
+            (2, 2) => status(ConfigStatus::SUCCESS, 2),
+            _ => {
+                // Transition 3 from phase 1 or 2: revoke the old keys.
+                effects.extend(self.enter_phase(net, 0));
+                status(ConfigStatus::SUCCESS, 0)
+            }
+        }
+    }
+
+    /// A Secure Network beacon of subnet `net_key_index` authenticated with its *new* NetKey
+    /// (MshPRT v1.1 §3.6.4.1; the caller checks the beacon): with the Key Refresh flag set it
+    /// moves phase 1 to phase 2; with the flag cleared it moves phase 1 or 2 to normal
+    /// operation, revoking the old keys. In any other case nothing changes (in phase 0 a
+    /// changed flag is ignored; beacons secured with the old key are never passed here).
+    /// Returns what changed below the access layer.
+    pub fn handle_key_refresh_beacon(
+        &mut self,
+        net_key_index: u16,
+        key_refresh: bool,
+    ) -> Vec<ServerEffect> {
+        match (self.key_refresh_phase(net_key_index), key_refresh) {
+            (Some(1), true) => self.enter_phase(net_key_index, 2).into_iter().collect(),
+            (Some(1 | 2), false) => self.enter_phase(net_key_index, 0).into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Moves subnet `net` (in phase 1 or 2) to phase 2, or revokes its old keys and those of
+    /// its AppKeys (phase 0).
+    fn enter_phase(&mut self, net: u16, phase: u8) -> Option<ServerEffect> {
         let app_keys: Vec<u16> = self
             .app_keys
             .iter()
             .filter(|(_, a)| a.net_key_index == net && a.new_key.is_some())
             .map(|(i, _)| *i)
             .collect();
-        match (n.phase, transition) {
-            (0, 2) => status(ConfigStatus::CANNOT_UPDATE, 0),
-            (0, _) => status(ConfigStatus::SUCCESS, 0),
-            (1, 2) => {
-                n.phase = 2;
-                effects.push(ServerEffect::KeyRefreshPhase {
-                    index: net,
-                    phase: 2,
-                    app_keys,
-                });
-                status(ConfigStatus::SUCCESS, 2)
+        let n = self.net_keys.get_mut(&net)?;
+        if phase == 2 {
+            n.phase = 2;
+        } else {
+            if let Some(k) = n.new_key.take() {
+                n.key = k;
             }
-            (2, 2) => status(ConfigStatus::SUCCESS, 2),
-            _ => {
-                // Transition 3 from phase 1 or 2: revoke the old keys.
-                if let Some(k) = n.new_key.take() {
-                    n.key = k;
+            n.phase = 0;
+            for i in &app_keys {
+                if let Some(a) = self.app_keys.get_mut(i)
+                    && let Some(k) = a.new_key.take()
+                {
+                    a.key = k;
                 }
-                n.phase = 0;
-                for i in &app_keys {
-                    if let Some(a) = self.app_keys.get_mut(i)
-                        && let Some(k) = a.new_key.take()
-                    {
-                        a.key = k;
-                    }
-                }
-                effects.push(ServerEffect::KeyRefreshPhase {
-                    index: net,
-                    phase: 0,
-                    app_keys,
-                });
-                status(ConfigStatus::SUCCESS, 0)
             }
         }
+        Some(ServerEffect::KeyRefreshPhase {
+            index: net,
+            phase,
+            app_keys,
+        })
     }
 
     /// Invalid Address for an element that is not ours, Invalid Model for a model the element
     /// lacks.
-    fn model_check(&self, element: u16, model: ModelId) -> Result<(), ConfigStatus> {
+    fn model_check(&self, element: u16, model: ModelId) -> Result<&ModelState, ConfigStatus> {
         if !self.is_element(element) {
             return Err(ConfigStatus::INVALID_ADDRESS);
         }
-        if !self.models.contains_key(&(element, model)) {
-            return Err(ConfigStatus::INVALID_MODEL);
+        self.models
+            .get(&(element, model))
+            .ok_or(ConfigStatus::INVALID_MODEL)
+    }
+
+    /// [`model_check`](Self::model_check) for a change: the model's state, or the status code
+    /// that refuses the request.
+    fn model_mut(&mut self, element: u16, model: ModelId) -> Result<&mut ModelState, ConfigStatus> {
+        if !self.is_element(element) {
+            return Err(ConfigStatus::INVALID_ADDRESS);
         }
-        Ok(())
+        self.models
+            .get_mut(&(element, model))
+            .ok_or(ConfigStatus::INVALID_MODEL)
     }
 
     fn bind(&mut self, element: u16, app: u16, model: ModelId) -> ConfigStatus {
@@ -842,10 +875,10 @@ impl ConfigServer {
         if is_config_model(model) {
             return ConfigStatus::CANNOT_BIND;
         }
-        let m = self
-            .models
-            .get_mut(&(element, model))
-            .expect("checked by model_check");
+        let m = match self.model_mut(element, model) {
+            Ok(m) => m,
+            Err(s) => return s,
+        };
         if !m.bindings.contains(&app) {
             m.bindings.push(app);
         }
@@ -859,10 +892,10 @@ impl ConfigServer {
         if !self.app_keys.contains_key(&app) {
             return ConfigStatus::INVALID_APPKEY_INDEX;
         }
-        let m = self
-            .models
-            .get_mut(&(element, model))
-            .expect("checked by model_check");
+        let m = match self.model_mut(element, model) {
+            Ok(m) => m,
+            Err(s) => return s,
+        };
         m.bindings.retain(|b| *b != app);
         if m.publication.is_some_and(|p| p.params.app_key_index == app) {
             m.publication = None;
@@ -885,18 +918,18 @@ impl ConfigServer {
         };
         let status = match self.model_check(element, model) {
             Err(s) => s,
-            Ok(()) if is_config_model(model) => ConfigStatus::INVALID_PUBLISH_PARAMETERS,
-            Ok(())
+            Ok(_) if is_config_model(model) => ConfigStatus::INVALID_PUBLISH_PARAMETERS,
+            Ok(_)
                 if address != address::UNASSIGNED
                     && !self.app_keys.contains_key(&params.app_key_index) =>
             {
                 ConfigStatus::INVALID_APPKEY_INDEX
             }
-            Ok(()) => {
-                let m = self
-                    .models
-                    .get_mut(&(element, model))
-                    .expect("checked by model_check");
+            Ok(_) => {
+                let m = match self.model_mut(element, model) {
+                    Ok(m) => m,
+                    Err(s) => return publication_status(s, element, model, Some(requested)),
+                };
                 if address == address::UNASSIGNED {
                     m.publication = None;
                     return publication_status(ConfigStatus::SUCCESS, element, model, None);
@@ -933,10 +966,10 @@ impl ConfigServer {
         if op != Sub::DeleteAll && !ok_address {
             return status(ConfigStatus::INVALID_ADDRESS);
         }
-        let m = self
-            .models
-            .get_mut(&(element, model))
-            .expect("checked by model_check");
+        let m = match self.model_mut(element, model) {
+            Ok(m) => m,
+            Err(s) => return status(s),
+        };
         match op {
             Sub::Add => {
                 if !m.subscriptions.contains(&address) {

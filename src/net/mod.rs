@@ -17,6 +17,11 @@
 //!   [`ConfigClient`](config::ConfigClient) request/response matcher with retries.
 //! - [`config_server`]: a node's Configuration Server state and request handling (used by the
 //!   simulated nodes).
+//! - [`proxy`]: the Mesh Proxy protocol over GATT: the [`ProxyClient`](proxy::ProxyClient)
+//!   (filter set-up, network PDUs and beacons through one connected node) and the
+//!   [`ProxyServer`](proxy::ProxyServer) of the simulated nodes (filter, relaying).
+//! - [`key_refresh`]: the network-wide Key Refresh procedure of one NetKey and its AppKeys
+//!   (§3.6.4), with progress that can be saved and resumed.
 //!
 //! All errors of this layer are [`NetError`].
 //!
@@ -28,7 +33,9 @@
 pub mod access;
 pub mod config;
 pub mod config_server;
+pub mod key_refresh;
 pub mod network;
+pub mod proxy;
 pub mod transport;
 
 use mesh_crypto::CryptoError;
@@ -76,6 +83,9 @@ pub enum NetError {
     /// Local or peer: a cryptographic operation failed.
     #[error("crypto: {0}")]
     Crypto(#[from] CryptoError),
+    /// Local: a key refresh cannot be set up from what it was given.
+    #[error("key refresh: {0}")]
+    KeyRefresh(#[from] key_refresh::KeyRefreshError),
 }
 
 /// Result alias of the network stack.

@@ -3,8 +3,12 @@
 //!
 //! [`NetworkLayer`] is not a state machine with timers: it encrypts what the transport layer
 //! gives it ([`NetworkLayer::encrypt`]) and decrypts, authenticates and filters what the
-//! bearer received ([`NetworkLayer::decrypt`]). Relaying is not done: meshprov is a
-//! provisioner/configuration client, not a relay node.
+//! bearer received ([`NetworkLayer::decrypt`]). Relaying is not done here: meshprov is a
+//! provisioner/configuration client, not a relay node; [`NetworkLayer::authenticate`] and
+//! [`NetworkLayer::reencrypt`] give the simulated proxy server
+//! ([`crate::net::proxy::ProxyServer`]) what it needs to forward PDUs, and
+//! [`NetworkLayer::encrypt_proxy_config`] / [`NetworkLayer::decrypt_proxy_config`] secure proxy
+//! configuration messages with the proxy nonce.
 //!
 //! **IV Index** (§3.10.5): in Normal Operation PDUs are sent with the current IV Index; while
 //! an IV Update is in progress with `current − 1`. Reception always picks the IV Index from
@@ -450,6 +454,26 @@ impl<S: SeqSource> NetworkLayer<S> {
     /// than one already seen; the message itself is protected by its SeqAuth), and applies
     /// [`replay_check`](Self::replay_check) / [`replay_update`](Self::replay_update) itself.
     pub fn decrypt_unchecked(&self, pdu: &[u8]) -> core::result::Result<NetworkPdu, DropReason> {
+        let n = self.authenticate(pdu)?;
+        if self.elements.contains(&n.header.src) {
+            return Err(DropReason::OwnSource);
+        }
+        if !self.accepts(n.header.dst) {
+            return Err(DropReason::NotForUs);
+        }
+        Ok(n)
+    }
+
+    /// Authenticates a network PDU with every subnet key whose NID matches and picks the IV
+    /// Index from IVI, like [`decrypt_unchecked`](Self::decrypt_unchecked), but keeps PDUs
+    /// for other destinations and from our own elements: a proxy server or relay forwards
+    /// PDUs that are not for it (§3.4.6.3), and a proxy server reads the destination of the
+    /// PDUs its own stack sends. Only prohibited addresses are dropped. No replay protection.
+    pub fn authenticate(&self, pdu: &[u8]) -> core::result::Result<NetworkPdu, DropReason> {
+        self.open(pdu, false)
+    }
+
+    fn open(&self, pdu: &[u8], proxy: bool) -> core::result::Result<NetworkPdu, DropReason> {
         if pdu.len() < 14 || pdu.len() > netcrypto::MAX_NETWORK_PDU {
             return Err(DropReason::Malformed);
         }
@@ -463,7 +487,12 @@ impl<S: SeqSource> NetworkLayer<S> {
                 if keys.nid != nid {
                     continue;
                 }
-                match netcrypto::decrypt_pdu(keys, iv_index, pdu) {
+                let opened = if proxy {
+                    netcrypto::decrypt_proxy_config_pdu(keys, iv_index, pdu)
+                } else {
+                    netcrypto::decrypt_pdu(keys, iv_index, pdu)
+                };
+                match opened {
                     Ok(d) => {
                         found = Some((index, new_key, d));
                         break 'subnets;
@@ -477,14 +506,15 @@ impl<S: SeqSource> NetworkLayer<S> {
             return Err(DropReason::NotAuthenticated);
         };
         let h = d.header;
-        if !address::is_unicast(h.src) || h.dst == address::UNASSIGNED {
+        let valid = if proxy {
+            // §6.5: CTL 1 and the unassigned destination; TTL is not checked (Zephyr and
+            // BlueZ do not either).
+            address::is_unicast(h.src) && h.ctl && h.dst == address::UNASSIGNED
+        } else {
+            address::is_unicast(h.src) && h.dst != address::UNASSIGNED
+        };
+        if !valid {
             return Err(DropReason::InvalidAddress);
-        }
-        if self.elements.contains(&h.src) {
-            return Err(DropReason::OwnSource);
-        }
-        if !self.accepts(h.dst) {
-            return Err(DropReason::NotForUs);
         }
         Ok(NetworkPdu {
             net_key_index,
@@ -493,6 +523,86 @@ impl<S: SeqSource> NetworkLayer<S> {
             header: h,
             transport_pdu: d.transport_pdu,
         })
+    }
+
+    /// Secures an authenticated PDU again for relaying with TTL `ttl` (§3.4.6.3: a relay or
+    /// proxy keeps SEQ, SRC, DST and the transport PDU and decrements TTL; the TTL is part of
+    /// the network nonce, so the PDU is encrypted anew), with the subnet keys (old or new) and
+    /// the IV Index it was received with, and this layer's Network Transmit parameters.
+    pub fn reencrypt(&self, pdu: &NetworkPdu, ttl: u8) -> Result<Transmit> {
+        let subnet = self
+            .subnets
+            .get(&pdu.net_key_index)
+            .ok_or(NetError::UnknownKey {
+                what: "NetKey index",
+                index: pdu.net_key_index,
+            })?;
+        let keys = match (&subnet.new, pdu.new_key) {
+            (Some(n), true) => n,
+            (None, true) => {
+                return Err(NetError::InvalidArgument("subnet has no new key any more"));
+            }
+            (_, false) => &subnet.old,
+        };
+        let header = NetworkHeader { ttl, ..pdu.header };
+        if header.ttl > 0x7f {
+            return Err(NetError::InvalidArgument("TTL out of range"));
+        }
+        let bytes = netcrypto::encrypt_pdu(keys, pdu.iv_index, &header, &pdu.transport_pdu)?;
+        Ok(Transmit {
+            pdu: bytes,
+            transmissions: self.config.transmit.transmissions(),
+            interval: self.config.transmit.interval(),
+        })
+    }
+
+    /// Builds the network PDU of a proxy configuration message (§6.5) from our element `src`
+    /// on subnet `net_key_index`: CTL 1, TTL 0, DST unassigned, the proxy nonce (§3.9.5.4),
+    /// the next SEQ of `src` and the sending IV Index. `message` is opcode ‖ parameters,
+    /// 1..=12 octets (one network PDU of at most 29 octets, as Zephyr requires).
+    pub fn encrypt_proxy_config(
+        &mut self,
+        net_key_index: u16,
+        src: u16,
+        message: &[u8],
+    ) -> Result<Vec<u8>> {
+        if !address::is_unicast(src) {
+            return Err(NetError::InvalidArgument(
+                "source must be a unicast address",
+            ));
+        }
+        if message.is_empty() || message.len() > netcrypto::MAX_CONTROL_TRANSPORT_PDU {
+            return Err(NetError::InvalidArgument(
+                "proxy configuration message of 1..=12 octets",
+            ));
+        }
+        let keys = self
+            .subnets
+            .get(&net_key_index)
+            .ok_or(NetError::UnknownKey {
+                what: "NetKey index",
+                index: net_key_index,
+            })?
+            .tx_keys()
+            .clone();
+        let seq = self.next_seq(src)?;
+        Ok(netcrypto::encrypt_proxy_config_pdu(
+            &keys,
+            self.iv.tx(),
+            seq,
+            src,
+            message,
+        )?)
+    }
+
+    /// Authenticates the network PDU of a proxy configuration message (proxy nonce; CTL 1 and
+    /// DST unassigned, else [`DropReason::InvalidAddress`]). No replay protection here: the
+    /// proxy configuration messages of a connection are checked by the proxy client or server
+    /// against the connection's own last SEQ, because they share the sender's SEQ space with
+    /// network PDUs that may be sent after them but numbered before them (PDUs held while a
+    /// filter is set up), and must not move the replay protection list of the transport.
+    pub fn decrypt_proxy_config(&self, pdu: &[u8]) -> core::result::Result<NetworkPdu, DropReason> {
+        self.open(pdu, true)
     }
 
     /// Whether (IV Index, SEQ) from `src` is newer than anything accepted from it before.

@@ -756,6 +756,16 @@ impl<S: SeqSource> Transport<S> {
         })
     }
 
+    /// The indexes of the application keys bound to subnet `net_key_index` (a key refresh of
+    /// the subnet moves them along with it).
+    pub fn app_keys_of(&self, net_key_index: u16) -> Vec<u16> {
+        self.app_keys
+            .iter()
+            .filter(|(_, e)| e.net_key_index == net_key_index)
+            .map(|(&i, _)| i)
+            .collect()
+    }
+
     /// Adds (or replaces) the device key of the node at unicast `address`.
     pub fn add_dev_key(&mut self, address: u16, key: DevKey) {
         self.dev_keys.insert(address, key);

@@ -217,6 +217,10 @@ pub enum ProvisioningError {
     /// Link: the bearer lost or closed the link.
     #[error("the provisioning link was closed")]
     LinkClosed,
+    /// Link: the radio could not reach the device (no connectable advert, a refused GATT
+    /// connection); the radio's words.
+    #[error("the device could not be reached: {0}")]
+    Unreachable(String),
 }
 
 impl ProvisioningError {
@@ -256,7 +260,7 @@ impl ProvisioningError {
             | E::WrongState(_)
             | E::Store(_)
             | E::Crypto(_) => Fault::Local,
-            E::Timeout | E::LinkClosed => Fault::Link,
+            E::Timeout | E::LinkClosed | E::Unreachable(_) => Fault::Link,
         }
     }
 
@@ -304,6 +308,7 @@ impl ProvisioningError {
             | E::Crypto(_)
             | E::Timeout
             | E::LinkClosed
+            | E::Unreachable(_)
             | E::MissingRecord(_)
             | E::RecordNotPresent(_)
             | E::PublicKeyOobNotOffered
@@ -350,6 +355,9 @@ impl ProvisioningError {
             E::WrongState(_) | E::Crypto(_) => format!("internal error ({self}); please report it"),
             E::Timeout => "the device stopped answering: move closer to it, check that it is powered and unprovisioned, then retry".into(),
             E::LinkClosed => "the link to the device was lost: move closer and retry".into(),
+            E::Unreachable(why) => format!(
+                "the device could not be reached ({why}): check that it is powered and unprovisioned, move closer and retry"
+            ),
         }
     }
 }

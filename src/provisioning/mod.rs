@@ -7,6 +7,8 @@
 //! - [`auth`]: AuthValue formatting and OOB value generation (§5.4.2.4).
 //! - [`error`]: [`ProvisioningError`] and the one map from errors to Link Close reasons,
 //!   Provisioning Failed codes and installer messages (§5.4.4).
+//! - [`keylog`]: the session secrets, for test and development runs that record a capture
+//!   ([`KeyLog`], as in rustls).
 //!
 //! Both roles are transport-agnostic and sans-IO (DESIGN.md rule 1): they consume whole
 //! provisioning PDUs as bytes (`handle_pdu`), produce whole PDUs (`poll_transmit`, the type
@@ -18,10 +20,12 @@
 pub mod auth;
 pub mod device;
 pub mod error;
+pub mod keylog;
 pub mod provisioner;
 pub mod records;
 
 use core::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_crypto::provisioning::Algorithm as CryptoAlgorithm;
@@ -33,6 +37,7 @@ use crate::wire::{self, PduType, ProvValue, ProvisioningPdu};
 pub use auth::{OobKind, OobValue};
 pub use device::{Device, DeviceConfig, DeviceEvent};
 pub use error::{CloseReason, Fault, ProvisioningError};
+pub use keylog::{KeyLog, KeyLogBuffer, KeyLogEntry};
 pub use provisioner::Provisioner;
 pub use records::{RecordsFault, RecordsPolicy};
 
@@ -120,6 +125,10 @@ pub struct ProvisionerConfig {
     /// Certificate-based provisioning: fetch the device's certificate records before Invite
     /// ([`Event::RecordsReceived`]). Default [`RecordsPolicy::None`].
     pub records: RecordsPolicy,
+    /// Where the session's secrets go (ECDH private key, AuthValue, randoms, session keys),
+    /// for test and development runs whose capture must be decryptable and replayable
+    /// ([`keylog`]). Default `None`: nothing is logged.
+    pub key_log: Option<Arc<dyn KeyLog>>,
 }
 
 impl Default for ProvisionerConfig {
@@ -132,6 +141,7 @@ impl Default for ProvisionerConfig {
             attention_duration: 0,
             protocol_timeout: PROTOCOL_TIMEOUT,
             records: RecordsPolicy::None,
+            key_log: None,
         }
     }
 }

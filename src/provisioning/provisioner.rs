@@ -55,6 +55,7 @@ use crate::wire::{
 
 use super::auth::{self, OobKind, OobValue};
 use super::error::{CloseReason, ProvisioningError};
+use super::keylog;
 use super::records::{self, Fetcher, MAX_FRAGMENT_SIZE, RecordsPolicy, Step};
 use super::{
     AlgorithmPolicy, AuthPolicy, Direction, Event, Outcome, ProtocolTimer, ProvisionerConfig,
@@ -197,6 +198,8 @@ pub struct Provisioner {
     transmits: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     transcript: Vec<TranscriptEntry>,
+    /// Our public key `X ‖ Y` once chosen: the session's name in the key log.
+    key_log_session: Option<[u8; 64]>,
 }
 
 impl fmt::Debug for Provisioner {
@@ -237,6 +240,7 @@ impl Provisioner {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             transcript: Vec::new(),
+            key_log_session: None,
         }
     }
 
@@ -515,6 +519,15 @@ impl Provisioner {
             .or(self.config.oob_public_key.as_ref())
     }
 
+    /// Hands one secret to the configured key log ([`ProvisionerConfig::key_log`]), if any.
+    fn log_secret(&self, label: &str, secret: &[u8]) {
+        if let (Some(log), Some(session)) = (&self.config.key_log, &self.key_log_session)
+            && log.will_log(label)
+        {
+            log.log(label, session, secret);
+        }
+    }
+
     fn send(&mut self, now: Instant, pdu: &ProvisioningPdu) {
         let bytes = pdu.to_vec();
         self.transcript
@@ -615,6 +628,10 @@ impl Provisioner {
                     keyed, ctx, random, ..
                 } = confirming;
                 let keys = ctx.session_keys(&keyed.ecdh, &random, &device_random);
+                self.log_secret(keylog::DEVICE_RANDOM, device_random.as_bytes());
+                self.log_secret(keylog::SESSION_KEY, keys.session_key.expose_secret());
+                self.log_secret(keylog::SESSION_NONCE, &keys.session_nonce);
+                self.log_secret(keylog::DEVICE_KEY, keys.device_key.expose_secret());
                 self.events.push_back(Event::CommitRequired {
                     address: keyed.keying.address,
                     elements: keyed.keying.neg.caps.num_elements,
@@ -658,6 +675,12 @@ impl Provisioner {
             Some(k) => k,
             None => KeyPair::generate(&mut *self.rng),
         };
+        if self.config.key_log.is_some() {
+            self.key_log_session = Some(*key_pair.public_key().as_bytes());
+            let mut private = key_pair.expose_private_bytes();
+            self.log_secret(keylog::PROVISIONER_PRIVATE_KEY, &private);
+            auth::wipe(&mut private);
+        }
         self.send(now, &ProvisioningPdu::Start(neg.start));
         let ours = crate::wire::PublicKey::from_bytes(key_pair.public_key().as_bytes());
         self.send(now, &ProvisioningPdu::PublicKey(ours));
@@ -697,6 +720,7 @@ impl Provisioner {
             .key_pair
             .ecdh(&device_key)
             .map_err(ProvisioningError::InvalidPublicKey)?;
+        self.log_secret(keylog::ECDH_SECRET, ecdh.expose_secret());
         let inputs = confirmation_inputs(
             &[self.invite.attention_duration],
             &keying.neg.caps.params(),
@@ -760,6 +784,7 @@ impl Provisioner {
         auth: AuthValue,
     ) -> Result<(), ProvisioningError> {
         let alg = keyed.keying.neg.alg;
+        self.log_secret(keylog::AUTH_VALUE, auth.expose_secret());
         let ctx = ConfirmationContext::new(alg, &keyed.ecdh, &keyed.inputs, auth)
             .map_err(ProvisioningError::Crypto)?;
         let random = match self.fixed_random.take() {
@@ -771,6 +796,7 @@ impl Provisioner {
             }
             None => ProvRandom::generate(&mut *self.rng, alg),
         };
+        self.log_secret(keylog::PROVISIONER_RANDOM, random.as_bytes());
         let confirmation = ctx.confirm(&random).map_err(ProvisioningError::Crypto)?;
         self.send(
             now,

@@ -42,19 +42,43 @@
 //! acknowledges and retransmits them) and arrive in order after `gatt_latency`. Nothing here
 //! reads a clock: the driver moves time forward to [`SimAir::next_delivery`] or to its state
 //! machines' deadlines.
+//!
+//! One endpoint can be tapped ([`SimAir::set_tap`]): the tap sees every copy of every
+//! advertising event the endpoint sends (one record per channel, at the copy's start), every
+//! GATT value it sends, and every copy and GATT value delivered to it, with the virtual time
+//! and the channel — a capture ([`crate::radio::capture::CaptureTap`]) or a scanner records
+//! through it.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::fmt;
 use std::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
+use crate::radio::capture::{BdAddr, SharedTap, TapDirection, TapPacket, TapRecord};
 use crate::time::Instant;
 
 /// An endpoint on the air: the provisioner or one virtual device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EndpointId(pub usize);
+
+impl EndpointId {
+    /// The endpoint's Bluetooth address: a static random address, `C0:4D:50:00:` and the
+    /// endpoint number (big-endian), so the provisioner (endpoint 0 in the drivers) is
+    /// `C0:4D:50:00:00:00`.
+    pub fn address(self) -> BdAddr {
+        let [.., hi, lo] = (self.0 as u64).to_be_bytes();
+        [0xc0, 0x4d, 0x50, 0x00, hi, lo]
+    }
+}
+
+/// Received signal strength the simulated air reports on the sender's floor, in dBm.
+pub const SIM_RSSI_DBM: i8 = -50;
+
+/// How much weaker a signal is per floor between sender and receiver, in dB.
+pub const SIM_RSSI_PER_FLOOR_DB: i8 = 15;
 
 /// The primary advertising channels, in the order an advertising event uses them (Core
 /// Specification Vol 6 Part B §1.4.1 and §4.4.2.2).
@@ -363,6 +387,19 @@ pub struct SimAir {
     rx_shapes: BTreeMap<u8, BTreeMap<(usize, usize), usize>>,
     gatt_tail: BTreeMap<(EndpointId, EndpointId), Instant>,
     stats: AirStats,
+    tap: Option<Tap>,
+}
+
+/// The tapped endpoint and its tap.
+struct Tap {
+    endpoint: EndpointId,
+    sink: SharedTap,
+}
+
+impl fmt::Debug for Tap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tap({:?})", self.endpoint)
+    }
 }
 
 impl SimAir {
@@ -389,6 +426,102 @@ impl SimAir {
             rx_shapes: BTreeMap::new(),
             gatt_tail: BTreeMap::new(),
             stats: AirStats::default(),
+            tap: None,
+        }
+    }
+
+    /// Taps `endpoint`: `tap` sees every advertising copy and GATT value it sends and every
+    /// one delivered to it, with the virtual time and the channel. One tap at a time; a second
+    /// call replaces it. The tap sees what the endpoint's filter ([`SimAir::set_rx_filter`])
+    /// lets through.
+    pub fn set_tap(&mut self, endpoint: EndpointId, tap: SharedTap) {
+        self.tap = Some(Tap {
+            endpoint,
+            sink: tap,
+        });
+    }
+
+    /// The received signal strength of a packet from `from` at `to`, in dBm:
+    /// [`SIM_RSSI_DBM`] on the same floor, [`SIM_RSSI_PER_FLOOR_DB`] less per floor between.
+    pub fn rssi(&self, from: EndpointId, to: EndpointId) -> i8 {
+        let floors = self.floor(from).abs_diff(self.floor(to));
+        let drop = i64::from(floors) * i64::from(SIM_RSSI_PER_FLOOR_DB);
+        i8::try_from(i64::from(SIM_RSSI_DBM) - drop).unwrap_or(i8::MIN)
+    }
+
+    /// Whether `endpoint` is the tapped one.
+    fn tapped(&self, endpoint: EndpointId) -> bool {
+        self.tap.as_ref().is_some_and(|t| t.endpoint == endpoint)
+    }
+
+    /// Hands one packet to the tap if `endpoint` is the tapped one.
+    fn tap(
+        &self,
+        endpoint: EndpointId,
+        at: Instant,
+        from: EndpointId,
+        to: Option<EndpointId>,
+        channel: u8,
+        packet: TapPacket<'_>,
+    ) {
+        let Some(tap) = &self.tap else { return };
+        if tap.endpoint != endpoint {
+            return;
+        }
+        let direction = if from == endpoint {
+            TapDirection::Sent
+        } else {
+            TapDirection::Received
+        };
+        let record = TapRecord {
+            at,
+            direction,
+            from: from.address(),
+            to: to.map(EndpointId::address),
+            channel,
+            rssi: match (direction, to) {
+                (TapDirection::Received, Some(to)) => Some(self.rssi(from, to)),
+                _ => None,
+            },
+            packet,
+        };
+        // A tap that panicked while holding the lock is still a tap: keep recording.
+        let mut sink = match tap.sink.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        sink.record(&record);
+    }
+
+    /// Hands a delivery to the tap if it is for the tapped endpoint.
+    fn tap_received(&self, r: &Received) {
+        match &r.delivery {
+            Delivery::Adv {
+                to,
+                from,
+                ad_type,
+                data,
+            } => self.tap(
+                *to,
+                r.at,
+                *from,
+                Some(*to),
+                r.channel.unwrap_or(ADV_CHANNELS[0]),
+                TapPacket::Adv {
+                    ad_type: *ad_type,
+                    data,
+                },
+            ),
+            Delivery::Gatt { to, from, data } => {
+                self.tap(
+                    *to,
+                    r.at,
+                    *from,
+                    Some(*to),
+                    ADV_CHANNELS[0],
+                    TapPacket::Gatt { data },
+                );
+            }
         }
     }
 
@@ -657,6 +790,12 @@ impl SimAir {
             if let Some(ep) = self.endpoints.get_mut(from.0) {
                 ep.busy.push_back((start, end));
             }
+            if self.tapped(from) {
+                for (k, &(s, _)) in copies.iter().enumerate() {
+                    let packet = TapPacket::Adv { ad_type, data };
+                    self.tap(from, s, from, None, ADV_CHANNELS[k], packet);
+                }
+            }
             if !receivers.is_empty() {
                 self.events.insert(
                     id,
@@ -737,6 +876,8 @@ impl SimAir {
             .unwrap_or(Instant::ZERO);
         let at = if earliest > tail { earliest } else { tail };
         self.gatt_tail.insert((from, to), at);
+        let packet = TapPacket::Gatt { data };
+        self.tap(from, self.now, from, Some(to), ADV_CHANNELS[0], packet);
         self.push(
             at,
             Item::Deliver(Box::new(Received {
@@ -793,7 +934,10 @@ impl SimAir {
                 self.queue.pop()?
             };
             match entry.item {
-                Item::Deliver(r) => return Some(*r),
+                Item::Deliver(r) => {
+                    self.tap_received(&r);
+                    return Some(*r);
+                }
                 Item::Resolve(id) => self.resolve(id),
                 Item::Periodic { ep, generation } => self.fire_periodic(entry.at, ep, generation),
             }

@@ -56,6 +56,13 @@
 //! OnOff Server ([`default_models`]). The primary element always gets a Configuration Server,
 //! listed or not.
 //!
+//! What a device advertises while unprovisioned (`meshprov scan`; MshPRT v1.1 §3.10.2):
+//!
+//! ```toml
+//! oob_info = ["number", "inside-manual"]   # OOB Information bits, see [`OOB_INFO_NAMES`]
+//! uri = "https://www.example.com/mesh/products/light-switch-v3"  # sets bit 1, URI Hash
+//! ```
+//!
 //! Certificate-based provisioning (MshPRT v1.1 §5.4.2; reference §7): a device with
 //!
 //! ```toml
@@ -65,9 +72,9 @@
 //! ```
 //!
 //! serves record 0x0001 (the certificate, DER) and 0x0002.. (the intermediates, DER) before
-//! Invite, offers its public key out of band (Public Key OOB in its Capabilities) and sets OOB
-//! Information bits 7 and 8 (certificate-based provisioning, records) in its Unprovisioned
-//! Device beacon. The files
+//! Invite, offers its public key out of band (Public Key OOB in its Capabilities), and its
+//! OOB Information has bits 7 and 8 set (certificate-based provisioning, provisioning
+//! records) in its Unprovisioned Device beacon. The files
 //! are read by [`Building::load`] (and [`Building::parse_with_base`]); their content is not
 //! checked here: a chain is judged by the provisioner's verifier, as a real device's would be.
 
@@ -79,6 +86,7 @@ use serde::Deserialize;
 use crate::net::config::{CompositionPage0, Element, Features, ModelId};
 use crate::radio::sim::AirConfig;
 use crate::uuid::DeviceUuid;
+use crate::wire::OobInformation;
 
 /// A building file could not be used. Each message names the file, the device and the field.
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +196,8 @@ struct RawDevice {
     vid: Option<u16>,
     crpl: Option<u16>,
     features: Option<Vec<String>>,
+    oob_info: Option<Vec<String>>,
+    uri: Option<String>,
     #[serde(rename = "element")]
     element_list: Option<Vec<RawElement>>,
 }
@@ -278,7 +288,7 @@ pub struct DeviceSpec {
     pub pb_adv: bool,
     /// Reachable over PB-GATT.
     pub pb_gatt: bool,
-    /// ATT MTU the device accepts on PB-GATT.
+    /// ATT MTU the device accepts on PB-GATT and on its Mesh Proxy service.
     pub mtu: u16,
     /// The device certificate (DER), served as record 0x0001 (certificate-based
     /// provisioning).
@@ -288,6 +298,12 @@ pub struct DeviceSpec {
     /// Composition Data page 0 the device's Configuration Server reports: CID, PID, VID,
     /// CRPL, features and one entry per element with its models.
     pub composition: CompositionPage0,
+    /// OOB Information of its Unprovisioned Device beacon and PB-GATT service data
+    /// (MshPRT v1.1 §3.10.2): the file's `oob_info`, bit 1 with a `uri`, bits 7 and 8 with a
+    /// certificate.
+    pub oob_info: OobInformation,
+    /// The URI it advertises (its beacon carries the URI Hash).
+    pub uri: Option<String>,
 }
 
 /// A device's ECDH time unless the file gives one.
@@ -305,6 +321,28 @@ pub struct ProvisionerSpec {
     /// Its room (a label).
     pub room: Option<String>,
 }
+
+/// The `oob_info` names of the building file and their OOB Information bits (MshPRT v1.1
+/// §3.10.2, table "OOB Information field").
+pub const OOB_INFO_NAMES: [(&str, OobInformation); 14] = [
+    ("other", OobInformation::OTHER),
+    ("uri", OobInformation::ELECTRONIC_URI),
+    ("2d-code", OobInformation::MACHINE_READABLE_CODE_2D),
+    ("bar-code", OobInformation::BAR_CODE),
+    ("nfc", OobInformation::NFC),
+    ("number", OobInformation::NUMBER),
+    ("string", OobInformation::STRING),
+    (
+        "certificate-based",
+        OobInformation::CERTIFICATE_BASED_PROVISIONING,
+    ),
+    ("records", OobInformation::PROVISIONING_RECORDS),
+    ("on-box", OobInformation::ON_BOX),
+    ("inside-box", OobInformation::INSIDE_BOX),
+    ("on-paper", OobInformation::ON_PIECE_OF_PAPER),
+    ("inside-manual", OobInformation::INSIDE_MANUAL),
+    ("on-device", OobInformation::ON_DEVICE),
+];
 
 /// Company ID of a simulated device unless the file gives one (0x05F1, The Linux
 /// Foundation).
@@ -744,7 +782,36 @@ impl Building {
                 features: Features(features),
                 elements: element_specs,
             };
+            let mut oob_info = OobInformation::EMPTY;
+            for name in d.oob_info.iter().flatten() {
+                let Some((_, bit)) = OOB_INFO_NAMES.iter().find(|(n, _)| n == name) else {
+                    let names: Vec<&str> = OOB_INFO_NAMES.iter().map(|(n, _)| *n).collect();
+                    return Err(invalid(
+                        format!("{at}.oob_info"),
+                        format!("unknown name '{name}' (use {})", names.join(", ")),
+                    ));
+                };
+                oob_info = oob_info | *bit;
+            }
+            if let Some(uri) = &d.uri {
+                // The URI AD structure: length, type and data in 31 octets.
+                let len = crate::scan::uri_ad_data(uri).len();
+                if len > 29 {
+                    return Err(invalid(
+                        format!("{at}.uri"),
+                        format!("{len} octets once encoded; an advertisement carries at most 29"),
+                    ));
+                }
+                oob_info = oob_info | OobInformation::ELECTRONIC_URI;
+            }
+            if certificate.is_some() {
+                oob_info = oob_info
+                    | OobInformation::CERTIFICATE_BASED_PROVISIONING
+                    | OobInformation::PROVISIONING_RECORDS;
+            }
             devices.push(DeviceSpec {
+                oob_info,
+                uri: d.uri,
                 composition,
                 uuid,
                 name: d.name.unwrap_or_else(|| format!("device {}", uuid.short())),
@@ -1117,6 +1184,48 @@ ecdh_ms = 90000
             let e = Building::parse(text, "b.toml").unwrap_err().to_string();
             assert!(e.contains(expected), "{text:?}: {e}");
             assert!(e.starts_with("building file b.toml"), "{e}");
+        }
+    }
+
+    #[test]
+    fn oob_information_from_names_uri_and_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("dev.der"), [0x30, 0x03, 0x02, 0x01, 0x01]).unwrap();
+        let text = r#"
+[[device]]
+uuid = "7b2c1a90-0000-4000-8000-000000000001"
+oob_info = ["number", "inside-manual"]
+uri = "https://ex.com/a"
+[[device]]
+uuid = "7b2c1a90-0000-4000-8000-000000000002"
+certificate = "dev.der"
+private_key = "529aa0670d72cd6497502ed473502b037e8803b5c60829a5a3caa219505530ba"
+[[device]]
+uuid = "7b2c1a90-0000-4000-8000-000000000003"
+"#;
+        let b = Building::parse_with_base(text, "b.toml", dir.path()).unwrap();
+        assert_eq!(
+            b.devices[0].oob_info,
+            OobInformation(0x4000 | 0x0020 | 0x0002)
+        );
+        assert_eq!(b.devices[0].uri.as_deref(), Some("https://ex.com/a"));
+        assert_eq!(
+            b.devices[1].oob_info,
+            OobInformation(0x0180),
+            "bits 7 and 8"
+        );
+        assert_eq!(b.devices[2].oob_info, OobInformation::EMPTY);
+        for (line, expected) in [
+            ("oob_info = [\"braille\"]", "unknown name 'braille'"),
+            (
+                "uri = \"https://example.com/a/very/long/path/x\"",
+                "at most 29",
+            ),
+        ] {
+            let t =
+                format!("[[device]]\nuuid = \"7b2c1a90-0000-4000-8000-000000000001\"\n{line}\n");
+            let e = Building::parse(&t, "b.toml").unwrap_err().to_string();
+            assert!(e.contains(expected), "{line}: {e}");
         }
     }
 }

@@ -12,9 +12,17 @@
 //! [`run`](crate::sim::run::run) first and then configures, the configuration phase's clock
 //! continuing where provisioning ended.
 //!
-//! The air is a fresh [`SimAir`] with the building's channel model (floors, loss, collisions,
-//! scanning, advertising interval), seeded from [`ConfigOptions::seed`]; the provisioning run's
-//! air is not reused, so that `sim::run` keeps its API and its devices.
+//! The air is a fresh [`SimMesh`] with the building's channel model (floors, loss,
+//! collisions, scanning, advertising interval), seeded from [`ConfigOptions::seed`]; the provisioning run's air is not reused, so
+//! that `sim::run` keeps its API and its devices. The returned devices can be carried into a
+//! later run ([`SimMesh::add_device`]).
+//!
+//! [`ConfigOptions::bearer`] picks the provisioner's bearer: the advertising bearer
+//! ([`ConfigBearer::Adv`], every node heard and reached directly), or a GATT connection to one
+//! proxy node ([`ConfigBearer::Proxy`]): the provisioner then neither sends nor hears
+//! advertisements; a [`ProxyClient`](crate::net::proxy::ProxyClient) sets up the proxy filter and
+//! carries every network PDU over GATT, and the proxy node relays to and from the others on the
+//! advertising bearer.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -23,14 +31,13 @@ use std::time::Duration;
 use mesh_crypto::{DevKey, NetKey};
 
 use crate::net::NetError;
-use crate::net::config::{ConfigClient, ConfigClientConfig, ConfigEvent, ConfigMessage, RequestId};
-use crate::net::network::{IvIndex, MemorySeqSource, NetworkConfig, NetworkLayer, SeqSource};
-use crate::net::transport::{
-    AccessSend, Destination, KeySelect, KeyUsed, Transport, TransportConfig, TransportEvent,
-};
-use crate::radio::sim::{AirStats, Delivery, SimAir};
+use crate::net::config::{ConfigClientConfig, ConfigEvent, ConfigMessage, RequestId};
+use crate::net::network::{MemorySeqSource, SeqSource};
+use crate::net::proxy::ProxyError;
+use crate::radio::sim::AirStats;
 use crate::sim::building::{Building, DeviceSpec};
-use crate::sim::node::{AD_TYPE_MESH_MESSAGE, DeviceState, NetAdvQueue, VirtualDevice};
+use crate::sim::mesh::SimMesh;
+use crate::sim::node::{DeviceState, ProxyRefused, VirtualDevice};
 use crate::sim::run::{DeviceResult, NodeSink, RunError, RunOptions, RunReport, run};
 use crate::store::{NodeRef, Store, StoreError};
 use crate::time::Instant;
@@ -107,6 +114,21 @@ impl SeqSource for StoreSeq<'_> {
     }
 }
 
+/// The bearer the provisioner configures through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConfigBearer {
+    /// The advertising bearer (AD type 0x2A): every node is heard and reached directly.
+    #[default]
+    Adv,
+    /// A GATT connection to the Mesh Proxy service of the node at primary address `via`
+    /// (MshPRT v1.1 §6): the provisioner talks only to that node and reaches the others
+    /// through it, as phone apps do.
+    Proxy {
+        /// The proxy node's primary address.
+        via: u16,
+    },
+}
+
 /// Options of a simulated configuration run.
 #[derive(Clone, Debug)]
 pub struct ConfigOptions {
@@ -122,8 +144,19 @@ pub struct ConfigOptions {
     pub deadline: Duration,
     /// Virtual time the run starts at.
     pub start: Instant,
-    /// Nodes (primary addresses) whose device is off the air: they never answer.
+    /// Nodes (primary addresses) whose device is off the air: they never answer. A silent
+    /// proxy node (see [`ConfigOptions::bearer`]) accepts the GATT connection but never
+    /// answers on it.
     pub silent: Vec<u16>,
+    /// [`configure`]: nodes being configured at once (default 4); the others wait for a free
+    /// slot. One radio sends one advertisement per 20 ms and the transport's SAR timers start
+    /// when segments are queued, not when they go on air: beyond about 5 segmented requests in
+    /// flight the queue outgrows the SAR interval and the client's first time-out,
+    /// retransmissions feed the queue and the run collapses (AppKey Add to 30 nodes at 0 %
+    /// loss: 7.2 s with 2–4 nodes at once, 34 s with 6, 45 s with 8). 0: no limit.
+    pub max_nodes_in_flight: usize,
+    /// The provisioner's bearer.
+    pub bearer: ConfigBearer,
 }
 
 impl Default for ConfigOptions {
@@ -136,6 +169,8 @@ impl Default for ConfigOptions {
             deadline: Duration::from_secs(600),
             start: Instant::ZERO,
             silent: Vec::new(),
+            max_nodes_in_flight: 4,
+            bearer: ConfigBearer::Adv,
         }
     }
 }
@@ -220,6 +255,23 @@ pub enum ConfigureError {
         /// Why.
         error: NetError,
     },
+    /// The proxy node refused the GATT connection to its Mesh Proxy service.
+    #[error("node {via:#06x} refused the proxy connection: {reason}")]
+    ProxyRefused {
+        /// The proxy node.
+        via: u16,
+        /// Why.
+        reason: ProxyRefused,
+    },
+    /// The proxy connection failed: the filter set-up was not answered or refused, or the
+    /// proxy node broke the proxy protocol.
+    #[error("proxy connection to {via:#06x}: {error}")]
+    Proxy {
+        /// The proxy node.
+        via: u16,
+        /// Why.
+        error: ProxyError,
+    },
 }
 
 /// Why [`provision_and_configure`] stopped.
@@ -231,10 +283,6 @@ pub enum ProvisionConfigureError {
     /// Configuration could not start.
     #[error(transparent)]
     Configure(#[from] ConfigureError),
-}
-
-struct Track {
-    result: usize,
 }
 
 /// Configures `nodes` with `requests` (primary address, requests in order) on a fresh
@@ -258,25 +306,21 @@ pub fn configure_with<S: SeqSource>(
     seq: S,
 ) -> Result<ConfigReport, ConfigureError> {
     let first = nodes.first().ok_or(ConfigureError::NoNodes)?;
-    let mut air_config = building.air.clone();
-    if let Some(loss) = opts.loss {
-        air_config.loss = loss;
-    }
-    let mut air = SimAir::new(air_config, opts.seed);
-    air.advance_to(opts.start);
-    let me = air.add_endpoint();
-    air.set_floor(me, building.provisioner.floor);
-
-    let mut devices: Vec<(u16, VirtualDevice)> = Vec::new();
+    let mut mesh = SimMesh::new(building, opts, first.iv_index, seq);
+    let mut subnet_of: BTreeMap<u16, u16> = BTreeMap::new();
     for (i, n) in nodes.iter().enumerate() {
         let spec: DeviceSpec = building
             .device(&n.uuid)
             .ok_or(ConfigureError::UnknownDevice(n.uuid))?
             .clone();
+        subnet_of.insert(n.address, n.net_key_index);
+        let t = mesh.transport_mut();
+        t.network_mut().add_subnet(n.net_key_index, &n.net_key);
+        t.add_dev_key(n.address, n.device_key.clone());
         if opts.silent.contains(&n.address) {
+            // Off the air: the device does not exist for this run.
             continue;
         }
-        let ep = air.add_endpoint();
         let state = DeviceState::Provisioned {
             address: n.address,
             device_key: n.device_key.clone(),
@@ -284,49 +328,31 @@ pub fn configure_with<S: SeqSource>(
             net_key_index: n.net_key_index,
             iv_index: n.iv_index,
         };
-        let seed = opts.seed.wrapping_add(3000 + i as u64);
-        let mut dev = VirtualDevice::provisioned(spec, ep, seed, state);
-        dev.attach(&mut air);
-        devices.push((n.address, dev));
+        mesh.add_provisioned(spec, state, opts.seed.wrapping_add(3000 + i as u64));
+    }
+    if let ConfigBearer::Proxy { via } = opts.bearer {
+        let node = nodes
+            .iter()
+            .find(|n| n.address == via)
+            .ok_or(ConfigureError::UnknownNode(via))?;
+        let mtu = building.device(&node.uuid).map_or(23, |s| s.mtu);
+        let subnets: Vec<(u16, NetKey)> = nodes
+            .iter()
+            .map(|n| (n.net_key_index, n.net_key.clone()))
+            .collect();
+        mesh.connect_proxy(via, mtu, node.net_key_index, &subnets)?;
     }
 
-    let mut net = NetworkLayer::new(
-        NetworkConfig::default(),
-        IvIndex {
-            index: first.iv_index,
-            update: false,
-        },
-        seq,
-    );
-    let mut subnet_of: BTreeMap<u16, u16> = BTreeMap::new();
-    for n in nodes {
-        net.add_subnet(n.net_key_index, &n.net_key);
-        subnet_of.insert(n.address, n.net_key_index);
-    }
-    net.add_element(opts.address);
-    let mut prov = Transport::new(TransportConfig::default(), net);
-    for n in nodes {
-        prov.add_dev_key(n.address, n.device_key.clone());
-    }
-
-    let mut now = air.now();
-    let mut client = ConfigClient::new(opts.client.clone());
     let mut results = Vec::new();
-    let mut tracks: BTreeMap<RequestId, Track> = BTreeMap::new();
+    // Per node: its results' indexes, started in order once the node has a slot.
+    let mut waiting: std::collections::VecDeque<(u16, u16, Vec<usize>)> = Default::default();
     for (node, list) in requests {
-        if !subnet_of.contains_key(node) {
+        let Some(subnet) = subnet_of.get(node).copied() else {
             return Err(ConfigureError::UnknownNode(*node));
-        }
+        };
+        let mut mine = Vec::new();
         for r in list {
-            let id = client
-                .request(now, *node, r.clone())
-                .map_err(|error| ConfigureError::BadRequest { node: *node, error })?;
-            tracks.insert(
-                id,
-                Track {
-                    result: results.len(),
-                },
-            );
+            mine.push(results.len());
             results.push(ConfigResult {
                 node: *node,
                 request: r.clone(),
@@ -336,126 +362,80 @@ pub fn configure_with<S: SeqSource>(
                 elapsed: Duration::ZERO,
             });
         }
+        waiting.push_back((*node, subnet, mine));
     }
+    let limit = match opts.max_nodes_in_flight {
+        0 => usize::MAX,
+        n => n,
+    };
+    let mut tracks: BTreeMap<RequestId, usize> = BTreeMap::new();
+    // Requests still to be answered per node being configured.
+    let mut busy: BTreeMap<u16, usize> = BTreeMap::new();
 
     let deadline = opts.start + opts.deadline;
-    let mut out = NetAdvQueue::default();
     loop {
-        // Let everything settle at this instant.
-        loop {
-            let mut progress = false;
-            while let Some(d) = air.pop_due() {
-                progress = true;
-                if d.to() == me {
-                    if let Delivery::Adv { ad_type, data, .. } = &d
-                        && *ad_type == AD_TYPE_MESH_MESSAGE
-                    {
-                        // Other traffic, replays, PDUs for others: dropped, as on a real air.
-                        let _ = prov.handle_network_pdu(now, data);
-                    }
-                } else if let Some((_, dev)) =
-                    devices.iter_mut().find(|(_, v)| v.endpoint == d.to())
-                {
-                    dev.handle_delivery(now, &d);
-                }
-            }
-            while let Some(t) = client.poll_transmit() {
-                progress = true;
-                if let Some(track) = tracks.get(&t.id) {
-                    let r = &mut results[track.result];
-                    r.attempts = t.attempt;
-                    r.started.get_or_insert(now);
-                }
-                let send = AccessSend::new(
-                    subnet_of
-                        .get(&t.dst)
-                        .copied()
-                        .unwrap_or(first.net_key_index),
-                    opts.address,
-                    Destination::Address(t.dst),
-                    KeySelect::Dev,
-                    t.access_pdu,
-                );
-                // A request that cannot be sent (SEQ exhausted) is retried by the client and
-                // ends as a time-out.
-                let _ = prov.send_access(now, send);
-            }
-            while let Some(t) = prov.poll_transmit() {
-                progress = true;
-                out.push(now, &t);
-            }
-            while let Some(ev) = prov.poll_event() {
-                progress = true;
-                if let TransportEvent::Access(m) = ev
-                    && m.key == KeyUsed::Dev(m.src)
-                {
-                    client.handle_message(now, m.src, &m.access_pdu);
-                }
-            }
-            while let Some(ev) = client.poll_event() {
-                progress = true;
-                let (id, outcome) = match ev {
-                    ConfigEvent::Response { id, message, .. } => {
-                        (id, ConfigOutcome::Status(message))
-                    }
-                    ConfigEvent::TimedOut { id, .. } => (id, ConfigOutcome::TimedOut),
-                };
-                if let Some(track) = tracks.remove(&id) {
-                    let r = &mut results[track.result];
-                    r.outcome = outcome;
-                    r.elapsed = now.saturating_duration_since(r.started.unwrap_or(now));
-                }
-            }
-            for (_, d) in &mut devices {
-                d.pump(now, &mut air);
-            }
-            progress |= out.pump(now, &mut air, me);
-            if air.next_delivery().is_some_and(|t| t <= now) {
-                progress = true;
-            }
-            if !progress {
+        while busy.len() < limit {
+            let Some((node, subnet, mine)) = waiting.pop_front() else {
                 break;
+            };
+            if mine.is_empty() {
+                continue;
             }
+            for i in &mine {
+                let id = mesh
+                    .request(node, subnet, results[*i].request.clone())
+                    .map_err(|error| ConfigureError::BadRequest { node, error })?;
+                tracks.insert(id, *i);
+            }
+            busy.insert(node, mine.len());
         }
-
-        if client.pending() == 0 && out.is_empty() {
+        let events = mesh.run_until_events(deadline);
+        if let Some((via, error)) = mesh.proxy_failure() {
+            return Err(ConfigureError::Proxy { via, error });
+        }
+        if events.is_empty() {
             break;
         }
-        let mut next: Option<Instant> = air.next_delivery();
-        let mut consider = |t: Option<Instant>| {
-            if let Some(t) = t {
-                next = Some(next.map_or(t, |n| n.min(t)));
+        let now = mesh.now();
+        for ev in events {
+            let (id, outcome) = match ev {
+                ConfigEvent::Response { id, message, .. } => (id, ConfigOutcome::Status(message)),
+                ConfigEvent::TimedOut { id, .. } => (id, ConfigOutcome::TimedOut),
+            };
+            if let Some(i) = tracks.remove(&id) {
+                let node = results[i].node;
+                if let Some(left) = busy.get_mut(&node) {
+                    *left -= 1;
+                    if *left == 0 {
+                        busy.remove(&node);
+                    }
+                }
+                let r = &mut results[i];
+                r.outcome = outcome;
+                if let Some(log) = mesh.request_log(id) {
+                    r.attempts = log.attempts;
+                    r.started = log.first_sent;
+                }
+                r.elapsed = now.saturating_duration_since(r.started.unwrap_or(now));
             }
-        };
-        consider(prov.poll_timeout());
-        consider(client.poll_timeout());
-        consider(out.poll_timeout(&air, me));
-        for (_, d) in &devices {
-            consider(d.poll_timeout_with(&air));
-        }
-        let Some(t) = next else { break };
-        if t > deadline {
-            break;
-        }
-        air.advance_to(t.max(now));
-        now = air.now();
-        prov.handle_timeout(now);
-        client.handle_timeout(now);
-        for (_, d) in &mut devices {
-            d.handle_timeout(now);
         }
     }
     // Requests still pending at the deadline stay TimedOut.
-    for track in tracks.values() {
-        let r = &mut results[track.result];
+    let now = mesh.now();
+    for (id, i) in tracks {
+        let r = &mut results[i];
+        if let Some(log) = mesh.request_log(id) {
+            r.attempts = log.attempts;
+            r.started = log.first_sent;
+        }
         r.elapsed = now.saturating_duration_since(r.started.unwrap_or(now));
     }
 
     Ok(ConfigReport {
         results,
         virtual_time: now.since_epoch(),
-        air: air.stats(),
-        devices,
+        air: mesh.air_stats(),
+        devices: mesh.into_devices(),
     })
 }
 

@@ -16,13 +16,29 @@
 //! for [`DeviceSpec::ecdh`] when the provisioner's Public Key arrives, answering nothing
 //! meanwhile (Zephyr's order: the shared secret first, then its own Public Key). Its scanner
 //! only passes up what it would not drop anyway ([`RxFilter`]): Link Open for its UUID, PB-ADV
-//! on its link, network PDUs once provisioned.
+//! on its link, network PDUs and Secure Network beacons once provisioned.
+//!
+//! A node whose Composition Data has the Proxy feature (and whose GATT Proxy state is enabled)
+//! accepts a GATT connection to its Mesh Proxy service ([`VirtualDevice::proxy_connected`])
+//! and runs a [`ProxyServer`] on it: it sends a Secure Network beacon per subnet, keeps the
+//! client's filter, hands the client's network PDUs to its own stack and relays them to the
+//! advertising bearer, and forwards to the client what its stack sends and what it hears on
+//! the advertising bearer for destinations that pass the filter (TTL − 1, each PDU once).
+//!
+//! Key refresh: NetKey Update, AppKey Update and Key Refresh Phase Set change the node's
+//! network and transport keys as the Configuration Server says (phase 1 receives with both
+//! keys and sends with the old, phase 2 sends with the new, phase 0 again drops the old), and a
+//! Secure Network beacon (AD type 0x2B) authenticated with a subnet's new NetKey moves it on as
+//! MshPRT v1.1 §3.6.4.1 says: Key Refresh flag set, phase 1 to 2; flag cleared, phase 1 or 2 to
+//! normal operation with the new keys. Beacons secured with the old key, or heard in phase 0,
+//! change nothing. A provisioned node does not send beacons itself.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use mesh_crypto::beacon::{SECURE_NETWORK_BEACON, secure_network_decode};
 use mesh_crypto::ecdh::KeyPair;
-use mesh_crypto::{DevKey, NetKey};
+use mesh_crypto::{DevKey, NetKey, toolbox};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 
@@ -32,6 +48,7 @@ use crate::net::address;
 use crate::net::config::ConfigMessage;
 use crate::net::config_server::{ConfigServer, ServerEffect};
 use crate::net::network::{IvIndex, MemorySeqSource, NetworkConfig, NetworkLayer, Transmit};
+use crate::net::proxy::{ProxyError, ProxyServer, ProxyServerConfig};
 use crate::net::transport::{
     AccessSend, Destination, KeySelect, KeyUsed, Transport, TransportConfig, TransportEvent,
 };
@@ -40,8 +57,8 @@ use crate::radio::sim::{AdvPattern, Delivery, EndpointId, RxFilter, SimAir};
 use crate::sim::building::{DeviceSpec, InputAction, OutputAction};
 use crate::time::Instant;
 use crate::wire::{
-    Algorithms, Capabilities, InputOobActions, MeshBeacon, OobInformation, OobType,
-    OutputOobActions, PduType, PublicKeyType, RecordId, UnprovisionedDeviceBeacon,
+    Algorithms, Capabilities, InputOobActions, OobType, OutputOobActions, PduType, PublicKeyType,
+    RecordId,
 };
 
 /// AD type of PB-ADV (Core Specification Supplement; MshPRT v1.1 §5.2.1).
@@ -50,7 +67,7 @@ pub const AD_TYPE_PB_ADV: u8 = 0x29;
 /// AD type of a mesh network PDU, «Mesh Message» (MshPRT v1.1 §3.3.1).
 pub const AD_TYPE_MESH_MESSAGE: u8 = 0x2a;
 
-/// AD type of a mesh beacon, «Mesh Beacon» (MshPRT v1.1 §3.10).
+/// AD type of a mesh beacon, «Mesh Beacon» (MshPRT v1.1 §3.3.1; Secure Network beacon §3.10.3).
 pub const AD_TYPE_MESH_BEACON: u8 = 0x2b;
 
 /// Advertising events per Unprovisioned Device beacon: Zephyr and NimBLE send each beacon three
@@ -114,6 +131,7 @@ impl NetAdvQueue {
 struct NodeStack {
     transport: Transport<MemorySeqSource>,
     server: ConfigServer,
+    served: u64,
 }
 
 impl NodeStack {
@@ -146,7 +164,40 @@ impl NodeStack {
             net_key_index,
             net_key.clone(),
         );
-        Self { transport, server }
+        Self {
+            transport,
+            server,
+            served: 0,
+        }
+    }
+
+    /// A Secure Network beacon (with its type octet): checked against the new NetKey of every
+    /// subnet in key refresh phase 1 or 2, and handed to the Configuration Server when one
+    /// authenticates it.
+    fn handle_beacon(&mut self, beacon: &[u8]) {
+        if beacon.first() != Some(&SECURE_NETWORK_BEACON) {
+            return;
+        }
+        let refreshing: Vec<(u16, NetKey)> = self
+            .server
+            .net_keys()
+            .iter()
+            .filter(|(_, k)| k.phase == 1 || k.phase == 2)
+            .filter_map(|(i, k)| k.new_key.clone().map(|n| (*i, n)))
+            .collect();
+        for (index, key) in refreshing {
+            let Ok(state) =
+                secure_network_decode(&toolbox::beacon_key(&key), &toolbox::k3(&key), beacon)
+            else {
+                continue;
+            };
+            for effect in self
+                .server
+                .handle_key_refresh_beacon(index, state.flags & 0x01 != 0)
+            {
+                self.apply(effect);
+            }
+        }
     }
 
     /// Answers the Configuration requests received; returns whether the node was reset.
@@ -166,6 +217,7 @@ impl NodeStack {
                 continue;
             };
             let answer = self.server.handle(m.net_key_index, &request);
+            self.served += 1;
             if let Some(reply) = answer.reply {
                 let mut send = AccessSend::new(
                     m.net_key_index,
@@ -244,6 +296,20 @@ impl NodeStack {
         }
         false
     }
+}
+
+/// Why a virtual device refused a connection to its Mesh Proxy service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyRefused {
+    /// The device is not provisioned: it has no Mesh Proxy service yet.
+    #[error("the device is not provisioned")]
+    NotProvisioned,
+    /// Its Composition Data lacks the Proxy feature.
+    #[error("the node does not support the GATT Proxy feature")]
+    NotSupported,
+    /// Its GATT Proxy state is disabled (GATT Proxy Set 0).
+    #[error("the node's GATT Proxy state is disabled")]
+    Disabled,
 }
 
 /// What a virtual device ended with.
@@ -352,23 +418,11 @@ pub fn records(spec: &DeviceSpec) -> Vec<(RecordId, Vec<u8>)> {
     records
 }
 
-/// The device's Unprovisioned Device beacon (MshPRT v1.1 §3.10.2), in the 23-octet form with
-/// a zero URI Hash as Zephyr and ESP-IDF send it; OOB Information says whether it supports
-/// certificate-based provisioning and records.
+/// The device's Unprovisioned Device beacon (MshPRT v1.1 §3.10.2), as the simulated scan
+/// hears it ([`crate::sim::scan::unprovisioned_beacon`]): OOB Information from the building
+/// file (bits 7 and 8 with a certificate, bit 1 and the URI Hash with a URI).
 pub fn unprovisioned_beacon(spec: &DeviceSpec) -> Vec<u8> {
-    let oob_info = if spec.certificate.is_some() {
-        OobInformation::CERTIFICATE_BASED_PROVISIONING | OobInformation::PROVISIONING_RECORDS
-    } else {
-        OobInformation(0)
-    };
-    let mut out = Vec::with_capacity(23);
-    MeshBeacon::UnprovisionedDevice(UnprovisionedDeviceBeacon {
-        uuid: spec.uuid.0,
-        oob_info,
-        uri_hash: Some([0; 4]),
-    })
-    .emit(&mut out);
-    out
+    crate::sim::scan::unprovisioned_beacon(spec)
 }
 
 /// What a device has told the air: its scanner filter and whether it beacons.
@@ -404,6 +458,8 @@ pub struct VirtualDevice {
     presence: Option<AirPresence>,
     /// The state [`VirtualDevice::presence`] was computed from.
     presence_of: Option<PresenceKey>,
+    proxy: Option<(EndpointId, ProxyServer)>,
+    proxy_error: Option<ProxyError>,
 }
 
 /// What a device's [`AirPresence`] depends on: provisioned, its link, a link in its table,
@@ -453,6 +509,8 @@ impl VirtualDevice {
             busy_until: None,
             presence: None,
             presence_of: None,
+            proxy: None,
+            proxy_error: None,
         }
     }
 
@@ -479,6 +537,12 @@ impl VirtualDevice {
                 ad_type: AD_TYPE_MESH_MESSAGE,
                 offset: 0,
                 bytes: Vec::new(),
+            });
+            // Secure Network beacons drive key refresh (§3.6.4.1); other beacons are dropped.
+            patterns.push(AdvPattern {
+                ad_type: AD_TYPE_MESH_BEACON,
+                offset: 0,
+                bytes: vec![SECURE_NETWORK_BEACON],
             });
         }
         if self.spec.pb_adv {
@@ -589,9 +653,87 @@ impl VirtualDevice {
         self.node.as_ref().map(|n| &n.server)
     }
 
+    /// A proxy client connects over GATT from `peer` with this ATT MTU and enables Data Out
+    /// notifications: the node sends a Secure Network beacon for each of its subnets (with its
+    /// Key Refresh flag and IV Index) and starts with an empty accept list (MshPRT v1.1 §6.6).
+    pub fn proxy_connected(&mut self, peer: EndpointId, att_mtu: u16) -> Result<(), ProxyRefused> {
+        let Some(node) = &self.node else {
+            return Err(ProxyRefused::NotProvisioned);
+        };
+        match node.server.gatt_proxy() {
+            1 => {}
+            0 => return Err(ProxyRefused::Disabled),
+            _ => return Err(ProxyRefused::NotSupported),
+        }
+        let mut server =
+            ProxyServer::new(att_mtu, node.server.primary(), ProxyServerConfig::default());
+        let iv = node.transport.network().iv_index();
+        for k in node.server.net_keys().values() {
+            let (key, refresh) = match (&k.new_key, k.phase) {
+                (Some(new), 2) => (new, true),
+                _ => (&k.key, false),
+            };
+            server.send_secure_network_beacon(key, refresh, iv);
+        }
+        self.proxy = Some((peer, server));
+        self.proxy_error = None;
+        Ok(())
+    }
+
+    /// The proxy client disconnected.
+    pub fn proxy_disconnected(&mut self) {
+        self.proxy = None;
+    }
+
+    /// The proxy server of the open proxy connection, if there is one.
+    pub fn proxy_server(&self) -> Option<&ProxyServer> {
+        self.proxy.as_ref().map(|(_, p)| p)
+    }
+
+    /// Why the node dropped its last proxy connection, if it did.
+    pub fn proxy_error(&self) -> Option<&ProxyError> {
+        self.proxy_error.as_ref()
+    }
+
+    /// Configuration requests the node received (secured with its device key) and answered
+    /// since it was provisioned.
+    pub fn requests_served(&self) -> u64 {
+        self.node.as_ref().map_or(0, |n| n.served)
+    }
+
+    /// Applies a Configuration request to the provisioned node as if it had come over the air
+    /// on its first subnet, and returns the status it would send: how a simulation puts a node
+    /// in the state an earlier run left it in (the AppKeys a store says it holds, a key refresh
+    /// phase it acknowledged). Its network and transport layers follow, as for a request
+    /// received. `None` when the device is not provisioned or the message is not a request.
+    pub fn configure_locally(&mut self, request: &ConfigMessage) -> Option<ConfigMessage> {
+        let node = self.node.as_mut()?;
+        let subnet = node.server.net_keys().keys().next().copied()?;
+        let answer = node.server.handle(subnet, request);
+        let mut reset = false;
+        for effect in answer.effects {
+            reset |= node.apply(effect);
+        }
+        if reset {
+            self.reset();
+        }
+        answer.reply
+    }
+
+    /// Puts the device on another air (a later simulated run) at `endpoint`. What it had queued
+    /// for the old air is dropped; its state, keys and replay protection stay.
+    pub fn rejoin(&mut self, endpoint: EndpointId) {
+        self.endpoint = endpoint;
+        self.gatt = None;
+        self.staged = None;
+        self.net_out = NetAdvQueue::default();
+        self.proxy = None;
+    }
+
     /// Node Reset: forget the network and become an unprovisioned device again.
     fn reset(&mut self) {
         self.node = None;
+        self.proxy = None;
         self.state = DeviceState::Unprovisioned;
         let (device, links) = provisionee(&self.spec, self.seed.wrapping_add(1));
         self.device = device;
@@ -664,9 +806,27 @@ impl VirtualDevice {
                 if let Some(node) = &mut self.node {
                     // Not for us, a replay, another network: dropping is normal on the air.
                     let _ = node.transport.handle_network_pdu(now, data);
+                    if let Some((_, proxy)) = &mut self.proxy {
+                        proxy.relay_from_adv(data, node.transport.network());
+                    }
+                }
+            }
+            Delivery::Adv { ad_type, data, .. } if *ad_type == AD_TYPE_MESH_BEACON => {
+                if let Some(node) = &mut self.node {
+                    node.handle_beacon(data);
                 }
             }
             Delivery::Adv { .. } => {}
+            Delivery::Gatt { from, data, .. }
+                if self.proxy.as_ref().is_some_and(|(peer, _)| peer == from) =>
+            {
+                if let (Some(node), Some((_, proxy))) = (&mut self.node, &mut self.proxy)
+                    && let Err(e) = proxy.handle_data(now, data, &mut node.transport)
+                {
+                    self.proxy_error = Some(e);
+                    self.proxy = None;
+                }
+            }
             Delivery::Gatt { from, data, .. } => {
                 if let Some((peer, gatt)) = &mut self.gatt
                     && peer == from
@@ -749,11 +909,39 @@ impl VirtualDevice {
                 let reset = node.serve(now);
                 while let Some(t) = node.transport.poll_transmit() {
                     progress = true;
-                    self.net_out.push(now, &t);
+                    let on_adv = match &mut self.proxy {
+                        Some((_, proxy)) => proxy.route_own(&t, node.transport.network()),
+                        None => true,
+                    };
+                    if on_adv {
+                        self.net_out.push(now, &t);
+                    }
+                }
+                if let Some((peer, proxy)) = &mut self.proxy {
+                    while let Some(t) = proxy.poll_relay() {
+                        progress = true;
+                        self.net_out.push(now, &t);
+                    }
+                    // The status of a GATT Proxy Set 0 or a Node Reset goes out before the
+                    // connection closes.
+                    while let Some(value) = proxy.poll_transmit() {
+                        progress = true;
+                        air.gatt_send(self.endpoint, *peer, &value);
+                    }
+                }
+                // GATT Proxy Set 0 closes the proxy connection (as Zephyr does).
+                if self.proxy.is_some() && node.server.gatt_proxy() != 1 {
+                    self.proxy = None;
                 }
                 if reset {
                     progress = true;
                     self.reset();
+                }
+            }
+            if let Some((peer, proxy)) = &mut self.proxy {
+                while let Some(value) = proxy.poll_transmit() {
+                    progress = true;
+                    air.gatt_send(self.endpoint, *peer, &value);
                 }
             }
             if air.adv_ready_at(self.endpoint) <= now
@@ -793,6 +981,7 @@ impl VirtualDevice {
             self.device.poll_timeout(),
             self.gatt.as_ref().and_then(|(_, g)| g.poll_timeout()),
             self.node.as_ref().and_then(|n| n.transport.poll_timeout()),
+            self.proxy.as_ref().and_then(|(_, p)| p.poll_timeout()),
         ]
         .into_iter()
         .flatten()
@@ -805,6 +994,12 @@ impl VirtualDevice {
         self.device.handle_timeout(now);
         if let Some(n) = &mut self.node {
             n.transport.handle_timeout(now);
+        }
+        if let Some((_, p)) = &mut self.proxy
+            && let Some(e) = p.handle_timeout(now)
+        {
+            self.proxy_error = Some(e);
+            self.proxy = None;
         }
         if let Some((_, g)) = &mut self.gatt
             && let Some(e) = g.handle_timeout(now)

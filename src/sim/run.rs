@@ -10,25 +10,23 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_crypto::{DevKey, NetKey};
+use mesh_crypto::NetKey;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 
-use crate::bearer::pb_adv::{CloseCause, LinkEvent, LinkId, Links, PbAdvConfig, Role};
-use crate::bearer::pb_gatt::PbGattLink;
+use crate::bearer::pb_adv::{CloseCause, PbAdvConfig};
+use crate::host::{Host, HostEvent, Session, SessionId};
 use crate::provisioning::{
-    AlgorithmPolicy, AuthPolicy, CloseReason, Event, OobValue, Outcome, Provisioner,
-    ProvisionerConfig, ProvisioningError, ProvisioningParams, TranscriptEntry,
+    AlgorithmPolicy, AuthPolicy, OobValue, Outcome, ProvisionerConfig, ProvisioningError,
+    ProvisioningParams, TranscriptEntry,
 };
 use crate::radio::sim::{AdvPattern, AirStats, Delivery, EndpointId, RxFilter, SimAir};
 use crate::sim::building::{Building, DeviceSpec};
 use crate::sim::node::{AD_TYPE_PB_ADV, DeviceState, INSTALLER_DELAY, VirtualDevice};
 use crate::time::Instant;
 use crate::uuid::DeviceUuid;
-use crate::wire::LinkCloseReason;
 
 /// The provisioning bearer to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,12 +47,7 @@ impl BearerChoice {
     }
 }
 
-/// The verdict on a device's certificate chain (certificate-based provisioning): given the
-/// device's UUID, its Device Certificate record and its Intermediate Certificate records (as
-/// received, DER for a conforming device), the device certificate's P-256 public key
-/// (`X ‖ Y`), or why the chain is refused (words for the installer).
-pub type CertVerifier =
-    Arc<dyn Fn(&DeviceUuid, &[u8], &[Vec<u8>]) -> Result<[u8; 64], String> + Send + Sync>;
+pub use crate::host::CertVerifier;
 
 /// Options of a simulated provisioning run.
 #[derive(Clone)]
@@ -80,6 +73,8 @@ pub struct RunOptions {
     /// Judges certificate chains when [`ProvisionerConfig::records`] fetches them; without one
     /// every certificate is rejected.
     pub cert_verifier: Option<CertVerifier>,
+    /// Taps the provisioner's radio: a capture records what it sends and receives.
+    pub tap: Option<crate::radio::capture::SharedTap>,
 }
 
 impl fmt::Debug for RunOptions {
@@ -95,6 +90,7 @@ impl fmt::Debug for RunOptions {
             .field("deadline", &self.deadline)
             .field("att_mtu", &self.att_mtu)
             .field("cert_verifier", &self.cert_verifier.as_ref().map(|_| "Fn"))
+            .field("tap", &self.tap.as_ref().map(|_| "AirTap"))
             .finish()
     }
 }
@@ -116,135 +112,12 @@ impl Default for RunOptions {
             deadline: Duration::from_secs(3600),
             att_mtu: 517,
             cert_verifier: None,
+            tap: None,
         }
     }
 }
 
-/// What is stored about a node before its Provisioning Data goes on air.
-#[derive(Clone, Debug)]
-pub struct NodeRecord {
-    /// Device UUID.
-    pub uuid: DeviceUuid,
-    /// Its name in the building file.
-    pub name: String,
-    /// Primary element address.
-    pub address: u16,
-    /// Element count.
-    pub elements: u8,
-    /// Device key.
-    pub device_key: DevKey,
-    /// NetKey index given.
-    pub net_key_index: u16,
-}
-
-/// The provisioner's durable state, as a session needs it: address ranges are reserved when
-/// the device's element count is known, and the device key is committed before the
-/// Provisioning Data goes on air (write-ahead), so a crash never loses a key or hands an
-/// address out twice. An error fails that session before the device gets any key.
-pub trait NodeSink {
-    /// Reserves a free unicast range of `elements` addresses for `uuid`; returns its first.
-    fn allocate(&mut self, uuid: &DeviceUuid, elements: u8) -> Result<u16, String>;
-    /// Stores one node durably, before its Provisioning Data is sent.
-    fn commit(&mut self, record: &NodeRecord) -> Result<(), String>;
-    /// The device answered Provisioning Complete.
-    fn confirm(&mut self, uuid: &DeviceUuid) -> Result<(), String>;
-    /// The session failed before [`NodeSink::commit`]: the reservation may be reused.
-    fn release(&mut self, uuid: &DeviceUuid);
-}
-
-/// A sink that keeps records in memory and allocates addresses upwards from a first one
-/// (tests, and runs without a store).
-#[derive(Debug)]
-pub struct MemorySink {
-    /// What was committed.
-    pub records: Vec<NodeRecord>,
-    /// Devices that confirmed.
-    pub confirmed: Vec<DeviceUuid>,
-    next: u32,
-    reserved: BTreeMap<DeviceUuid, u16>,
-}
-
-impl MemorySink {
-    /// Allocates from `first_address` upwards.
-    pub fn starting_at(first_address: u16) -> Self {
-        Self {
-            records: Vec::new(),
-            confirmed: Vec::new(),
-            next: u32::from(first_address.max(1)),
-            reserved: BTreeMap::new(),
-        }
-    }
-}
-
-impl Default for MemorySink {
-    fn default() -> Self {
-        Self::starting_at(1)
-    }
-}
-
-impl NodeSink for MemorySink {
-    fn allocate(&mut self, uuid: &DeviceUuid, elements: u8) -> Result<u16, String> {
-        if let Some(a) = self.reserved.get(uuid) {
-            return Ok(*a);
-        }
-        let end = self.next + u32::from(elements);
-        if elements == 0 || end > 0x8000 {
-            return Err(format!(
-                "no room for {elements} elements in the unicast range (next free 0x{:04x})",
-                self.next
-            ));
-        }
-        // Checked just above: below 0x8000.
-        let a = self.next as u16;
-        self.next = end;
-        self.reserved.insert(*uuid, a);
-        Ok(a)
-    }
-
-    fn commit(&mut self, record: &NodeRecord) -> Result<(), String> {
-        self.records.push(record.clone());
-        Ok(())
-    }
-
-    fn confirm(&mut self, uuid: &DeviceUuid) -> Result<(), String> {
-        self.confirmed.push(*uuid);
-        Ok(())
-    }
-
-    fn release(&mut self, _uuid: &DeviceUuid) {
-        // Addresses are only handed out upwards here; nothing to give back.
-    }
-}
-
-/// The network store as a [`NodeSink`].
-impl NodeSink for crate::store::Store {
-    fn allocate(&mut self, uuid: &DeviceUuid, elements: u8) -> Result<u16, String> {
-        self.allocate_unicast(uuid, elements)
-            .map_err(|e| e.to_string())
-    }
-
-    fn commit(&mut self, record: &NodeRecord) -> Result<(), String> {
-        self.commit_node(&crate::store::NewNode {
-            uuid: record.uuid,
-            name: record.name.clone(),
-            address: record.address,
-            elements: record.elements,
-            device_key: record.device_key.clone(),
-            net_key_index: record.net_key_index,
-            location: None,
-        })
-        .map_err(|e| e.to_string())
-    }
-
-    fn confirm(&mut self, uuid: &DeviceUuid) -> Result<(), String> {
-        self.confirm_node(uuid).map_err(|e| e.to_string())
-    }
-
-    fn release(&mut self, uuid: &DeviceUuid) {
-        // Best effort: a reservation left behind is returned to the same UUID next time.
-        let _ = self.release_reservation(uuid);
-    }
-}
+pub use crate::host::{MemorySink, NodeRecord, NodeSink};
 
 /// How one device's session ended.
 #[derive(Debug)]
@@ -298,21 +171,14 @@ pub enum RunError {
     },
 }
 
-struct Session {
-    device: usize,
-    prov: Provisioner,
-    link: Option<LinkId>,
-    gatt: Option<PbGattLink>,
-    gatt_ready_at: Option<Instant>,
-    started: Instant,
+/// The simulated installer's part in one session: reading the device's output, typing on it.
+#[derive(Default)]
+struct Installer {
     output_pending: bool,
     output_at: Option<Instant>,
     input_value: Option<OobValue>,
     input_at: Option<Instant>,
-    closing: bool,
-    committed: bool,
-    result: Option<Result<Outcome, ProvisioningError>>,
-    ended: Option<Instant>,
+    gatt_ready_at: Option<Instant>,
 }
 
 /// Provisions `targets` (UUIDs from the building file) on a fresh simulated air. Addresses
@@ -342,7 +208,8 @@ pub fn run_with(
     let mut air = SimAir::new(air_config, opts.seed);
     let me = air.add_endpoint();
     air.set_floor(me, building.provisioner.floor);
-    // The session driver takes PB-ADV only: beacons and network PDUs would be dropped.
+    // The session driver takes PB-ADV only: beacons and network PDUs would be dropped (and a
+    // capture of the provisioner's radio shows what it takes).
     air.set_rx_filter(
         me,
         RxFilter::Patterns(vec![AdvPattern {
@@ -351,9 +218,10 @@ pub fn run_with(
             bytes: Vec::new(),
         }]),
     );
+    if let Some(tap) = &opts.tap {
+        air.set_tap(me, tap.clone());
+    }
     let mut devices = Vec::with_capacity(targets.len());
-    // The device behind each endpoint.
-    let mut device_at: BTreeMap<EndpointId, usize> = BTreeMap::new();
     for (i, uuid) in targets.iter().enumerate() {
         let spec = building
             .device(uuid)
@@ -379,7 +247,6 @@ pub fn run_with(
         let ep = air.add_endpoint();
         let mut dev = VirtualDevice::new(spec, ep, opts.seed.wrapping_add(1000 + i as u64));
         dev.attach(&mut air);
-        device_at.insert(ep, i);
         devices.push(dev);
     }
     let net_key = opts
@@ -396,73 +263,57 @@ pub fn run_with(
         iv_index: opts.iv_index.unwrap_or(building.network.iv_index),
     };
 
-    let mut links = Links::new(
-        Role::Provisioner,
+    let mut host = Host::new(
+        params,
         PbAdvConfig::default(),
         Box::new(ChaCha20Rng::seed_from_u64(opts.seed ^ 0x4c49_4e4b)),
+        opts.cert_verifier.clone(),
     );
+    // Device index by session and by air endpoint, and the installer's part per session.
     let mut waiting: VecDeque<usize> = (0..devices.len()).collect();
-    let mut sessions: Vec<Option<Session>> = (0..devices.len()).map(|_| None).collect();
-    // Sessions that may still do something, in index order; a finished session whose device
-    // is quiet leaves it, and comes back when its device receives something. Only these are
-    // visited, so a run costs per event what its live sessions cost, not what all do.
+    let mut session_of: Vec<Option<SessionId>> = vec![None; devices.len()];
+    let mut device_of: Vec<usize> = Vec::with_capacity(devices.len());
+    let mut installers: Vec<Installer> = Vec::with_capacity(devices.len());
+    let by_endpoint: BTreeMap<EndpointId, usize> = devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.endpoint, i))
+        .collect();
+    // Devices whose session may still do something, in index order (= session order); a
+    // device whose session has finished and that is quiet leaves it, and comes back when it
+    // receives something. Only these are visited, so an instant costs what the live sessions
+    // cost, not what all devices do.
     let mut live: BTreeSet<usize> = BTreeSet::new();
-    let mut by_link: BTreeMap<LinkId, usize> = BTreeMap::new();
     let deadline = Instant::ZERO + opts.deadline;
     let mut now = air.now();
     let mut staged: Option<Vec<u8>> = None;
 
     loop {
         // Start sessions up to the limit.
-        let active = live
-            .iter()
-            .filter(|&&i| sessions[i].as_ref().is_some_and(|s| s.result.is_none()))
-            .count();
-        for _ in active..opts.max_concurrent {
+        for _ in host.active()..opts.max_concurrent {
             let Some(i) = waiting.pop_front() else { break };
             let rng = Box::new(ChaCha20Rng::seed_from_u64(
                 opts.seed.wrapping_add(2000 + i as u64),
             ));
             let mut config = opts.config.clone();
             per_device(&devices[i].spec, &mut config);
-            let mut s = Session {
-                device: i,
-                prov: Provisioner::new(config, params.clone(), rng),
-                link: None,
-                gatt: None,
-                gatt_ready_at: None,
-                started: now,
-                output_pending: false,
-                output_at: None,
-                input_value: None,
-                input_at: None,
-                closing: false,
-                committed: false,
-                result: None,
-                ended: None,
-            };
-            match opts.bearer {
-                BearerChoice::Adv => match links.open(now, devices[i].spec.uuid.0) {
-                    Ok(l) => {
-                        s.link = Some(l);
-                        by_link.insert(l, i);
-                    }
-                    // Only a full table or a second link to the same UUID refuse an open;
-                    // either way this device gets no link.
-                    Err(_) => {
-                        s.result = Some(Err(ProvisioningError::LinkClosed));
-                        s.ended = Some(now);
-                    }
-                },
+            let uuid = devices[i].spec.uuid;
+            let name = devices[i].spec.name.clone();
+            let mut installer = Installer::default();
+            let id = match opts.bearer {
+                BearerChoice::Adv => host.open_adv(now, uuid, name, config, rng),
                 BearerChoice::Gatt => {
                     // Connection set-up and MTU exchange take a few connection intervals.
                     let mtu = opts.att_mtu.min(devices[i].spec.mtu);
                     devices[i].gatt_connected(me, mtu);
-                    s.gatt = Some(PbGattLink::new(mtu));
-                    s.gatt_ready_at = Some(now + Duration::from_millis(150));
+                    installer.gatt_ready_at = Some(now + Duration::from_millis(150));
+                    host.open_gatt(now, uuid, name, config, rng, mtu)
                 }
-            }
-            sessions[i] = Some(s);
+            };
+            debug_assert_eq!(id.0, device_of.len());
+            device_of.push(i);
+            installers.push(installer);
+            session_of[i] = Some(id);
             live.insert(i);
         }
 
@@ -474,199 +325,90 @@ pub fn run_with(
                 if d.to() == me {
                     match &d {
                         Delivery::Adv { ad_type, data, .. } if *ad_type == AD_TYPE_PB_ADV => {
-                            links.handle_adv(now, data);
+                            host.handle_adv(now, data);
                         }
                         Delivery::Adv { .. } => {}
                         Delivery::Gatt { from, data, .. } => {
-                            if let Some(s) = device_at.get(from).and_then(|&i| sessions[i].as_mut())
-                                && let Some(g) = &mut s.gatt
-                            {
-                                match g.handle_data(now, data) {
-                                    Ok(Some(pdu)) => s.prov.handle_pdu(now, &pdu),
-                                    Ok(None) => {}
-                                    Err(_) => s.prov.handle_link_closed(now),
-                                }
+                            if let Some(id) = by_endpoint.get(from).and_then(|i| session_of[*i]) {
+                                host.handle_gatt(now, id, data);
                             }
                         }
                     }
-                } else if let Some(&i) = device_at.get(&d.to()) {
+                } else if let Some(&i) = by_endpoint.get(&d.to()) {
                     devices[i].handle_delivery(now, &d);
-                    if sessions[i].is_some() {
+                    if session_of[i].is_some() {
                         live.insert(i);
                     }
                 }
             }
-            while let Some(ev) = links.poll_event() {
+            for k in live.iter().filter_map(|&i| session_of[i]) {
+                let inst = &mut installers[k.0];
+                if let Some(t) = inst.gatt_ready_at
+                    && now >= t
+                {
+                    inst.gatt_ready_at = None;
+                    host.gatt_ready(now, k);
+                }
+            }
+            progress |= host.drive(now, sink);
+            while let Some((id, seg)) = host.poll_gatt_transmit() {
+                progress = true;
+                air.gatt_send(me, devices[device_of[id.0]].endpoint, &seg);
+            }
+            while let Some(ev) = host.poll_event() {
                 progress = true;
                 match ev {
-                    LinkEvent::Opened(l) => {
-                        if let Some(s) = by_link.get(&l).and_then(|i| sessions[*i].as_mut()) {
-                            s.prov.start(now);
-                        }
+                    HostEvent::OutputOobRequested { session, .. } => {
+                        installers[session.0].output_pending = true;
                     }
-                    LinkEvent::Received(l, pdu) => {
-                        if let Some(s) = by_link.get(&l).and_then(|i| sessions[*i].as_mut()) {
-                            s.prov.handle_pdu(now, &pdu);
-                        }
+                    HostEvent::InputOobDisplay { session, value, .. } => {
+                        installers[session.0].input_value = Some(value);
                     }
-                    LinkEvent::Delivered(_) => {}
-                    LinkEvent::Closed(l, cause) => {
-                        if let Some(i) = by_link.remove(&l)
-                            && let Some(s) = sessions[i].as_mut()
-                            && s.result.is_none()
-                        {
-                            s.prov.handle_link_closed(now);
-                            if matches!(cause, CloseCause::OpenTimeout) {
-                                s.result = Some(Err(ProvisioningError::LinkClosed));
-                                s.ended = Some(now);
-                            }
+                    HostEvent::Finished { session } => {
+                        let dev = &mut devices[device_of[session.0]];
+                        if opts.bearer == BearerChoice::Gatt {
+                            dev.gatt_disconnected();
                         }
                     }
                 }
             }
+            // The simulated installer.
             for &i in &live {
-                let Some(s) = sessions[i].as_mut() else {
+                let Some(SessionId(k)) = session_of[i] else {
                     continue;
                 };
-                let dev = &mut devices[s.device];
-                if let Some(t) = s.gatt_ready_at
+                let inst = &mut installers[k];
+                let dev = &mut devices[i];
+                if inst.output_pending && inst.output_at.is_none() && dev.displayed().is_some() {
+                    inst.output_at = Some(now + INSTALLER_DELAY);
+                }
+                if let (true, Some(t)) = (inst.output_pending, inst.output_at)
                     && now >= t
                 {
-                    s.gatt_ready_at = None;
-                    s.prov.start(now);
-                }
-                while let Some(pdu) = s.prov.poll_transmit() {
-                    progress = true;
-                    if let Some(g) = &mut s.gatt {
-                        g.send(&pdu);
-                    } else if let Some(l) = s.link {
-                        let _ = links.send(now, l, &pdu);
-                    }
-                }
-                if let Some(g) = &mut s.gatt {
-                    while let Some(seg) = g.poll_transmit() {
-                        progress = true;
-                        air.gatt_send(me, dev.endpoint, &seg);
-                    }
-                }
-                while let Some(ev) = s.prov.poll_event() {
-                    progress = true;
-                    match ev {
-                        Event::CapabilitiesReceived(_) => {}
-                        Event::RecordsReceived {
-                            device_certificate,
-                            intermediates,
-                            ..
-                        } => {
-                            let verdict = match &opts.cert_verifier {
-                                Some(verify) => {
-                                    verify(&dev.spec.uuid, &device_certificate, &intermediates)
-                                }
-                                None => Err("no certificate verifier is configured".to_string()),
-                            };
-                            // Either call is made in the state that takes it; a failure is
-                            // reported as Event::Failed.
-                            let _ = match verdict {
-                                Ok(key) => s.prov.provide_device_public_key(now, key),
-                                Err(reason) => s.prov.reject_certificate(now, reason),
-                            };
-                        }
-                        Event::NeedUnicastAddress { elements } => {
-                            match sink.allocate(&dev.spec.uuid, elements) {
-                                Ok(a) => s.prov.set_unicast_address(now, a),
-                                Err(e) => {
-                                    s.result = Some(Err(ProvisioningError::Store(e)));
-                                    s.ended = Some(now);
-                                }
-                            }
-                        }
-                        Event::OutputOobRequested { .. } => s.output_pending = true,
-                        Event::InputOobDisplay { value, .. } => s.input_value = Some(value),
-                        Event::CommitRequired {
-                            address,
-                            elements,
-                            device_key,
-                        } => {
-                            let rec = NodeRecord {
-                                uuid: dev.spec.uuid,
-                                name: dev.spec.name.clone(),
-                                address,
-                                elements,
-                                device_key,
-                                net_key_index: params.net_key_index,
-                            };
-                            match sink.commit(&rec) {
-                                Ok(()) => {
-                                    s.committed = true;
-                                    s.prov.commit_done(now);
-                                }
-                                Err(e) => {
-                                    s.result = Some(Err(ProvisioningError::Store(e)));
-                                    s.ended = Some(now);
-                                }
-                            }
-                        }
-                        Event::Complete(outcome) => {
-                            // The node is committed; a failed confirmation only leaves it
-                            // marked unconfirmed, which is safe.
-                            let _ = sink.confirm(&dev.spec.uuid);
-                            s.result = Some(Ok(outcome));
-                            s.ended = Some(now);
-                        }
-                        Event::Failed(e) => {
-                            s.result = Some(Err(e));
-                            s.ended = Some(now);
-                        }
-                    }
-                }
-                // The simulated installer.
-                if s.output_pending && s.output_at.is_none() && dev.displayed().is_some() {
-                    s.output_at = Some(now + INSTALLER_DELAY);
-                }
-                if let (true, Some(t)) = (s.output_pending, s.output_at)
-                    && now >= t
-                {
-                    s.output_pending = false;
+                    inst.output_pending = false;
                     if let Some(v) = dev.displayed().cloned() {
-                        let _ = s.prov.provide_output_oob(now, v);
+                        let _ = host.provide_output_oob(now, SessionId(k), v);
                         progress = true;
                     }
                 }
-                if s.input_value.is_some() && s.input_at.is_none() && dev.input_requested() {
-                    s.input_at = Some(now + INSTALLER_DELAY);
+                if inst.input_value.is_some() && inst.input_at.is_none() && dev.input_requested() {
+                    inst.input_at = Some(now + INSTALLER_DELAY);
                 }
-                if let Some(t) = s.input_at
+                if let Some(t) = inst.input_at
                     && now >= t
-                    && let Some(v) = s.input_value.take()
+                    && let Some(v) = inst.input_value.take()
                 {
                     dev.enter_input(now, v);
                     progress = true;
                 }
-                // Close the link once the session is over.
-                if s.result.is_some() && !s.closing {
-                    s.closing = true;
-                    progress = true;
-                    if !s.committed {
-                        sink.release(&dev.spec.uuid);
-                    }
-                    let reason: CloseReason = match &s.result {
-                        Some(Ok(_)) => LinkCloseReason::SUCCESS,
-                        Some(Err(e)) => s.prov.close_reason().unwrap_or(e.close_reason()),
-                        None => LinkCloseReason::FAIL,
-                    };
-                    if let Some(l) = s.link {
-                        links.close(now, l, reason);
-                    }
-                    if s.gatt.take().is_some() {
-                        dev.gatt_disconnected();
-                    }
-                }
-                dev.pump(now, &mut air);
+            }
+            for &i in &live {
+                devices[i].pump(now, &mut air);
             }
             // One advertisement per radio interval; the backlog stays in the bearer, which
             // withdraws segments that an ack made stale.
             if staged.is_none() {
-                staged = links.poll_transmit(now);
+                staged = host.poll_adv_transmit(now);
             }
             if air.adv_ready_at(me) <= now
                 && let Some(payload) = staged.take()
@@ -679,16 +421,14 @@ pub fn run_with(
             }
         }
 
-        // Finished sessions whose device has nothing left to do leave the live set.
+        // Devices whose session has ended, with nothing left to do, leave the live set.
         live.retain(|&i| {
-            !sessions[i].as_ref().is_some_and(|s| s.closing)
+            !session_of[i]
+                .and_then(|id| host.session(id))
+                .is_some_and(|s| s.is_finished())
                 || devices[i].poll_timeout_with(&air).is_some()
         });
-        let all_done = waiting.is_empty()
-            && live
-                .iter()
-                .all(|&i| sessions[i].as_ref().is_none_or(|s| s.result.is_some()));
-        if all_done && links.is_empty() && staged.is_none() {
+        if waiting.is_empty() && host.is_idle() && staged.is_none() {
             break;
         }
         // Next instant anything happens.
@@ -698,16 +438,16 @@ pub fn run_with(
                 next = Some(next.map_or(t, |n| n.min(t)));
             }
         };
-        consider(links.poll_timeout());
+        consider(host.poll_timeout());
         consider(staged.as_ref().map(|_| air.adv_ready_at(me)));
-        for s in live.iter().filter_map(|&i| sessions[i].as_ref()) {
-            if s.result.is_none() {
-                consider(s.prov.poll_timeout());
-            }
-            consider(s.gatt_ready_at);
-            consider(s.output_at.filter(|_| s.output_pending));
-            consider(s.input_at.filter(|_| s.input_value.is_some()));
-            consider(s.gatt.as_ref().and_then(|g| g.poll_timeout()));
+        for inst in live
+            .iter()
+            .filter_map(|&i| session_of[i])
+            .map(|k| &installers[k.0])
+        {
+            consider(inst.gatt_ready_at);
+            consider(inst.output_at.filter(|_| inst.output_pending));
+            consider(inst.input_at.filter(|_| inst.input_value.is_some()));
         }
         for &i in &live {
             consider(devices[i].poll_timeout_with(&air));
@@ -719,35 +459,21 @@ pub fn run_with(
         let t = t.max(now);
         air.advance_to(t);
         now = air.now();
-        links.handle_timeout(now);
-        for &i in &live {
-            let Some(s) = sessions[i].as_mut() else {
-                continue;
-            };
-            if s.result.is_none() {
-                s.prov.handle_timeout(now);
-            }
-            if let Some(g) = &mut s.gatt
-                && g.handle_timeout(now).is_some()
-            {
-                s.prov.handle_link_closed(now);
-            }
-        }
+        host.handle_timeout(now);
         for &i in &live {
             devices[i].handle_timeout(now);
         }
     }
 
     let virtual_time = now.since_epoch();
+    let retransmissions = host.retransmissions();
+    let mut sessions: Vec<Option<Session>> = host.into_sessions().into_iter().map(Some).collect();
     let mut results = Vec::with_capacity(targets.len());
     for (i, dev) in devices.into_iter().enumerate() {
-        let (outcome, elapsed) = match sessions[i].take() {
+        let (outcome, elapsed) = match session_of[i].and_then(|id| sessions[id.0].take()) {
             Some(s) => {
-                let end = s.ended.unwrap_or(now);
-                (
-                    s.result.unwrap_or(Err(ProvisioningError::Timeout)),
-                    end.saturating_duration_since(s.started),
-                )
+                let elapsed = s.elapsed(now);
+                (s.result.unwrap_or(Err(ProvisioningError::Timeout)), elapsed)
             }
             None => (Err(ProvisioningError::Timeout), Duration::ZERO),
         };
@@ -765,6 +491,6 @@ pub fn run_with(
         results,
         virtual_time,
         air: air.stats(),
-        retransmissions: links.stats().retransmitted,
+        retransmissions,
     })
 }

@@ -516,7 +516,8 @@ impl Store {
     /// has another address or device key there (else [`StoreError::ImportWouldLose`], unless
     /// `force`). Over a different network: refused unless `force`. meshprov acts as the
     /// provisioner given by `as_provisioner`, else as the one it already was, else a new
-    /// provisioner entry is added with the largest unallocated unicast range.
+    /// provisioner entry is added with the largest unallocated unicast range. A key refresh
+    /// journal is dropped: the file's keys and phases replace the store's.
     pub fn import_cdb(
         &mut self,
         json: &str,
@@ -644,7 +645,8 @@ impl Store {
 
 fn clear(tx: &Transaction<'_>, other_network: bool) -> Result<(), StoreError> {
     tx.execute_batch(
-        "DELETE FROM model_subscriptions; DELETE FROM model_bindings; DELETE FROM models;
+        "DELETE FROM key_refresh;
+         DELETE FROM model_subscriptions; DELETE FROM model_bindings; DELETE FROM models;
          DELETE FROM elements; DELETE FROM node_app_keys; DELETE FROM node_net_keys;
          DELETE FROM nodes; DELETE FROM app_keys; DELETE FROM net_keys;
          DELETE FROM provisioner_ranges; DELETE FROM provisioners; DELETE FROM groups;

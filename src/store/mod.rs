@@ -19,10 +19,14 @@
 //! - SEQ numbers are reserved in blocks ([`Store::reserve_seq`]); a restart continues after the
 //!   last reserved block, never inside it.
 //! - Overlapping unicast ranges are refused by triggers in the database itself.
+//! - A key refresh stores its new keys and its first journal entry in one transaction
+//!   ([`Store::begin_key_refresh`]) before any node is told, and the old keys stay until every
+//!   node finished ([`Store::finish_key_refresh`]).
 
 pub mod cdb;
 mod db;
 mod files;
+mod key_refresh;
 mod report;
 mod schema;
 
@@ -44,6 +48,7 @@ pub use files::{
     PRIVATE_MODE, data_dir, default_path, file_stem, iso8601, now_iso8601, resolve_path,
     write_atomically,
 };
+pub use key_refresh::{KeyRefreshRecord, NodeKeysUpdated};
 pub use report::{
     network_json, network_text, node_json, node_list_json, node_list_text, node_show_text,
 };

@@ -18,7 +18,7 @@ use super::StoreError;
 pub(crate) const APPLICATION_ID: i32 = 0x4d53_4850;
 
 /// Migration `n` upgrades a database from schema version `n` to `n + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this program writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -227,6 +227,19 @@ CREATE TABLE journal (
     uuid   BLOB,
     event  TEXT NOT NULL,
     detail TEXT NOT NULL DEFAULT ''
+) STRICT;
+"#;
+
+/// Version 2: the key refresh journal, one row per NetKey whose key refresh is under way. The
+/// new and old keys themselves live in `net_keys` / `app_keys` (`key`, `old_key`, `phase`), as
+/// for any other key; the journal is the procedure's progress as JSON (which node acknowledged
+/// which phase), written after every acknowledgement.
+const V2: &str = r#"
+CREATE TABLE key_refresh (
+    net_key_index INTEGER PRIMARY KEY REFERENCES net_keys(idx),
+    started       TEXT NOT NULL,
+    updated       TEXT NOT NULL,
+    journal       TEXT NOT NULL CHECK (json_valid(journal))
 ) STRICT;
 "#;
 

@@ -1,4 +1,7 @@
-//! Offline engineering tools behind `meshprov` subcommands that need no radio.
+//! The library side of `meshprov` subcommands: offline tools, and the commands that run on a
+//! radio (the simulated one for now).
 
+pub mod key_refresh;
 pub mod keys;
 pub mod provision;
+pub mod scan;

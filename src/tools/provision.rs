@@ -1,21 +1,37 @@
-//! `meshprov provision UUID --radio sim:FILE.toml`: provision one device and report it;
-//! `meshprov provision --all --radio sim:FILE.toml`: every device of the building, many at
-//! once ([`provision_all`]).
+//! `meshprov provision UUID --radio sim:FILE.toml`: provision one device and report it,
+//! optionally recording the session as a capture (`--capture FILE.pcapng`) with its key
+//! sidecar; `meshprov provision --all --radio sim:FILE.toml`: every device of the building,
+//! many at once ([`provision_all`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use crate::bearer::pb_adv::PbAdvConfig;
 use crate::cert::{Policy, TrustStore, verify_device_chain};
-use crate::provisioning::{AlgorithmPolicy, AuthPolicy, ProvisionerConfig, RecordsPolicy};
-use crate::sim::building::{Building, DeviceSpec};
-use crate::sim::run::{self, BearerChoice, MemorySink, NodeSink, RunOptions};
+use crate::host::{CertVerifier, SessionId};
+use crate::live::{self, LiveEvent, LiveOptions, LiveTarget};
+use crate::provisioning::{
+    AlgorithmPolicy, AuthPolicy, KeyLogBuffer, ProvisionerConfig, RecordsPolicy,
+};
+use crate::provisioning::{OobValue, Outcome, ProvisioningParams};
+use crate::radio::capture::{
+    CaptureError, CaptureStats, CaptureTap, KeySidecar, SharedTap, section_comment, sidecar_path,
+};
+use crate::radio::unit::UnitRadio;
+use crate::sim::building::Building;
+use crate::sim::node::DeviceState;
+use crate::sim::run::{self, BearerChoice, DeviceResult, MemorySink, NodeSink, RunOptions};
 use crate::store::Store;
 use crate::uuid::DeviceUuid;
+use crate::wire::OutputOobAction;
+use mesh_crypto::NetKey;
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::SeedableRng;
 
 /// The `--auth` choices.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,6 +127,10 @@ pub struct ProvisionArgs {
     pub seed: u64,
     /// Advertising loss override.
     pub loss: Option<f64>,
+    /// Record the session to this pcapng file (and its key sidecar beside it).
+    pub capture: Option<PathBuf>,
+    /// Also write the session secrets to the sidecar (test and development runs only).
+    pub capture_secrets: bool,
 }
 
 /// The report printed on success.
@@ -138,10 +158,27 @@ pub struct ProvisionReport {
     pub device_key: Option<String>,
     /// Where the node was stored, if anywhere.
     pub stored: Option<String>,
-    /// Virtual time of the session, in milliseconds.
+    /// Time of the session, in milliseconds.
     pub time_ms: u64,
+    /// What `time_ms` measures: `simulated air time` or `wall time`.
+    pub time_kind: &'static str,
     /// PB-ADV retransmissions by the provisioner.
     pub retransmissions: u64,
+    /// The capture written, if one was asked for.
+    pub capture: Option<CaptureSummary>,
+}
+
+/// What `--capture` wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaptureSummary {
+    /// The pcapng file.
+    pub file: String,
+    /// Its key sidecar.
+    pub keys: String,
+    /// Packets in the file.
+    pub packets: u64,
+    /// Whether the sidecar holds the session secrets.
+    pub secrets: bool,
 }
 
 /// Why `provision` failed: exit code and one line for the user.
@@ -163,22 +200,28 @@ fn usage(message: String) -> ProvisionFailure {
     }
 }
 
-/// Provisions one device of a simulated building.
+/// Provisions one device: on the simulated building (`--radio sim:FILE`) or on a real
+/// radio (`--radio meshd-unit:DIR`).
 pub fn provision(args: &ProvisionArgs) -> Result<ProvisionReport, ProvisionFailure> {
-    let Some(file) = args.radio.strip_prefix("sim:") else {
-        return Err(usage(format!(
-            "radio '{}' is not available in this build; use --radio sim:FILE.toml (the simulated building)",
-            args.radio
-        )));
-    };
-    let building = Building::load(Path::new(file)).map_err(|e| usage(e.to_string()))?;
-    let spec = building.device(&args.uuid).ok_or_else(|| {
-        usage(format!(
-            "device {} is not in {file}; it lists {}",
-            args.uuid,
-            list(&building)
-        ))
-    })?;
+    if let Some(file) = args.radio.strip_prefix("sim:") {
+        return provision_sim(args, Path::new(file));
+    }
+    if let Some(dir) = args.radio.strip_prefix("meshd-unit:") {
+        return provision_unit(args, Path::new(dir));
+    }
+    Err(usage(format!(
+        "radio '{}' is not available in this build; use --radio sim:FILE.toml (the simulated building) or meshd-unit:DIR (bluetooth-meshd's unit socket)",
+        args.radio
+    )))
+}
+
+/// The session's policies from the arguments; `static_oob` is what a building file says of
+/// the device, `mtu` its ATT MTU on PB-GATT.
+fn session_config(
+    args: &ProvisionArgs,
+    static_oob: Option<Vec<u8>>,
+    mtu: u16,
+) -> Result<(ProvisionerConfig, Option<CertVerifier>), ProvisionFailure> {
     let policy = SessionPolicy::new(
         &args.auth,
         args.algorithm,
@@ -186,107 +229,16 @@ pub fn provision(args: &ProvisionArgs) -> Result<ProvisionReport, ProvisionFailu
         args.deny.as_deref(),
     )?;
     let mut config = policy.config.clone();
-    policy.adjust(&args.auth, args.bearer, spec, &mut config);
-    let verifier = policy.verifier.clone();
-    let failure = |message: String| ProvisionFailure {
-        exit_code: crate::exit::FAILURE,
-        message,
-        uuid: Some(args.uuid.to_string()),
-    };
-    let mut store = if args.store.is_some() || args.network.is_some() {
-        let path = crate::store::resolve_path(args.store.as_deref(), args.network.as_deref())
-            .map_err(|e| usage(e.to_string()))?;
-        if !path.exists() {
-            return Err(usage(format!(
-                "no store at {}: create the network first with `meshprov net create NAME --store {}`",
-                path.display(),
-                path.display()
-            )));
-        }
-        Some((
-            Store::open(&path).map_err(|e| failure(e.to_string()))?,
-            path,
-        ))
-    } else {
-        None
-    };
-    let mut net_key = None;
-    let mut iv_index = None;
-    if let Some((s, path)) = &store {
-        let info = s
-            .network()
-            .map_err(|e| failure(format!("{}: {e}", path.display())))?;
-        if let Ok(node) = s.node_by_uuid(&args.uuid) {
-            return Err(failure(format!(
-                "device {} is already node 0x{:04x} in {} ({}); reset the device and remove the node before provisioning it again",
-                args.uuid,
-                node.address,
-                path.display(),
-                node.state
-            )));
-        }
-        net_key = Some(s.net_key(0).map_err(|e| failure(e.to_string()))?);
-        iv_index = Some(info.iv_index);
-    }
-    let opts = RunOptions {
-        config,
-        cert_verifier: verifier,
-        net_key,
-        iv_index,
-        bearer: args.bearer,
-        seed: args.seed,
-        loss: args.loss,
-        max_concurrent: 1,
-        deadline: Duration::from_secs(600),
-        ..RunOptions::default()
-    };
-    let mut memory = MemorySink::default();
-    let sink: &mut dyn NodeSink = match &mut store {
-        Some((s, _)) => s,
-        None => &mut memory,
-    };
-    let report =
-        run::run(&building, &[args.uuid], &opts, sink).map_err(|e| usage(e.to_string()))?;
-    let Some(r) = report.results.into_iter().next() else {
-        return Err(ProvisionFailure {
-            exit_code: crate::exit::FAILURE,
-            message: "no result".into(),
-            uuid: None,
-        });
-    };
-    match r.outcome {
-        Ok(o) => Ok(ProvisionReport {
-            result: "provisioned",
-            uuid: args.uuid.to_string(),
-            name: spec.name.clone(),
-            address: format!("0x{:04x}", o.address),
-            elements: o.elements,
-            algorithm: o.algorithm.name(),
-            auth: if matches!(args.auth, AuthArg::Cert) {
-                format!(
-                    "certificate-based ({}, device key from its verified certificate)",
-                    o.auth
-                )
-            } else {
-                format!("{}", o.auth)
-            },
-            public_key_oob: o.public_key_oob,
-            bearer: args.bearer.name(),
-            device_key: args
-                .show_keys
-                .then(|| mesh_crypto::hex::encode(o.device_key.expose_secret())),
-            stored: store.as_ref().map(|(_, p)| p.display().to_string()),
-            time_ms: r.elapsed.as_millis() as u64,
-            retransmissions: report.retransmissions,
-        }),
-        Err(e) => Err(failure(e.user_message())),
-    }
+    policy.adjust(&args.auth, args.bearer, static_oob, mtu, &mut config);
+    Ok((config, policy.verifier))
 }
 
-/// How each session authenticates, from `--auth`, `--algorithm`, `--trust` and `--deny`.
+/// How each session authenticates, from `--auth`, `--algorithm`, `--trust` and `--deny`: the
+/// part shared by every device of a run ([`SessionPolicy::new`], which loads the trust store
+/// once) and the part that depends on the device ([`SessionPolicy::adjust`]).
 struct SessionPolicy {
     config: ProvisionerConfig,
-    verifier: Option<crate::sim::run::CertVerifier>,
+    verifier: Option<CertVerifier>,
 }
 
 impl SessionPolicy {
@@ -300,7 +252,7 @@ impl SessionPolicy {
             algorithm,
             ..ProvisionerConfig::default()
         };
-        let mut verifier: Option<crate::sim::run::CertVerifier> = None;
+        let mut verifier: Option<CertVerifier> = None;
         match auth {
             AuthArg::None => {
                 config.allow_no_oob = true;
@@ -335,35 +287,462 @@ impl SessionPolicy {
                         .map(|v| v.public_key)
                         .map_err(|e| e.to_string())
                     },
-                ) as crate::sim::run::CertVerifier);
+                ) as CertVerifier);
             }
         }
         Ok(Self { config, verifier })
     }
 
-    /// The parts of a session's configuration that depend on its device: the static OOB
-    /// value of the building file under `--auth auto`, the record sizes under `--auth cert`.
+    /// The parts of a session's configuration that depend on its device: its static OOB
+    /// value (from the building file) under `--auth auto`, `oob-public-key` and `cert`, and
+    /// the record sizes under `--auth cert` (`mtu`: its ATT MTU on PB-GATT).
     fn adjust(
         &self,
         auth: &AuthArg,
         bearer: BearerChoice,
-        spec: &DeviceSpec,
+        static_oob: Option<Vec<u8>>,
+        mtu: u16,
         config: &mut ProvisionerConfig,
     ) {
         match auth {
             AuthArg::Auto | AuthArg::OobPublicKey(_) | AuthArg::Cert => {
-                config.auth = AuthPolicy::Auto {
-                    static_oob: spec.static_oob.clone(),
-                };
+                config.auth = AuthPolicy::Auto { static_oob };
             }
             AuthArg::None | AuthArg::Static(_) | AuthArg::Output | AuthArg::Input => {}
         }
         if matches!(auth, AuthArg::Cert) {
             config.records = match bearer {
                 BearerChoice::Adv => RecordsPolicy::pb_adv(),
-                BearerChoice::Gatt => RecordsPolicy::pb_gatt(spec.mtu),
+                BearerChoice::Gatt => RecordsPolicy::pb_gatt(mtu),
             };
         }
+    }
+}
+
+fn failure_for(args: &ProvisionArgs) -> impl Fn(String) -> ProvisionFailure + '_ {
+    move |message: String| ProvisionFailure {
+        exit_code: crate::exit::FAILURE,
+        message,
+        uuid: Some(args.uuid.to_string()),
+    }
+}
+
+/// The store named by `--store`/`--network`, with the NetKey and IV Index to hand out;
+/// refuses a device that is already a node there.
+#[allow(clippy::type_complexity)]
+fn open_store(
+    args: &ProvisionArgs,
+) -> Result<Option<(Store, PathBuf, NetKey, u32)>, ProvisionFailure> {
+    if args.store.is_none() && args.network.is_none() {
+        return Ok(None);
+    }
+    let failure = failure_for(args);
+    let Some((s, path)) =
+        open_store_path(args.store.as_deref(), args.network.as_deref()).map_err(|f| {
+            match f.exit_code {
+                crate::exit::FAILURE => failure(f.message),
+                _ => f,
+            }
+        })?
+    else {
+        return Ok(None);
+    };
+    let info = s
+        .network()
+        .map_err(|e| failure(format!("{}: {e}", path.display())))?;
+    if let Ok(node) = s.node_by_uuid(&args.uuid) {
+        return Err(failure(format!(
+            "device {} is already node 0x{:04x} in {} ({}); reset the device and remove the node before provisioning it again",
+            args.uuid,
+            node.address,
+            path.display(),
+            node.state
+        )));
+    }
+    let net_key = s.net_key(0).map_err(|e| failure(e.to_string()))?;
+    Ok(Some((s, path, net_key, info.iv_index)))
+}
+
+fn report(
+    args: &ProvisionArgs,
+    name: String,
+    o: &Outcome,
+    stored: Option<&Path>,
+    elapsed: Duration,
+    retransmissions: u64,
+    air: &'static str,
+) -> ProvisionReport {
+    ProvisionReport {
+        result: "provisioned",
+        uuid: args.uuid.to_string(),
+        name,
+        address: format!("0x{:04x}", o.address),
+        elements: o.elements,
+        algorithm: o.algorithm.name(),
+        auth: if matches!(args.auth, AuthArg::Cert) {
+            format!(
+                "certificate-based ({}, device key from its verified certificate)",
+                o.auth
+            )
+        } else {
+            format!("{}", o.auth)
+        },
+        public_key_oob: o.public_key_oob,
+        bearer: args.bearer.name(),
+        device_key: args
+            .show_keys
+            .then(|| mesh_crypto::hex::encode(o.device_key.expose_secret())),
+        stored: stored.map(|p| p.display().to_string()),
+        time_ms: elapsed.as_millis() as u64,
+        time_kind: air,
+        retransmissions,
+        capture: None,
+    }
+}
+
+/// Provisions one device of a simulated building.
+fn provision_sim(args: &ProvisionArgs, file: &Path) -> Result<ProvisionReport, ProvisionFailure> {
+    let building = Building::load(file).map_err(|e| usage(e.to_string()))?;
+    let spec = building.device(&args.uuid).ok_or_else(|| {
+        usage(format!(
+            "device {} is not in {}; it lists {}",
+            args.uuid,
+            file.display(),
+            list(&building)
+        ))
+    })?;
+    let (mut config, verifier) = session_config(args, spec.static_oob.clone(), spec.mtu)?;
+    let failure = failure_for(args);
+    let mut store = open_store(args)?;
+    let net_key = store.as_ref().map(|s| s.2.clone());
+    let iv_index = store.as_ref().map(|s| s.3);
+    let key_log = args.capture_secrets.then(|| Arc::new(KeyLogBuffer::new()));
+    if let Some(log) = &key_log {
+        config.key_log = Some(log.clone());
+    }
+    let epoch = capture_epoch();
+    let capture = match &args.capture {
+        None => None,
+        Some(path) => {
+            let tap = CaptureTap::create(path, &section_comment(&args.radio, epoch, true), epoch)
+                .map_err(|e| usage(format!("{e}; check the --capture path")))?;
+            Some((path.clone(), Arc::new(Mutex::new(tap))))
+        }
+    };
+    let opts = RunOptions {
+        config,
+        cert_verifier: verifier,
+        tap: capture.as_ref().map(|(_, t)| t.clone() as SharedTap),
+        net_key: net_key.clone(),
+        iv_index,
+        bearer: args.bearer,
+        seed: args.seed,
+        loss: args.loss,
+        max_concurrent: 1,
+        deadline: Duration::from_secs(600),
+        ..RunOptions::default()
+    };
+    let mut memory = MemorySink::default();
+    let sink: &mut dyn NodeSink = match &mut store {
+        Some((s, ..)) => s,
+        None => &mut memory,
+    };
+    let run_report = run::run(&building, &[args.uuid], &opts, sink);
+    let capture = match capture {
+        None => None,
+        Some((path, tap)) => {
+            let stats = finish_capture(&tap).map_err(|e| failure(e.to_string()))?;
+            let first = run_report.as_ref().ok().and_then(|r| r.results.first());
+            let sidecar = RunKeys {
+                building: &building,
+                store: store.as_ref().map(|(s, ..)| s),
+                net_key: net_key.as_ref(),
+                iv_index,
+                result: first,
+                seed: args.seed,
+                key_log: key_log.as_deref(),
+            }
+            .sidecar(&path, &args.radio, epoch);
+            let keys = sidecar_path(&path);
+            sidecar.write(&keys).map_err(|e| failure(e.to_string()))?;
+            Some(CaptureSummary {
+                file: path.display().to_string(),
+                keys: keys.display().to_string(),
+                packets: stats.packets,
+                secrets: args.capture_secrets,
+            })
+        }
+    };
+    let run_report = run_report.map_err(|e| usage(e.to_string()))?;
+    let Some(r) = run_report.results.into_iter().next() else {
+        return Err(failure("no result".into()));
+    };
+    match r.outcome {
+        Ok(o) => {
+            let mut rep = report(
+                args,
+                spec.name.clone(),
+                &o,
+                store.as_ref().map(|s| s.1.as_path()),
+                r.elapsed,
+                run_report.retransmissions,
+                "simulated air time",
+            );
+            rep.capture = capture;
+            Ok(rep)
+        }
+        Err(e) => Err(failure(match &capture {
+            Some(c) => format!(
+                "{} (the session was recorded in {}, keys in {})",
+                e.user_message(),
+                c.file,
+                c.keys
+            ),
+            None => e.user_message(),
+        })),
+    }
+}
+
+/// PB-ADV timings for bluetooth-meshd: it sends about one packet a second and a Link Open
+/// repeated more often than once a second starves its Link Ack (../shared/peers), so links
+/// retry every 1.5 s; the rest as usual.
+pub fn meshd_pb_adv() -> PbAdvConfig {
+    PbAdvConfig {
+        retransmit_interval: Duration::from_millis(1500),
+        retransmit_jitter: Duration::from_millis(200),
+        ..PbAdvConfig::default()
+    }
+}
+
+/// Provisions bluetooth-meshd's node over its unit socket, in real time.
+fn provision_unit(args: &ProvisionArgs, dir: &Path) -> Result<ProvisionReport, ProvisionFailure> {
+    if args.bearer == BearerChoice::Gatt {
+        return Err(usage(
+            "the meshd-unit radio carries advertising only; use --bearer adv".into(),
+        ));
+    }
+    if args.capture.is_some() {
+        return Err(usage(
+            "--capture records on the simulated radio only for now (the real radios' recording wrapper is not built yet)".into(),
+        ));
+    }
+    let (config, verifier) = session_config(args, None, 23)?;
+    let failure = failure_for(args);
+    let mut store = open_store(args)?;
+    let (net_key, iv_index) = match &store {
+        Some((_, _, k, iv)) => (k.clone(), *iv),
+        None => {
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed).map_err(|e| failure(format!("no randomness: {e}")))?;
+            (
+                NetKey::generate(&mut <ChaCha20Rng as SeedableRng>::from_seed(seed)),
+                0,
+            )
+        }
+    };
+    let opts = LiveOptions {
+        params: ProvisioningParams {
+            net_key,
+            net_key_index: 0,
+            flags: 0,
+            iv_index,
+        },
+        pb_adv: meshd_pb_adv(),
+        bearer: BearerChoice::Adv,
+        max_concurrent: 1,
+        deadline: Duration::from_secs(120),
+        discovery_timeout: Duration::from_secs(30),
+        cert_verifier: verifier,
+        seed: None,
+    };
+    let target = LiveTarget {
+        uuid: args.uuid,
+        name: String::new(),
+        config,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| failure(format!("cannot start the runtime: {e}")))?;
+    let mut memory = MemorySink::default();
+    let sink: &mut dyn NodeSink = match &mut store {
+        Some((s, ..)) => s,
+        None => &mut memory,
+    };
+    let (oob_tx, oob_rx) = tokio::sync::mpsc::unbounded_channel();
+    let live_report = rt
+        .block_on(async {
+            let mut radio = UnitRadio::open(dir)?;
+            live::provision(
+                &mut radio,
+                std::slice::from_ref(&target),
+                &opts,
+                sink,
+                Some(oob_rx),
+                &mut |ev| prompt_installer(ev, &oob_tx),
+            )
+            .await
+        })
+        .map_err(|e| failure(e.to_string()))?;
+    let Some(r) = live_report.results.into_iter().next() else {
+        return Err(failure("no result".into()));
+    };
+    match r.outcome {
+        Ok(o) => Ok(report(
+            args,
+            String::new(),
+            &o,
+            store.as_ref().map(|s| s.1.as_path()),
+            r.elapsed,
+            live_report.retransmissions,
+            "wall time",
+        )),
+        Err(e) => Err(failure(e.user_message())),
+    }
+}
+
+/// Asks the installer on the terminal: Output OOB is read from stdin on its own thread (the
+/// session keeps running meanwhile); Input OOB is shown on stderr.
+fn prompt_installer(
+    ev: &LiveEvent,
+    answers: &tokio::sync::mpsc::UnboundedSender<(SessionId, OobValue)>,
+) {
+    match ev {
+        LiveEvent::OutputOobRequested {
+            session,
+            uuid,
+            action,
+            size,
+        } => {
+            eprintln!(
+                "Device {uuid} outputs a value ({action:?}, up to {size} characters): type what it shows and press Enter"
+            );
+            let tx = answers.clone();
+            let session = *session;
+            let numeric = !matches!(*action, OutputOobAction::OUTPUT_ALPHANUMERIC);
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                if std::io::stdin().read_line(&mut line).is_ok() {
+                    let v = if numeric {
+                        line.trim().parse::<u128>().ok().map(OobValue::Numeric)
+                    } else {
+                        OobValue::alphanumeric(&line).ok()
+                    };
+                    match v {
+                        Some(v) => {
+                            let _ = tx.send((session, v));
+                        }
+                        None => eprintln!(
+                            "not a valid value: the session will time out; run the command again"
+                        ),
+                    }
+                }
+            });
+        }
+        LiveEvent::InputOobDisplay {
+            uuid,
+            value,
+            action,
+        } => {
+            eprintln!(
+                "Enter {} on device {uuid} ({action:?})",
+                value.expose_secret()
+            );
+        }
+        LiveEvent::Started { .. } | LiveEvent::Finished { .. } => {}
+    }
+}
+
+/// Time zero of the simulated air in a capture: now, to the second (so that the capture's
+/// dates are plausible; the section header says the times are virtual).
+pub fn capture_epoch() -> Duration {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    Duration::from_secs(now.as_secs())
+}
+
+/// Flushes a capture; its first error, if any.
+pub fn finish_capture<W: std::io::Write>(
+    tap: &Mutex<CaptureTap<W>>,
+) -> Result<CaptureStats, CaptureError> {
+    match tap.lock() {
+        Ok(mut t) => t.finish(),
+        Err(poisoned) => poisoned.into_inner().finish(),
+    }
+}
+
+/// What the key sidecar of a simulated provisioning run is made of.
+struct RunKeys<'a> {
+    building: &'a Building,
+    store: Option<&'a Store>,
+    net_key: Option<&'a mesh_crypto::NetKey>,
+    iv_index: Option<u32>,
+    result: Option<&'a DeviceResult>,
+    seed: u64,
+    key_log: Option<&'a KeyLogBuffer>,
+}
+
+impl RunKeys<'_> {
+    /// The network's keys (the store's NetKeys and AppKeys; otherwise the building's NetKey,
+    /// or the one the device received), the new node's device key, and the session secrets
+    /// when a key log was kept.
+    fn sidecar(&self, capture: &Path, radio: &str, epoch: Duration) -> KeySidecar {
+        let mut s = KeySidecar::new(capture, radio, Some(epoch));
+        s.iv_index = self.iv_index.unwrap_or(self.building.network.iv_index);
+        let info = self.store.and_then(|st| st.network().ok());
+        match (self.store, &info) {
+            (Some(st), Some(info)) => {
+                for n in &info.net_keys {
+                    if let Ok(k) = st.net_key(n.index) {
+                        s.add_net_key(n.index, &k);
+                    }
+                }
+                for a in &info.app_keys {
+                    if let Ok(k) = st.app_key(a.index) {
+                        s.add_app_key(a.index, a.bound_net_key, &k);
+                    }
+                }
+            }
+            _ => {
+                let index = self.building.network.net_key_index;
+                if let Some(k) = self.net_key {
+                    s.add_net_key(index, k);
+                } else if let Some(k) = self.building.network.net_key {
+                    s.add_net_key(index, &mesh_crypto::NetKey::from_bytes(k));
+                } else if let Some(DeviceState::Provisioned {
+                    net_key,
+                    net_key_index,
+                    ..
+                }) = self.result.map(|r| &r.device_state)
+                {
+                    // A NetKey drawn from the seed: the device knows it.
+                    s.add_net_key(*net_key_index, net_key);
+                }
+            }
+        }
+        if let Some(r) = self.result
+            && let Ok(o) = &r.outcome
+        {
+            s.add_device_key(o.address, o.elements, &r.uuid, &o.device_key);
+        }
+        if let Some(log) = self.key_log {
+            let result = self.result;
+            s.set_secrets(Some(self.seed), &log.entries(), |session| {
+                // The device received the provisioner's public key: 0x03 ‖ X ‖ Y.
+                result
+                    .filter(|r| {
+                        r.device_transcript.iter().any(|e| {
+                            e.direction == crate::provisioning::Direction::Received
+                                && e.bytes.first() == Some(&0x03)
+                                && e.bytes.get(1..) == Some(session)
+                        })
+                    })
+                    .map(|r| r.uuid.to_string())
+            });
+        }
+        s.fill_wireshark_options();
+        s
     }
 }
 
@@ -468,7 +847,7 @@ pub struct ProvisionAllReport {
 pub fn provision_all(args: &ProvisionAllArgs) -> Result<ProvisionAllReport, ProvisionFailure> {
     let Some(file) = args.radio.strip_prefix("sim:") else {
         return Err(usage(format!(
-            "radio '{}' is not available in this build; use --radio sim:FILE.toml (the simulated building)",
+            "--all provisions a simulated building; radio '{}' is not one: use --radio sim:FILE.toml (or give one UUID)",
             args.radio
         )));
     };
@@ -495,7 +874,7 @@ pub fn provision_all(args: &ProvisionAllArgs) -> Result<ProvisionAllReport, Prov
         message,
         uuid: None,
     };
-    let mut store = open_store(args.store.as_deref(), args.network.as_deref())?;
+    let mut store = open_store_path(args.store.as_deref(), args.network.as_deref())?;
     let mut skipped = Vec::new();
     let mut targets = Vec::new();
     for d in &building.devices {
@@ -560,7 +939,13 @@ pub fn provision_all(args: &ProvisionAllArgs) -> Result<ProvisionAllReport, Prov
         None => &mut memory,
     };
     let report = run::run_with(&building, &targets, &opts, sink, |spec, config| {
-        policy.adjust(&args.auth, args.bearer, spec, config);
+        policy.adjust(
+            &args.auth,
+            args.bearer,
+            spec.static_oob.clone(),
+            spec.mtu,
+            config,
+        );
     })
     .map_err(|e| usage(e.to_string()))?;
     let mut failed = Vec::new();
@@ -656,8 +1041,8 @@ impl ProvisionAllReport {
     }
 }
 
-/// The store of `--store` or `--network`, if one was asked for.
-fn open_store(
+/// The store of `--store` or `--network`, if one was asked for (it must exist).
+fn open_store_path(
     store: Option<&Path>,
     network: Option<&str>,
 ) -> Result<Option<(Store, PathBuf)>, ProvisionFailure> {
@@ -704,7 +1089,11 @@ impl ProvisionReport {
             u32::from(u16::from_str_radix(self.address.trim_start_matches("0x"), 16).unwrap_or(0))
                 + u32::from(self.elements.max(1))
                 - 1;
-        let mut s = format!("Provisioned {} ({})\n", self.uuid, self.name);
+        let mut s = if self.name.is_empty() {
+            format!("Provisioned {}\n", self.uuid)
+        } else {
+            format!("Provisioned {} ({})\n", self.uuid, self.name)
+        };
         s += &format!(
             "  address     {} ({} element{}, up to 0x{:04x})\n",
             self.address,
@@ -732,10 +1121,24 @@ impl ProvisionReport {
             None => "  stored in   nowhere (no --store): the device key is lost when meshprov exits; add --show-keys or --store\n".to_string(),
         };
         s += &format!(
-            "  time        {:.2} s of simulated air time, {} retransmissions\n",
+            "  time        {:.2} s of {}, {} retransmissions\n",
             self.time_ms as f64 / 1000.0,
+            self.time_kind,
             self.retransmissions
         );
+        if let Some(c) = &self.capture {
+            s += &format!(
+                "  capture     {} ({} packets), keys in {}{}\n",
+                c.file,
+                c.packets,
+                c.keys,
+                if c.secrets {
+                    " with the session secrets"
+                } else {
+                    ""
+                }
+            );
+        }
         s
     }
 }

@@ -17,7 +17,8 @@
 //! - [`pb_adv`]: the PB-ADV bearer payload and Generic Provisioning PDUs, MshPRT v1.1 §5.2.1,
 //!   §5.3, with the FCS and segmentation helpers.
 //! - [`beacon`]: mesh beacons (§3.10) and the PB-GATT / Mesh Proxy service data (§7.1, §7.2).
-//! - [`proxy`]: the Proxy PDU header, MshPRT v1.1 §6.3.1.
+//! - [`proxy`]: the Proxy PDU header, MshPRT v1.1 §6.3.1, and the proxy configuration
+//!   messages, §6.5.
 
 /// Declares a wire enumeration: a newtype over the integer with named constants, so that
 /// unknown values survive a round trip.
@@ -138,7 +139,10 @@ pub use prov::{
     ProvisioningPdu, PublicKey, PublicKeyType, RecordId, RecordRequest, RecordResponse,
     RecordStatus, RecordsList, Start, StartAuth, StartPublicKey,
 };
-pub use proxy::{ProxyMessageType, ProxyPdu, Sar};
+pub use proxy::{
+    FilterType, MAX_FILTER_ADDRESSES, ProxyConfigMessage, ProxyConfigOpcode, ProxyMessageType,
+    ProxyPdu, Sar,
+};
 
 /// Every way a byte string can fail to be a legal PDU of this layer.
 ///
@@ -232,6 +236,10 @@ pub enum WireError {
     /// The Provisioning Bearer Control opcode is not one of 0x00–0x02 (MshPRT v1.1 §5.3.1.4).
     #[error("unknown provisioning bearer control opcode {0:#04x}")]
     UnknownBearerOpcode(u8),
+    /// The proxy configuration message opcode is not one of 0x00–0x03 (MshPRT v1.1 §6.5):
+    /// RFU, or a Mesh 1.1 directed proxy message this parser does not read.
+    #[error("unknown proxy configuration opcode {0:#04x}")]
+    UnknownProxyConfigOpcode(u8),
     /// The Mesh Proxy service data identification type is not one of 0x00–0x03
     /// (MshPRT v1.1 §7.2.2.2).
     #[error("unknown mesh proxy identification type {0:#04x}")]

@@ -1,0 +1,488 @@
+//! Provisioning in real time over a [`Radio`]: the driver that feeds a [`Host`] from a real
+//! radio (bluetooth-meshd's socket, BlueZ) and the monotonic clock, under tokio.
+//!
+//! It is the real-time twin of [`crate::sim::run`]: the same host, sessions, bearer and sink;
+//! only the clock (the monotonic clock mapped onto [`Instant`] from the start of the run) and
+//! the I/O differ. Sessions on PB-ADV open their link at once (the device listens while it
+//! beacons); sessions on PB-GATT wait for the device's connectable advert with Mesh
+//! Provisioning Service data (0x1827, §7.1.2.2.1) to learn its address, then connect.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::SeedableRng;
+use tokio::sync::mpsc;
+
+use crate::bearer::pb_adv::PbAdvConfig;
+use crate::config_host::ConfigHost;
+use crate::host::{CertVerifier, Host, HostEvent, NodeSink, SessionId};
+use crate::net::config::ConfigMessage;
+use crate::net::network::SeqSource;
+use crate::provisioning::{
+    OobValue, Outcome, ProvisionerConfig, ProvisioningError, ProvisioningParams, TranscriptEntry,
+};
+use crate::radio::{
+    AD_TYPE_MESH_MESSAGE, AD_TYPE_PB_ADV, AdvParams, BdAddr, ConnId, Radio, RadioError, RadioEvent,
+    UUID_MESH_PROVISIONING,
+};
+use crate::sim::configure::ConfigResult;
+use crate::sim::run::BearerChoice;
+use crate::time::Instant;
+use crate::uuid::DeviceUuid;
+
+/// AD type of 16-bit UUID service data (Core Supplement §1.11).
+const AD_TYPE_SERVICE_DATA_16: u8 = 0x16;
+
+/// One device to provision.
+#[derive(Clone, Debug)]
+pub struct LiveTarget {
+    /// Its UUID.
+    pub uuid: DeviceUuid,
+    /// Its name, stored with the node.
+    pub name: String,
+    /// Its session's policies (algorithm, authentication, records).
+    pub config: ProvisionerConfig,
+}
+
+/// Options of a real-time run.
+#[derive(Clone)]
+pub struct LiveOptions {
+    /// NetKey, index, flags and IV Index handed out.
+    pub params: ProvisioningParams,
+    /// PB-ADV timings (slower for bluetooth-meshd, which sends about one packet a second).
+    pub pb_adv: PbAdvConfig,
+    /// PB-ADV or PB-GATT.
+    pub bearer: BearerChoice,
+    /// Sessions in flight at once.
+    pub max_concurrent: usize,
+    /// Give up on the whole run after this long.
+    pub deadline: Duration,
+    /// How long a PB-GATT session waits for the device's connectable advert.
+    pub discovery_timeout: Duration,
+    /// Judges certificate chains.
+    pub cert_verifier: Option<CertVerifier>,
+    /// Seed for Link IDs and session randomness; `None` draws from the operating system
+    /// (always, outside tests: ephemeral keys must be unpredictable).
+    pub seed: Option<u64>,
+}
+
+impl std::fmt::Debug for LiveOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveOptions")
+            .field("bearer", &self.bearer)
+            .field("max_concurrent", &self.max_concurrent)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the driver reports while it runs (progress for a terminal or JSON lines).
+#[derive(Debug)]
+pub enum LiveEvent {
+    /// A session started.
+    Started {
+        /// The device.
+        uuid: DeviceUuid,
+    },
+    /// The installer must read the device's output and send it on the OOB channel.
+    OutputOobRequested {
+        /// The session to answer.
+        session: SessionId,
+        /// The device.
+        uuid: DeviceUuid,
+        /// What the device does.
+        action: crate::wire::OutputOobAction,
+        /// Digits or characters.
+        size: u8,
+    },
+    /// The installer enters this value on the device.
+    InputOobDisplay {
+        /// The device.
+        uuid: DeviceUuid,
+        /// The value.
+        value: OobValue,
+        /// How.
+        action: crate::wire::InputOobAction,
+    },
+    /// A session ended.
+    Finished {
+        /// The device.
+        uuid: DeviceUuid,
+        /// How.
+        ok: bool,
+    },
+}
+
+/// How one device's session ended.
+#[derive(Debug)]
+pub struct LiveResult {
+    /// The device.
+    pub uuid: DeviceUuid,
+    /// Success with its outcome, or the error.
+    pub outcome: Result<Outcome, ProvisioningError>,
+    /// From the session's start to its end.
+    pub elapsed: Duration,
+    /// The provisioning PDUs this side sent and received.
+    pub transcript: Vec<TranscriptEntry>,
+}
+
+/// The whole run.
+#[derive(Debug)]
+pub struct LiveReport {
+    /// One result per target, in order.
+    pub results: Vec<LiveResult>,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// PB-ADV retransmissions.
+    pub retransmissions: u64,
+}
+
+/// Why a run stopped before its sessions ended.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    /// The radio failed.
+    #[error(transparent)]
+    Radio(#[from] RadioError),
+    /// A Config request could not be queued.
+    #[error("{0}")]
+    Config(String),
+}
+
+enum Pending {
+    /// Waiting for its connectable advert (PB-GATT).
+    Discovering { since: Instant },
+    /// Connected or on PB-ADV: a host session.
+    Session(SessionId),
+    /// Never started (the deadline came first) or discovery failed.
+    Failed(ProvisioningError),
+}
+
+/// Provisions `targets` over `radio`, committing each node to `sink` before its keys go on
+/// air. `oob` carries the installer's Output OOB answers (session and value).
+pub async fn provision<R: Radio>(
+    radio: &mut R,
+    targets: &[LiveTarget],
+    opts: &LiveOptions,
+    sink: &mut dyn NodeSink,
+    mut oob: Option<mpsc::UnboundedReceiver<(SessionId, OobValue)>>,
+    on_event: &mut dyn FnMut(&LiveEvent),
+) -> Result<LiveReport, LiveError> {
+    let epoch = std::time::Instant::now();
+    let clock = move || Instant::from_epoch(epoch.elapsed());
+    let seeded = |k: u64| -> ChaCha20Rng {
+        match opts.seed {
+            Some(s) => ChaCha20Rng::seed_from_u64(s.wrapping_add(k)),
+            None => {
+                ChaCha20Rng::from_rng(&mut rand_chacha::rand_core::UnwrapErr(getrandom::SysRng))
+            }
+        }
+    };
+    let mut host = Host::new(
+        opts.params.clone(),
+        opts.pb_adv.clone(),
+        Box::new(seeded(0x4c49_4e4b)),
+        opts.cert_verifier.clone(),
+    );
+    let deadline = clock() + opts.deadline;
+    let mut waiting: VecDeque<usize> = (0..targets.len()).collect();
+    let mut pending: Vec<Option<Pending>> = (0..targets.len()).map(|_| None).collect();
+    let mut target_of: Vec<usize> = Vec::new();
+    let mut conn_of: Vec<Option<ConnId>> = Vec::new();
+    let mut staged: Option<Vec<u8>> = None;
+    let mut next_adv = clock();
+
+    loop {
+        let now = clock();
+        // Start sessions up to the limit.
+        let running = pending
+            .iter()
+            .filter(|p| match p {
+                Some(Pending::Discovering { .. }) => true,
+                Some(Pending::Session(id)) => host.session(*id).is_some_and(|s| !s.is_finished()),
+                _ => false,
+            })
+            .count();
+        for _ in running..opts.max_concurrent {
+            let Some(i) = waiting.pop_front() else { break };
+            let t = &targets[i];
+            on_event(&LiveEvent::Started { uuid: t.uuid });
+            pending[i] = Some(match opts.bearer {
+                BearerChoice::Adv => {
+                    let rng = Box::new(seeded(2000 + i as u64));
+                    let id = host.open_adv(now, t.uuid, t.name.clone(), t.config.clone(), rng);
+                    target_of.push(i);
+                    conn_of.push(None);
+                    Pending::Session(id)
+                }
+                BearerChoice::Gatt => Pending::Discovering { since: now },
+            });
+        }
+        // Discovery time-outs.
+        for p in pending.iter_mut() {
+            if let Some(Pending::Discovering { since }) = p
+                && now.saturating_duration_since(*since) > opts.discovery_timeout
+            {
+                *p = Some(Pending::Failed(ProvisioningError::Timeout));
+            }
+        }
+
+        // Settle the host at this instant.
+        while host.drive(now, sink) {}
+        while let Some((id, seg)) = host.poll_gatt_transmit() {
+            if let Some(conn) = conn_of[id.0] {
+                radio.gatt_write(conn, &seg).await?;
+            }
+        }
+        while let Some(ev) = host.poll_event() {
+            match ev {
+                HostEvent::OutputOobRequested {
+                    session,
+                    action,
+                    size,
+                } => on_event(&LiveEvent::OutputOobRequested {
+                    session,
+                    uuid: targets[target_of[session.0]].uuid,
+                    action,
+                    size,
+                }),
+                HostEvent::InputOobDisplay {
+                    session,
+                    value,
+                    action,
+                } => on_event(&LiveEvent::InputOobDisplay {
+                    uuid: targets[target_of[session.0]].uuid,
+                    value,
+                    action,
+                }),
+                HostEvent::Finished { session } => {
+                    let ok = host
+                        .session(session)
+                        .is_some_and(|s| matches!(s.result, Some(Ok(_))));
+                    on_event(&LiveEvent::Finished {
+                        uuid: targets[target_of[session.0]].uuid,
+                        ok,
+                    });
+                    if let Some(conn) = conn_of[session.0].take() {
+                        // The device drops the connection itself after Complete.
+                        let _ = radio.disconnect(conn).await;
+                    }
+                }
+            }
+        }
+        if staged.is_none() {
+            staged = host.poll_adv_transmit(now);
+        }
+        if now >= next_adv
+            && let Some(p) = staged.take()
+        {
+            radio
+                .advertise(AD_TYPE_PB_ADV, &p, AdvParams::default())
+                .await?;
+            next_adv = now + radio.adv_interval();
+            continue;
+        }
+
+        let all_started = waiting.is_empty()
+            && pending
+                .iter()
+                .all(|p| !matches!(p, Some(Pending::Discovering { .. })));
+        if (all_started && host.is_idle() && staged.is_none()) || now >= deadline {
+            break;
+        }
+
+        // Sleep until the next deadline or until something arrives.
+        let mut wake = deadline;
+        if let Some(t) = host.poll_timeout() {
+            wake = wake.min(t);
+        }
+        if staged.is_some() {
+            wake = wake.min(next_adv);
+        }
+        if pending
+            .iter()
+            .any(|p| matches!(p, Some(Pending::Discovering { .. })))
+        {
+            wake = wake.min(now + Duration::from_millis(250));
+        }
+        let sleep = wake.saturating_duration_since(now);
+        tokio::select! {
+            ev = radio.next_event() => {
+                let now = clock();
+                match ev? {
+                    RadioEvent::Adv(r) if r.ad_type == AD_TYPE_PB_ADV => host.handle_adv(now, &r.data),
+                    RadioEvent::Adv(r) if r.ad_type == AD_TYPE_SERVICE_DATA_16 => {
+                        // Mesh Provisioning Service data: UUID16 0x1827, Device UUID, OOB info.
+                        if let (Some(address), [lo, hi, rest @ ..]) = (r.address, r.data.as_slice())
+                            && u16::from_le_bytes([*lo, *hi]) == UUID_MESH_PROVISIONING
+                            && rest.len() >= 16
+                            && let Some(i) = targets.iter().position(|t| t.uuid.0[..] == rest[..16])
+                            && matches!(pending[i], Some(Pending::Discovering { .. }))
+                        {
+                            pending[i] = Some(connect_gatt(radio, &mut host, now, address, &targets[i], &seeded, i)
+                                .await
+                                .map(|(id, conn)| {
+                                    target_of.push(i);
+                                    conn_of.push(Some(conn));
+                                    Pending::Session(id)
+                                })
+                                .unwrap_or_else(|e| Pending::Failed(ProvisioningError::Unreachable(e.to_string()))));
+                        }
+                    }
+                    RadioEvent::Adv(_) => {}
+                    RadioEvent::Gatt { conn, data } => {
+                        if let Some(k) = conn_of.iter().position(|c| *c == Some(conn)) {
+                            host.handle_gatt(now, SessionId(k), &data);
+                        }
+                    }
+                    RadioEvent::Disconnected(conn) => {
+                        if let Some(k) = conn_of.iter().position(|c| *c == Some(conn)) {
+                            conn_of[k] = None;
+                            host.handle_gatt_disconnected(now, SessionId(k));
+                        }
+                    }
+                }
+            }
+            Some((session, value)) = async {
+                match &mut oob {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // A late or wrong answer fails that session with a typed error.
+                let _ = host.provide_output_oob(clock(), session, value);
+            }
+            () = tokio::time::sleep(sleep) => {
+                host.handle_timeout(clock());
+            }
+        }
+    }
+
+    let now = clock();
+    let retransmissions = host.retransmissions();
+    let mut sessions: Vec<Option<crate::host::Session>> =
+        host.into_sessions().into_iter().map(Some).collect();
+    let mut results = Vec::with_capacity(targets.len());
+    for (i, t) in targets.iter().enumerate() {
+        let r = match pending[i].take() {
+            Some(Pending::Session(id)) => match sessions[id.0].take() {
+                Some(s) => LiveResult {
+                    uuid: t.uuid,
+                    elapsed: s.elapsed(now),
+                    transcript: s.transcript().to_vec(),
+                    outcome: s.result.unwrap_or(Err(ProvisioningError::Timeout)),
+                },
+                None => failed(t.uuid, ProvisioningError::Timeout),
+            },
+            Some(Pending::Failed(e)) => failed(t.uuid, e),
+            Some(Pending::Discovering { .. }) | None => failed(t.uuid, ProvisioningError::Timeout),
+        };
+        results.push(r);
+    }
+    Ok(LiveReport {
+        results,
+        elapsed: epoch.elapsed(),
+        retransmissions,
+    })
+}
+
+fn failed(uuid: DeviceUuid, e: ProvisioningError) -> LiveResult {
+    LiveResult {
+        uuid,
+        outcome: Err(e),
+        elapsed: Duration::ZERO,
+        transcript: Vec::new(),
+    }
+}
+
+async fn connect_gatt<R: Radio>(
+    radio: &mut R,
+    host: &mut Host,
+    now: Instant,
+    address: BdAddr,
+    t: &LiveTarget,
+    seeded: &impl Fn(u64) -> ChaCha20Rng,
+    i: usize,
+) -> Result<(SessionId, ConnId), RadioError> {
+    let (conn, mtu) = radio.connect(address, UUID_MESH_PROVISIONING).await?;
+    let rng = Box::new(seeded(2000 + i as u64));
+    let id = host.open_gatt(now, t.uuid, t.name.clone(), t.config.clone(), rng, mtu);
+    host.gatt_ready(now, id);
+    Ok((id, conn))
+}
+
+/// Sends Config requests in real time over `radio` and waits for their status messages:
+/// `requests` are (node address, message) in order, one per node in flight. Returns each
+/// request's outcome, in order, when every request has an answer or a time-out, or at
+/// `deadline`.
+pub async fn configure<R: Radio, S: SeqSource>(
+    radio: &mut R,
+    host: &mut ConfigHost<S>,
+    requests: &[(u16, ConfigMessage)],
+    deadline: Duration,
+    on_result: &mut dyn FnMut(&ConfigResult),
+) -> Result<Vec<ConfigResult>, LiveError> {
+    let epoch = std::time::Instant::now();
+    let clock = move || Instant::from_epoch(epoch.elapsed());
+    let end = clock() + deadline;
+    let first = host.results().len();
+    let mut ids = Vec::with_capacity(requests.len());
+    for (node, m) in requests {
+        ids.push(host.request(clock(), *node, m.clone()).map_err(|e| {
+            LiveError::Config(format!("request to 0x{node:04x} cannot be sent: {e}"))
+        })?);
+    }
+    let mut reported = first;
+    // Copies of network PDUs waiting for the radio: (due, pdu).
+    let mut out: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
+    let mut next_adv = clock();
+    loop {
+        let now = clock();
+        host.drive(now);
+        while let Some(t) = host.poll_transmit() {
+            for k in 0..u32::from(t.transmissions.max(1)) {
+                out.push_back((now + t.interval * k, t.pdu.clone()));
+            }
+        }
+        while reported < host.results().len() && !host.is_pending(reported) {
+            on_result(&host.results()[reported]);
+            reported += 1;
+        }
+        if now >= next_adv
+            && let Some(i) = out.iter().position(|(t, _)| *t <= now)
+            && let Some((_, pdu)) = out.remove(i)
+        {
+            radio
+                .advertise(AD_TYPE_MESH_MESSAGE, &pdu, AdvParams::default())
+                .await?;
+            next_adv = now + radio.adv_interval();
+            continue;
+        }
+        if (host.pending() == 0 && out.is_empty()) || now >= end {
+            break;
+        }
+        let mut wake = end;
+        if let Some(t) = host.poll_timeout() {
+            wake = wake.min(t);
+        }
+        if let Some(t) = out.iter().map(|(t, _)| *t).min() {
+            wake = wake.min(t.max(next_adv));
+        }
+        let sleep = wake.saturating_duration_since(now);
+        tokio::select! {
+            ev = radio.next_event() => {
+                if let RadioEvent::Adv(r) = ev?
+                    && r.ad_type == AD_TYPE_MESH_MESSAGE
+                {
+                    host.handle_network_pdu(clock(), &r.data);
+                }
+            }
+            () = tokio::time::sleep(sleep) => host.handle_timeout(clock()),
+        }
+    }
+    while reported < host.results().len() {
+        on_result(&host.results()[reported]);
+        reported += 1;
+    }
+    Ok(ids.iter().map(|i| host.results()[*i].clone()).collect())
+}
