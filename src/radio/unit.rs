@@ -169,6 +169,14 @@ mod tests {
     #[test]
     fn a_missing_meshd_socket_says_how_to_start_it() {
         let dir = tempfile::tempdir().unwrap();
+        // Outside a runtime the radio refuses before it looks for the socket.
+        let e = UnitRadio::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("tokio runtime"), "{e}");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _inside = rt.enter();
         let e = UnitRadio::open(dir.path()).unwrap_err().to_string();
         assert!(e.contains("run_meshd_device.sh"), "{e}");
     }
