@@ -23,6 +23,7 @@
 pub mod cdb;
 mod db;
 mod files;
+mod node_config;
 mod report;
 mod schema;
 
@@ -44,6 +45,7 @@ pub use files::{
     PRIVATE_MODE, data_dir, default_path, file_stem, iso8601, now_iso8601, resolve_path,
     write_atomically,
 };
+pub use node_config::{CompositionRecord, JOURNAL_NODE_RESET};
 pub use report::{
     network_json, network_text, node_json, node_list_json, node_list_text, node_show_text,
 };
