@@ -169,6 +169,12 @@ mod tests {
     #[test]
     fn a_missing_meshd_socket_says_how_to_start_it() {
         let dir = tempfile::tempdir().unwrap();
+        // Inside a runtime, so that the missing socket is what is reported.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _in_runtime = rt.enter();
         let e = UnitRadio::open(dir.path()).unwrap_err().to_string();
         assert!(e.contains("run_meshd_device.sh"), "{e}");
     }
