@@ -7,7 +7,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{ModelId, Node, Range16, Store, StoreError, now_iso8601, taken_spans, touch};
+use super::{ModelId, Node, Store, StoreError, format_ranges, now_iso8601, taken_spans, touch};
 use crate::uuid::DeviceUuid;
 
 /// Journal event of a node that answered Node Reset: its device forgot the network.
@@ -40,6 +40,9 @@ impl Store {
     /// repeat across runs.
     pub fn provisioner_address(&mut self) -> Result<u16, StoreError> {
         let (uuid, _) = self.self_provisioner()?;
+        let mut ranges = self.unicast_ranges()?;
+        ranges.sort_by_key(|r| std::cmp::Reverse(r.high));
+        // Another process may reserve meanwhile: the database's triggers refuse an overlap.
         let tx = self.write()?;
         let existing: Option<u16> = tx
             .query_row(
@@ -51,18 +54,6 @@ impl Store {
         if let Some(a) = existing {
             return Ok(a);
         }
-        let ranges: Vec<Range16> = tx
-            .prepare(
-                "SELECT r.low, r.high FROM provisioner_ranges r JOIN provisioners p ON p.id = r.provisioner
-                 WHERE p.is_self = 1 AND r.kind = 'unicast' ORDER BY r.high DESC",
-            )?
-            .query_map([], |r| {
-                Ok(Range16 {
-                    low: r.get(0)?,
-                    high: r.get(1)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
         let taken = taken_spans(&tx)?;
         let free = |a: u16| !taken.iter().any(|(f, l)| *f <= a && a <= *l);
         let address = ranges
@@ -70,11 +61,7 @@ impl Store {
             .find_map(|r| (r.low.max(1)..=r.high.min(0x7fff)).rev().find(|a| free(*a)))
             .ok_or_else(|| StoreError::AddressesExhausted {
                 elements: 1,
-                ranges: ranges
-                    .iter()
-                    .map(|r| format!("{:04X}-{:04X}", r.low, r.high))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                ranges: format_ranges(&ranges),
             })?;
         tx.execute(
             "INSERT INTO reservations (uuid, address, elements, created) VALUES (?1, ?2, 1, ?3)",
@@ -238,35 +225,18 @@ impl Store {
             .collect::<Result<_, _>>()?)
     }
 
-    /// The node at `address` answered Node Reset: in one transaction it is marked excluded
-    /// (kept, addresses never reused, its element addresses added to the exclusions at the
-    /// current IV Index, as [`Store::exclude_node`] does) and a `node-reset` line is written to
-    /// the journal. Returns the node as it was.
+    /// The node at `address` answered Node Reset: it is marked excluded ([`Store::exclude_node`]:
+    /// kept, its addresses never reused, its element addresses in the exclusions), then a
+    /// `node-reset` line goes to the journal. Returns the node as it was.
     pub fn record_node_reset(&mut self, address: u16) -> Result<Node, StoreError> {
-        let node = self.node_by_address(address)?;
-        let tx = self.write()?;
-        tx.execute(
-            "UPDATE nodes SET excluded = 1 WHERE uuid = ?1",
-            [&node.uuid.0[..]],
+        // Exclusion first: should the journal line be lost in a crash, the network's record is
+        // still right; only a simulation would think the device still provisioned.
+        let node = self.exclude_node(address)?;
+        self.journal_append(
+            Some(&node.uuid),
+            JOURNAL_NODE_RESET,
+            &format!("node {:04X} answered Node Reset", node.address),
         )?;
-        let iv: u32 = tx.query_row("SELECT iv_index FROM network", [], |r| r.get(0))?;
-        for a in node.address..node.address + u16::from(node.elements) {
-            tx.execute(
-                "INSERT OR IGNORE INTO exclusions (iv_index, address) VALUES (?1, ?2)",
-                params![iv, a],
-            )?;
-        }
-        tx.execute(
-            "INSERT INTO journal (at, uuid, event, detail) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                now_iso8601(),
-                &node.uuid.0[..],
-                JOURNAL_NODE_RESET,
-                format!("node {:04X} answered Node Reset", node.address)
-            ],
-        )?;
-        touch(&tx)?;
-        tx.commit()?;
         Ok(node)
     }
 
