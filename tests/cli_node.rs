@@ -4,9 +4,12 @@
 //!
 //! Every process runs under `timeout`; the meshd processes are killed by their pids.
 
+mod meshd_support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use meshd_support::{Meshd, available};
 use meshprov::store::{ModelId, NodeRef, NodeState, Store};
 use serde_json::Value;
 
@@ -385,91 +388,15 @@ fn provisioner_address_is_the_top_of_its_range_and_never_a_nodes() {
     assert!(s.allocate_unicast(&dev(3), 1).is_err());
 }
 
-// ---------------------------------------------------------------------------------------
-// Against bluetooth-meshd (same set-up as tests/interop_meshd.rs).
-
-const MESHD: &str = "/usr/libexec/bluetooth/bluetooth-meshd";
-
-fn peers() -> PathBuf {
-    let shared = std::env::var_os("MESHPROV_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    shared.join("peers/bluez-meshd")
-}
-
-/// Whether the peer can run here; panics under CI when it cannot.
-fn meshd_available() -> bool {
-    let ok = Path::new(MESHD).exists() && peers().join("run_meshd_device.sh").exists();
-    if !ok {
-        let msg = format!(
-            "bluetooth-meshd ({MESHD}) or {} is missing: apt-get install bluez-meshd dbus python3-dbus python3-gi libssl-dev gcc",
-            peers().display()
-        );
-        assert!(std::env::var_os("CI").is_none(), "{msg}");
-        eprintln!("skipped: {msg}");
-    }
-    ok
-}
-
-/// A running meshd device; every pid in DIR/pids is killed on drop.
-struct Meshd {
-    dir: tempfile::TempDir,
-}
-
-impl Meshd {
-    fn start(uuid_hex: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let out = std::fs::File::create(dir.path().join("start.log")).unwrap();
-        let status = Command::new("timeout")
-            .arg("60")
-            .arg(peers().join("run_meshd_device.sh"))
-            .arg(dir.path())
-            .arg(uuid_hex)
-            .args(["--timeout", "180"])
-            .stdin(std::process::Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .status()
-            .expect("run_meshd_device.sh runs");
-        let node = Self { dir };
-        let join = std::fs::read_to_string(node.dir.path().join("join.log")).unwrap_or_default();
-        assert!(
-            status.success() && join.contains("JOIN_STARTED"),
-            "meshd did not start: {join}\n{}",
-            node.log()
-        );
-        node
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.path().join("meshd.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Meshd {
-    fn drop(&mut self) {
-        if let Ok(pids) = std::fs::read_to_string(self.path().join("pids")) {
-            for pid in pids.split_whitespace() {
-                let _ = Command::new("kill")
-                    .arg(pid)
-                    .stderr(std::process::Stdio::null())
-                    .status();
-            }
-        }
-    }
-}
+// Against bluetooth-meshd (the same set-up as tests/interop_meshd.rs).
 
 #[test]
 fn node_commands_against_bluetooth_meshd() {
-    if !meshd_available() {
+    if !available() {
         return;
     }
     let uuid = "7b2c1a90000040008000000000000a21";
-    let meshd = Meshd::start(uuid);
+    let meshd = Meshd::start(uuid, &[]);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("md.db");
     let db_s = db.to_str().unwrap();
@@ -543,7 +470,7 @@ fn node_commands_against_bluetooth_meshd() {
     // Status never reaches the air — BlueZ 5.66 removes the node on the next main-loop idle,
     // before its radio queue sends the status. So the command reports no answer, leaves the
     // store alone and says how to exclude the node.
-    let node_json = meshd.path().join("storage").join(uuid).join("node.json");
+    let node_json = meshd.node_json(uuid);
     assert!(node_json.exists());
     let (c, out, err) = run(&["reset", "0001"]);
     assert_eq!(c, 1, "{out}{err}\n{}", meshd.log());
