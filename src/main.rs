@@ -296,6 +296,58 @@ enum NodeCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Ask the node for its Composition Data page 0 and record it (CID, PID, VID, CRPL,
+    /// features, elements and models).
+    Composition {
+        #[command(flatten)]
+        radio: NodeRadioArgs,
+    },
+    /// Give the node an AppKey of the store (AppKey Add) and record that it holds it.
+    AddAppKey {
+        #[command(flatten)]
+        radio: NodeRadioArgs,
+        /// The AppKey's name in the store (`meshprov net add-app-key NAME` creates one).
+        app_key: String,
+    },
+    /// Bind an AppKey the node holds to one of its models (Model App Bind) and record it.
+    Bind {
+        #[command(flatten)]
+        radio: NodeRadioArgs,
+        /// The element's unicast address (hex), the node's address or one after it.
+        element_addr: String,
+        /// The model: 4 hex digits for a SIG model (1000), 8 for a vendor model, Company ID
+        /// first (00590001).
+        model_id: String,
+        /// The AppKey's name in the store.
+        app_key: String,
+    },
+    /// Reset the node (Node Reset): it forgets the network; the store marks it excluded.
+    Reset {
+        #[command(flatten)]
+        radio: NodeRadioArgs,
+    },
+}
+
+/// The node and the radio of a `node` command that talks to the node.
+#[derive(Debug, Args)]
+struct NodeRadioArgs {
+    /// The node: its unicast address (hex) or device UUID.
+    node: String,
+    /// Which radio: `sim:FILE.toml` (the simulated building: the store's nodes are put on
+    /// the air) or `meshd-unit:DIR` (bluetooth-meshd's unit socket in DIR).
+    #[arg(long, value_name = "RADIO")]
+    radio: String,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Seed of the simulation (same seed, same run).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Packet loss on the simulated advertising bearer, 0.0 to 0.9 (overrides the file).
+    #[arg(long)]
+    loss: Option<f64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -486,8 +538,67 @@ fn node_ref(s: &str) -> Result<NodeRef, Failure> {
     s.parse::<NodeRef>().map_err(usage)
 }
 
+/// A node command that talks to the node: prints its reply (text or JSON); a refusal, a
+/// silence or an error is the `Failure` whose line goes to stderr.
+fn node_radio(radio: NodeRadioArgs, command: tools::node::NodeCommand) -> Result<(), Failure> {
+    let json = radio.json;
+    let args = tools::node::NodeArgs {
+        node: radio.node,
+        command,
+        radio: radio.radio,
+        store: radio.store.store,
+        network: radio.store.network,
+        seed: radio.seed,
+        loss: radio.loss,
+    };
+    match tools::node::run(&args) {
+        Ok(r) => {
+            if json {
+                println!("{}", r.to_json());
+            } else {
+                print!("{}", r.to_text());
+            }
+            match r.error {
+                Some(e) => Err(Failure(r.result.exit_code(), e)),
+                None => Ok(()),
+            }
+        }
+        Err(f) => {
+            if json {
+                let v = serde_json::json!({
+                    "result": "error", "command": args.command.name(), "node": args.node,
+                    "error": f.message,
+                });
+                println!("{v}");
+            }
+            Err(Failure(f.exit_code, f.message))
+        }
+    }
+}
+
 fn run_node(cmd: NodeCommand) -> Result<(), Failure> {
+    use tools::node::NodeCommand as Radio;
     match cmd {
+        NodeCommand::Composition { radio } => return node_radio(radio, Radio::Composition),
+        NodeCommand::AddAppKey { radio, app_key } => {
+            return node_radio(radio, Radio::AddAppKey { app_key });
+        }
+        NodeCommand::Bind {
+            radio,
+            element_addr,
+            model_id,
+            app_key,
+        } => {
+            return node_radio(
+                radio,
+                Radio::Bind {
+                    element: element_addr,
+                    model: model_id,
+                    app_key,
+                },
+            );
+        }
+        NodeCommand::Reset { radio } => return node_radio(radio, Radio::Reset),
         NodeCommand::List { json, store: args } => {
             let nodes = open(&args)?.nodes()?;
             if json {

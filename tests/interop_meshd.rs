@@ -10,121 +10,28 @@
 //!
 //! With `CI` set, a missing bluetooth-meshd fails the test; otherwise it is skipped with a
 //! message. Every process started is killed by its pid when the test ends, and every wait has
-//! a time-out.
+//! a time-out (`meshd_support`).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod meshd_support;
+
 use std::time::Duration;
 
 use mesh_crypto::ecdh::KeyPair;
 use mesh_crypto::{AppKey, NetKey};
+use meshd_support::{Meshd, available};
 use meshprov::config_host::{ConfigHost, ConfigNode};
 use meshprov::host::MemorySink;
 use meshprov::live::{self, LiveOptions, LiveTarget};
-use meshprov::net::config::{
-    CompositionPage0, ConfigClientConfig, ConfigMessage, ConfigStatus, ModelId,
-};
+use meshprov::net::config::{CompositionPage0, ConfigMessage, ConfigStatus, ModelId};
 use meshprov::net::network::MemorySeqSource;
 use meshprov::provisioning::{AuthPolicy, ProvisionerConfig, ProvisioningParams};
 use meshprov::radio::unit::UnitRadio;
 use meshprov::sim::run::BearerChoice;
+use meshprov::tools::node::meshd_client;
 use meshprov::tools::provision::meshd_pb_adv;
 use meshprov::uuid::DeviceUuid;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
-
-const MESHD: &str = "/usr/libexec/bluetooth/bluetooth-meshd";
-
-fn peers() -> PathBuf {
-    let shared = std::env::var_os("MESHPROV_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    shared.join("peers/bluez-meshd")
-}
-
-/// Whether the peer can run here; panics under CI when it cannot.
-fn available() -> bool {
-    let ok = Path::new(MESHD).exists() && peers().join("run_meshd_device.sh").exists();
-    if !ok {
-        let msg = format!(
-            "bluetooth-meshd ({MESHD}) or {} is missing: apt-get install bluez-meshd dbus python3-dbus python3-gi libssl-dev gcc",
-            peers().display()
-        );
-        assert!(std::env::var_os("CI").is_none(), "{msg}");
-        eprintln!("skipped: {msg}");
-    }
-    ok
-}
-
-/// A running meshd node; killed (every pid in DIR/pids) on drop.
-struct Meshd {
-    dir: tempfile::TempDir,
-}
-
-impl Meshd {
-    fn start(uuid: &DeviceUuid, join_args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        // The script leaves meshd, its D-Bus and the Join app running in the background: their
-        // output goes to a file, not to a pipe we would wait on.
-        let out = std::fs::File::create(dir.path().join("start.log")).unwrap();
-        let status = Command::new("timeout")
-            .arg("60")
-            .arg(peers().join("run_meshd_device.sh"))
-            .arg(dir.path())
-            .arg(meshprov::crypto::hex::encode(&uuid.0))
-            .args(["--timeout", "120"])
-            .args(join_args)
-            .stdin(std::process::Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .status()
-            .expect("run_meshd_device.sh runs");
-        let node = Self { dir };
-        let join = std::fs::read_to_string(node.dir.path().join("join.log")).unwrap_or_default();
-        assert!(
-            status.success() && join.contains("JOIN_STARTED"),
-            "meshd did not start: {}\n{join}\n{}",
-            std::fs::read_to_string(node.dir.path().join("start.log")).unwrap_or_default(),
-            node.log()
-        );
-        node
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.path().join("meshd.log")).unwrap_or_default()
-    }
-
-    /// meshd's node.json after provisioning: (unicast address, device key hex).
-    fn stored_node(&self, uuid: &DeviceUuid) -> (u16, String) {
-        let p = self
-            .path()
-            .join("storage")
-            .join(meshprov::crypto::hex::encode(&uuid.0))
-            .join("node.json");
-        let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let addr = u16::from_str_radix(v["unicastAddress"].as_str().unwrap(), 16).unwrap();
-        let key = v["deviceKey"].as_str().unwrap().to_ascii_lowercase();
-        (addr, key)
-    }
-}
-
-impl Drop for Meshd {
-    fn drop(&mut self) {
-        if let Ok(pids) = std::fs::read_to_string(self.path().join("pids")) {
-            for pid in pids.split_whitespace() {
-                let _ = Command::new("kill")
-                    .arg(pid)
-                    .stderr(std::process::Stdio::null())
-                    .status();
-            }
-        }
-    }
-}
 
 /// Provisions the node with `auth`, checks the device key, then configures it.
 fn provision_and_configure(uuid_hex: &str, join_args: &[&str], config: ProvisionerConfig) {
@@ -132,7 +39,7 @@ fn provision_and_configure(uuid_hex: &str, join_args: &[&str], config: Provision
         return;
     }
     let uuid: DeviceUuid = uuid_hex.parse().unwrap();
-    let node = Meshd::start(&uuid, join_args);
+    let node = Meshd::start(uuid_hex, join_args);
     let mut rng = ChaCha20Rng::seed_from_u64(7);
     let net_key = NetKey::generate(&mut rng);
     let opts = LiveOptions {
@@ -185,7 +92,7 @@ fn provision_and_configure(uuid_hex: &str, join_args: &[&str], config: Provision
         report.retransmissions
     );
     // meshd's own record of the node: the same address and device key.
-    let (addr, key) = node.stored_node(&uuid);
+    let (addr, key) = node.stored_node(uuid_hex);
     assert_eq!(addr, outcome.address);
     assert_eq!(
         key,
@@ -210,13 +117,7 @@ fn provision_and_configure(uuid_hex: &str, join_args: &[&str], config: Provision
             net_key_index: 0,
         }],
         // meshd answers slowly: leave room for a segmented status at one packet a second.
-        ConfigClientConfig {
-            timeouts: vec![
-                Duration::from_secs(8),
-                Duration::from_secs(12),
-                Duration::from_secs(16),
-            ],
-        },
+        meshd_client(),
         MemorySeqSource::new(),
     );
     let requests = vec![

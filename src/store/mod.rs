@@ -27,6 +27,7 @@ pub mod cdb;
 mod db;
 mod files;
 mod key_refresh;
+mod node_config;
 mod report;
 mod schema;
 
@@ -49,6 +50,7 @@ pub use files::{
     write_atomically,
 };
 pub use key_refresh::{KeyRefreshRecord, NodeKeysUpdated};
+pub use node_config::{CompositionRecord, JOURNAL_NODE_RESET};
 pub use report::{
     network_json, network_text, node_json, node_list_json, node_list_text, node_show_text,
 };

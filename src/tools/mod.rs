@@ -3,5 +3,6 @@
 
 pub mod key_refresh;
 pub mod keys;
+pub mod node;
 pub mod provision;
 pub mod scan;
