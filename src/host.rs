@@ -668,11 +668,4 @@ impl Host {
     pub fn into_sessions(self) -> Vec<Session> {
         self.sessions
     }
-
-    /// Whether session `id` reaches its device over GATT (and still uses the connection).
-    pub fn is_gatt(&self, id: SessionId) -> bool {
-        self.sessions
-            .get(id.0)
-            .is_some_and(|s| matches!(s.path, Path::Gatt(_)))
-    }
 }
