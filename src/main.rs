@@ -27,10 +27,15 @@ enum Command {
     Provision {
         /// The device UUID (32 hex digits, dashes allowed).
         uuid: String,
-        /// Which radio: `sim:FILE.toml` runs on the simulated building described by FILE;
-        /// `meshd-unit:DIR` talks to bluetooth-meshd's unit socket in DIR (a real node).
-        #[arg(long, value_name = "RADIO")]
+        /// Which radio: `bluez` or `bluez:hciN` (BlueZ's bluetoothd, the default; PB-GATT with
+        /// a stock bluetoothd), `btleplug` (PB-GATT through btleplug, feature `btleplug`),
+        /// `sim:FILE.toml` (the simulated building described by FILE) or `meshd-unit:DIR`
+        /// (bluetooth-meshd's unit socket in DIR, a real node).
+        #[arg(long, value_name = "RADIO", default_value = tools::provision::DEFAULT_RADIO)]
         radio: String,
+        /// With --radio bluez: power the adapter on if it is off.
+        #[arg(long)]
+        power_on: bool,
         /// Authentication: auto, none, static:HEX, output, input, oob-public-key:HEX128, cert.
         #[arg(long, default_value = "auto", value_name = "METHOD")]
         auth: String,
@@ -611,6 +616,7 @@ fn main() -> ExitCode {
         Command::Provision {
             uuid,
             radio,
+            power_on,
             auth,
             algorithm,
             bearer,
@@ -639,6 +645,7 @@ fn main() -> ExitCode {
             let args = ProvisionArgs {
                 uuid,
                 radio,
+                power_on,
                 auth,
                 algorithm: match algorithm {
                     AlgorithmArg::Auto => AlgorithmPolicy::Auto,

@@ -5,12 +5,20 @@
 //!   which virtual devices live (driven synchronously in virtual time by [`crate::sim`]).
 //! - [`unit`]: BlueZ's bluetooth-meshd on its unit-test datagram socket (`--io unit:PATH`), a
 //!   real third-party node with no Bluetooth hardware.
+//! - `bluez` (Linux): bluetoothd over D-Bus through bluer — LE discovery, advertising and
+//!   GATT (PB-GATT and the proxy); see its documentation for what stock BlueZ allows.
+//! - `btleplug` (cargo feature `btleplug`): PB-GATT and the proxy through the portable
+//!   btleplug library; no advertising.
 //!
 //! Real radios implement [`Radio`] and run in real time under tokio through
 //! [`crate::live`]: the advertising bearer (send one AD structure with a transmit count and
 //! interval; receive AD structures with RSSI and address) and, where the radio has them, GATT
 //! connections to the Mesh Provisioning (0x1827) and Mesh Proxy (0x1828) services.
 
+#[cfg(target_os = "linux")]
+pub mod bluez;
+#[cfg(feature = "btleplug")]
+pub mod btleplug;
 pub mod sim;
 pub mod unit;
 
@@ -27,6 +35,48 @@ pub const AD_TYPE_MESH_BEACON: u8 = 0x2B;
 pub const UUID_MESH_PROVISIONING: u16 = 0x1827;
 /// 16-bit UUID of the Mesh Proxy Service (§7.2).
 pub const UUID_MESH_PROXY: u16 = 0x1828;
+/// Mesh Provisioning Data In (write without response), §7.1.
+pub const UUID_PROVISIONING_DATA_IN: u16 = 0x2ADB;
+/// Mesh Provisioning Data Out (notify), §7.1.
+pub const UUID_PROVISIONING_DATA_OUT: u16 = 0x2ADC;
+/// Mesh Proxy Data In (write without response), §7.2.
+pub const UUID_PROXY_DATA_IN: u16 = 0x2ADD;
+/// Mesh Proxy Data Out (notify), §7.2.
+pub const UUID_PROXY_DATA_OUT: u16 = 0x2ADE;
+/// AD type of 16-bit UUID service data (Core Specification Supplement, Part A §1.11).
+pub const AD_TYPE_SERVICE_DATA_16: u8 = 0x16;
+
+/// The Data In and Data Out characteristics of a mesh GATT service (0x1827 or 0x1828).
+pub fn data_characteristics(service: u16) -> Option<(u16, u16)> {
+    match service {
+        UUID_MESH_PROVISIONING => Some((UUID_PROVISIONING_DATA_IN, UUID_PROVISIONING_DATA_OUT)),
+        UUID_MESH_PROXY => Some((UUID_PROXY_DATA_IN, UUID_PROXY_DATA_OUT)),
+        _ => None,
+    }
+}
+
+/// Service data of the Mesh Provisioning (0x1827) or Mesh Proxy (0x1828) service, reported
+/// by a radio that gives service data per UUID (BlueZ, btleplug), as the AD structure it came
+/// in: type 0x16, data `UUID16 (little-endian) ‖ service data` (§7.1.2.2.1, §7.2.2.2) — what
+/// [`crate::wire::beacon::PbGattServiceData::parse`] reads. `None` for other services.
+pub fn mesh_service_data_report(
+    service: u16,
+    data: &[u8],
+    rssi: Option<i16>,
+    address: Option<BdAddr>,
+) -> Option<AdReport> {
+    if service != UUID_MESH_PROVISIONING && service != UUID_MESH_PROXY {
+        return None;
+    }
+    let mut ad = service.to_le_bytes().to_vec();
+    ad.extend_from_slice(data);
+    Some(AdReport {
+        ad_type: AD_TYPE_SERVICE_DATA_16,
+        data: ad,
+        rssi,
+        address,
+    })
+}
 
 /// A Bluetooth device address, most significant octet first as printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
