@@ -42,9 +42,10 @@ enum Command {
         /// Provisioning algorithm: auto (HMAC-SHA256 when offered), cmac or hmac.
         #[arg(long, value_enum, default_value_t = AlgorithmArg::Auto)]
         algorithm: AlgorithmArg,
-        /// Provisioning bearer.
-        #[arg(long, value_enum, default_value_t = BearerArg::Adv)]
-        bearer: BearerArg,
+        /// Provisioning bearer: PB-GATT by default on the bluez and btleplug radios (a stock
+        /// bluetoothd cannot send mesh advertisements), PB-ADV on the others.
+        #[arg(long, value_enum)]
+        bearer: Option<BearerArg>,
         /// The network store: the NetKey and IV Index come from it, the address is allocated
         /// in it, and the device key is written to it before the device receives any key.
         #[arg(long, value_name = "FILE")]
@@ -642,6 +643,11 @@ fn main() -> ExitCode {
                     "invalid --loss {l}: give a probability from 0.0 to 0.9"
                 ));
             }
+            let bearer = match bearer {
+                Some(BearerArg::Adv) => BearerChoice::Adv,
+                Some(BearerArg::Gatt) => BearerChoice::Gatt,
+                None => tools::provision::default_bearer(&radio),
+            };
             let args = ProvisionArgs {
                 uuid,
                 radio,
@@ -652,10 +658,7 @@ fn main() -> ExitCode {
                     AlgorithmArg::Cmac => AlgorithmPolicy::Cmac,
                     AlgorithmArg::Hmac => AlgorithmPolicy::Hmac,
                 },
-                bearer: match bearer {
-                    BearerArg::Adv => BearerChoice::Adv,
-                    BearerArg::Gatt => BearerChoice::Gatt,
-                },
+                bearer,
                 store,
                 network,
                 show_keys,

@@ -254,8 +254,8 @@ fn run_meshprov(bus: &str, dir: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// `meshprov provision LIGHT --radio bluez EXTRA…` fails with exit code 1 and one line on
-/// stderr that contains every one of `expected`.
+/// `meshprov provision LIGHT --radio bluez EXTRA…` (PB-GATT unless EXTRA says otherwise)
+/// fails with exit code 1 and one line on stderr that contains every one of `expected`.
 fn assert_provision_fails(fake: &FakeBluez, extra: &[&str], expected: &[&str]) {
     let mut args = vec!["provision", LIGHT, "--radio", "bluez"];
     args.extend_from_slice(extra);
@@ -340,11 +340,11 @@ fn powered_off_says_bluetoothctl_power_on_or_powers_on_when_asked() {
         &[],
         &["adapter hci0 is powered off", "`bluetoothctl power on`"],
     );
-    // --power-on powers it and gets as far as the first advertisement, which this (stock)
-    // bluetoothd refuses.
+    // --power-on powers it and gets as far as the first advertisement of PB-ADV, which this
+    // (stock) bluetoothd refuses.
     assert_provision_fails(
         &fake,
-        &["--power-on"],
+        &["--power-on", "--bearer", "adv"],
         &["refused to advertise AD type 0x29"],
     );
 }
@@ -403,7 +403,7 @@ fn refused_raw_advertising_points_to_pb_gatt() {
     let fake = FakeBluez::start(Some(adapter(json!({"allow_mesh_ad": false}))), false);
     assert_provision_fails(
         &fake,
-        &[],
+        &["--bearer", "adv"],
         &[
             "refused to advertise AD type 0x29",
             "Failed to parse advertisement.",
@@ -420,7 +420,7 @@ fn refused_raw_advertising_points_to_pb_gatt() {
         );
         assert_provision_fails(
             &fake,
-            &[],
+            &["--bearer", "adv"],
             &["refused to advertise AD type 0x29", "--bearer gatt"],
         );
     }
@@ -574,10 +574,11 @@ fn device_firmware(bus: &str, address: &str, static_oob: [u8; 16]) -> ([u8; 16],
     panic!("the device was not provisioned within 60 s");
 }
 
-/// A device that only PB-GATT reaches, provisioned by `meshprov provision --radio bluez
-/// --bearer gatt` (the command line, through the live driver and the BlueZ radio).
+/// A device that PB-GATT reaches, provisioned by `meshprov provision UUID` with neither
+/// `--radio` nor `--bearer`: BlueZ and PB-GATT are the defaults (the command line, through the
+/// live driver and the BlueZ radio).
 #[test]
-fn the_command_line_provisions_over_pb_gatt_through_bluez() {
+fn the_command_line_provisions_over_pb_gatt_through_bluez_by_default() {
     if !tools_present() {
         return;
     }

@@ -41,12 +41,10 @@ use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
 use super::{
     AD_TYPE_MESH_BEACON, AD_TYPE_MESH_MESSAGE, AD_TYPE_PB_ADV, AdReport, AdvParams, BdAddr, ConnId,
-    Radio, RadioError, RadioEvent, UUID_MESH_PROVISIONING, UUID_MESH_PROXY, data_characteristics,
-    mesh_service_data_report,
+    MIN_ATT_MTU, Radio, RadioError, RadioEvent, UUID_MESH_PROVISIONING, UUID_MESH_PROXY,
+    att_mtu_with_margin, data_characteristics, mesh_service_data_report,
 };
 
-/// The smallest ATT MTU (Core Vol 3 Part F §3.2.8), used when BlueZ does not say (before 5.62).
-const MIN_ATT_MTU: u16 = 23;
 /// Longest wait for one answer of bluetoothd while starting.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a GATT connection with resolved services.
@@ -359,13 +357,10 @@ pub fn service_data_reports(
         .collect()
 }
 
-/// The ATT MTU to segment for, from bluer's `Characteristic::mtu` (BlueZ's `MTU` property
-/// minus 5, bluer's margin against BlueZ truncating full-size writes): writes then carry at
-/// most that many octets (ATT MTU − 3). Never below 23.
+/// The ATT MTU to segment for, from bluer's `Characteristic::mtu`, which is BlueZ's `MTU`
+/// property less 5 (see [`att_mtu_with_margin`]). 23 when BlueZ does not say (before 5.62).
 fn att_mtu_from_bluer(mtu: usize) -> u16 {
-    u16::try_from(mtu.saturating_add(3))
-        .unwrap_or(u16::MAX)
-        .max(MIN_ATT_MTU)
+    att_mtu_with_margin(u16::try_from(mtu.saturating_add(5)).unwrap_or(u16::MAX))
 }
 
 fn send_adverts(tx: &mpsc::Sender<RadioEvent>, reports: Vec<AdReport>) {
@@ -732,14 +727,11 @@ mod tests {
     }
 
     #[test]
-    fn characteristics_and_mtu() {
-        assert_eq!(data_characteristics(0x1827), Some((0x2ADB, 0x2ADC)));
-        assert_eq!(data_characteristics(0x1828), Some((0x2ADD, 0x2ADE)));
-        assert_eq!(data_characteristics(0x180F), None);
+    fn mtu_from_bluer() {
         // BlueZ MTU 69 → bluer 64 → ATT MTU 67: writes of at most 64 octets.
         assert_eq!(att_mtu_from_bluer(64), 67);
         assert_eq!(att_mtu_from_bluer(0), 23);
-        assert_eq!(att_mtu_from_bluer(usize::MAX), u16::MAX);
+        assert_eq!(att_mtu_from_bluer(usize::MAX), u16::MAX - 2);
     }
 
     #[test]

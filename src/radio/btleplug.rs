@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use super::{
     AdvParams, BdAddr, ConnId, Radio, RadioError, RadioEvent, UUID_MESH_PROVISIONING,
-    UUID_MESH_PROXY, data_characteristics, mesh_service_data_report,
+    UUID_MESH_PROXY, att_mtu_with_margin, data_characteristics, mesh_service_data_report,
 };
 
 /// Longest wait for a connection with discovered services.
@@ -32,14 +32,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events waiting for the driver (adverts beyond it are dropped).
 const EVENT_QUEUE: usize = 4096;
-/// The smallest ATT MTU (Core Vol 3 Part F §3.2.8).
-const MIN_ATT_MTU: u16 = 23;
-
-/// The ATT MTU to segment for from the MTU btleplug reports: 2 less, so that writes carry at
-/// most MTU − 5 octets (the margin bluer keeps against BlueZ truncating full-size writes).
-pub fn att_mtu(reported: u16) -> u16 {
-    reported.saturating_sub(2).max(MIN_ATT_MTU)
-}
 
 #[derive(Debug)]
 struct Conn {
@@ -272,7 +264,7 @@ impl Radio for BtleplugRadio {
         };
         let conn = ConnId(self.next_conn);
         self.next_conn = self.next_conn.wrapping_add(1);
-        let mtu = att_mtu(p.mtu());
+        let mtu = att_mtu_with_margin(p.mtu());
         let tx = self.tx.clone();
         let task = tokio::spawn(async move {
             let mut notes = notes;
@@ -335,13 +327,6 @@ impl Radio for BtleplugRadio {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mtu_keeps_a_margin_and_a_floor() {
-        assert_eq!(att_mtu(69), 67);
-        assert_eq!(att_mtu(23), 23);
-        assert_eq!(att_mtu(0), 23);
-    }
 
     #[test]
     fn addresses_keep_their_printed_order() {

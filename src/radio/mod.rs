@@ -46,6 +46,16 @@ pub const UUID_PROXY_DATA_OUT: u16 = 0x2ADE;
 /// AD type of 16-bit UUID service data (Core Specification Supplement, Part A §1.11).
 pub const AD_TYPE_SERVICE_DATA_16: u8 = 0x16;
 
+/// The smallest ATT MTU (Core Specification Vol 3 Part F §3.2.8).
+pub const MIN_ATT_MTU: u16 = 23;
+
+/// The ATT MTU to segment PB-GATT and proxy PDUs for, from the MTU BlueZ reports for a
+/// characteristic: 2 less, so that each write carries at most MTU − 5 octets (the margin
+/// bluer keeps because BlueZ truncates writes of the full MTU − 3), and never below 23.
+pub fn att_mtu_with_margin(reported: u16) -> u16 {
+    reported.saturating_sub(2).max(MIN_ATT_MTU)
+}
+
 /// The Data In and Data Out characteristics of a mesh GATT service (0x1827 or 0x1828).
 pub fn data_characteristics(service: u16) -> Option<(u16, u16)> {
     match service {
@@ -222,5 +232,32 @@ pub trait Radio {
     async fn disconnect(&mut self, conn: ConnId) -> Result<(), RadioError> {
         let _ = conn;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gatt_helpers() {
+        assert_eq!(data_characteristics(0x1827), Some((0x2ADB, 0x2ADC)));
+        assert_eq!(data_characteristics(0x1828), Some((0x2ADD, 0x2ADE)));
+        assert_eq!(data_characteristics(0x180F), None);
+        // MTU 69: writes of at most 64 octets, so an ATT MTU of 67 (64 + the 3-octet header).
+        assert_eq!(att_mtu_with_margin(69), 67);
+        assert_eq!(att_mtu_with_margin(517), 515);
+        assert_eq!(att_mtu_with_margin(23), 23);
+        assert_eq!(att_mtu_with_margin(0), 23);
+    }
+
+    #[test]
+    fn only_mesh_service_data_is_reported() {
+        let a = Some(BdAddr([1, 2, 3, 4, 5, 6]));
+        let r = mesh_service_data_report(0x1828, &[0x01, 9, 9], Some(-40), a).unwrap();
+        assert_eq!(r.ad_type, 0x16);
+        assert_eq!(r.data, vec![0x28, 0x18, 0x01, 9, 9]);
+        assert_eq!((r.rssi, r.address), (Some(-40), a));
+        assert!(mesh_service_data_report(0x180F, &[100], None, a).is_none());
     }
 }

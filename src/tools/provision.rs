@@ -180,6 +180,17 @@ fn usage(message: String) -> ProvisionFailure {
 /// The radio `meshprov provision` uses without `--radio`: BlueZ, the Bluetooth stack of Linux.
 pub const DEFAULT_RADIO: &str = "bluez";
 
+/// The bearer used when `--bearer` is not given: PB-GATT on the radios that reach devices
+/// through a GATT central (`bluez`, whose stock bluetoothd cannot send mesh advertisements,
+/// and `btleplug`, which cannot advertise), PB-ADV on the others.
+pub fn default_bearer(radio: &str) -> BearerChoice {
+    if radio == "bluez" || radio.starts_with("bluez:") || radio == "btleplug" {
+        BearerChoice::Gatt
+    } else {
+        BearerChoice::Adv
+    }
+}
+
 /// Provisions one device: on the simulated building (`--radio sim:FILE`) or on a real
 /// radio (`--radio bluez[:hciN]`, `btleplug`, `meshd-unit:DIR`).
 pub fn provision(args: &ProvisionArgs) -> Result<ProvisionReport, ProvisionFailure> {
