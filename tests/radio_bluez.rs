@@ -457,6 +457,15 @@ fn discovery_reports_mesh_adverts_with_rssi_and_address() {
 }
 
 #[test]
+fn discovery_ending_is_an_error_not_silence() {
+    if !tools_present() {
+        return;
+    }
+    let fake = FakeBluez::start(Some(adapter(json!({"power_off_after_ms": 300}))), false);
+    fake.run_inside("inside::inside_discovery_end");
+}
+
+#[test]
 fn advertising_registers_a_broadcast_with_the_raw_ad_and_drops_it() {
     if !tools_present() {
         return;
@@ -710,6 +719,28 @@ mod inside {
             }
         }
         drop(radio);
+    }
+
+    #[tokio::test]
+    #[ignore = "run by discovery_ending_is_an_error_not_silence"]
+    async fn inside_discovery_end() {
+        let Some(_bus) = bus() else { return };
+        let mut radio = BluezRadio::open(None).await.expect("open");
+        let e = tokio::time::timeout(Duration::from_secs(10), radio.next_event())
+            .await
+            .expect("an answer once the adapter goes off")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("LE discovery on hci0 stopped") && e.contains("bluetoothctl show"),
+            "{e}"
+        );
+        // Reported once; afterwards the radio just has nothing to say.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), radio.next_event())
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]

@@ -78,6 +78,8 @@ pub struct BluezRadio {
     tx: mpsc::Sender<RadioEvent>,
     rx: mpsc::Receiver<RadioEvent>,
     discovery: JoinHandle<()>,
+    /// Set once [`Radio::next_event`] has reported the end of discovery.
+    discovery_ended: bool,
     advert: Option<JoinHandle<()>>,
     conns: HashMap<ConnId, Conn>,
     next_conn: u32,
@@ -136,6 +138,7 @@ impl BluezRadio {
             tx,
             rx,
             discovery,
+            discovery_ended: false,
             advert: None,
             conns: HashMap::new(),
             next_conn: 0,
@@ -371,7 +374,8 @@ fn send_adverts(tx: &mpsc::Sender<RadioEvent>, reports: Vec<AdReport>) {
 }
 
 /// Follows discovery: a watcher per device, started when BlueZ adds it and stopped when it
-/// goes. Ends (and so stops discovery) when aborted or when the adapter goes away.
+/// goes. Ends when aborted (which stops discovery) or when BlueZ stops discovering (the
+/// adapter was powered off or removed).
 async fn discover(
     adapter: bluer::Adapter,
     devices: impl futures::Stream<Item = AdapterEvent> + Send + 'static,
@@ -525,11 +529,26 @@ impl Radio for BluezRadio {
         Ok(())
     }
 
+    /// The next advert, notification or disconnection; an error once if discovery stops
+    /// (the adapter was powered off or removed), since nothing would be heard any more.
     async fn next_event(&mut self) -> Result<RadioEvent, RadioError> {
-        // The radio holds a sender itself, so the channel never closes while it lives.
-        self.rx.recv().await.ok_or_else(|| {
-            RadioError::Closed(format!("discovery on {} ended", self.adapter.name()))
-        })
+        tokio::select! {
+            biased;
+            // The radio holds a sender itself, so the channel never closes while it lives.
+            Some(ev) = self.rx.recv() => Ok(ev),
+            _ = &mut self.discovery, if !self.discovery_ended => {
+                self.discovery_ended = true;
+                Err(RadioError::Closed(format!(
+                    "LE discovery on {} stopped (was the adapter powered off or removed?): check \
+                     `bluetoothctl show` and run meshprov again",
+                    self.adapter.name()
+                )))
+            }
+            else => Err(RadioError::Closed(format!(
+                "the BlueZ radio on {} has stopped",
+                self.adapter.name()
+            ))),
+        }
     }
 
     /// Connects (unless BlueZ is already connected), waits for the services, finds `service`

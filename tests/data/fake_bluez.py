@@ -13,6 +13,8 @@ Data In echoes back on Data Out. It is driven by its parameters (`-p JSON`):
       "start_error": [NAME, MSG],   # StartDiscovery raises this
       "advertise_error": [NAME, MSG],  # RegisterAdvertisement raises this
       "allow_mesh_ad": true,        # false: refuse AD types 0x29-0x2B like stock bluetoothd
+      "power_off_after_ms": 500,    # the adapter is powered off (discovery stops) this long
+                                    # after StartDiscovery
       "devices": [{
         "address": "C0:11:22:33:44:55",
         "cached": false,            # true: known before discovery, without RSSI (stale)
@@ -108,6 +110,16 @@ def start_discovery(adapter):
     for spec in PARAMS.get('devices', []):
         if not spec.get('cached'):
             GLib.timeout_add(spec.get('delay_ms', 50), add_device, spec)
+    if 'power_off_after_ms' in PARAMS:
+        GLib.timeout_add(PARAMS['power_off_after_ms'], power_off, adapter)
+
+
+def power_off(adapter):
+    '''What bluetoothd says when the adapter goes off: Discovering and Powered false.'''
+    STATE['discovering'] = False
+    adapter.UpdateProperties(ADAPTER_IFACE, {'Discovering': dbus.Boolean(False),
+                                             'Powered': dbus.Boolean(False)})
+    return False
 
 
 def stop_discovery(adapter):
