@@ -232,6 +232,10 @@ fn bad_arguments_exit_2_with_one_line() {
             "--auth cert",
         ),
         (
+            &["provision", LIGHT, "--radio", "SIM", "--power-on"],
+            "--power-on powers a BlueZ adapter on",
+        ),
+        (
             &["provision", LIGHT, "--radio", "SIM", "--loss", "1.5"],
             "invalid --loss",
         ),

@@ -194,13 +194,20 @@ pub fn default_bearer(radio: &str) -> BearerChoice {
 /// Provisions one device: on the simulated building (`--radio sim:FILE`) or on a real
 /// radio (`--radio bluez[:hciN]`, `btleplug`, `meshd-unit:DIR`).
 pub fn provision(args: &ProvisionArgs) -> Result<ProvisionReport, ProvisionFailure> {
+    let bluez = args.radio == "bluez" || args.radio.starts_with("bluez:");
+    if args.power_on && !bluez {
+        return Err(usage(format!(
+            "--power-on powers a BlueZ adapter on; radio '{}' has none to power",
+            args.radio
+        )));
+    }
     if let Some(file) = args.radio.strip_prefix("sim:") {
         return provision_sim(args, Path::new(file));
     }
     if let Some(dir) = args.radio.strip_prefix("meshd-unit:") {
         return provision_unit(args, Path::new(dir));
     }
-    if args.radio == "bluez" || args.radio.starts_with("bluez:") {
+    if bluez {
         return provision_bluez(args);
     }
     if args.radio == "btleplug" {
