@@ -35,19 +35,25 @@ enum Command {
         /// With --all: sessions at once (default 64; PB-ADV: 1 to 64, one link table).
         #[arg(long, value_name = "N")]
         concurrency: Option<usize>,
-        /// Which radio: `sim:FILE.toml` runs on the simulated building described by FILE;
-        /// `meshd-unit:DIR` talks to bluetooth-meshd's unit socket in DIR (a real node).
-        #[arg(long, value_name = "RADIO")]
+        /// Which radio: `bluez` or `bluez:hciN` (BlueZ's bluetoothd, the default; PB-GATT with
+        /// a stock bluetoothd), `btleplug` (PB-GATT through btleplug, feature `btleplug`),
+        /// `sim:FILE.toml` (the simulated building described by FILE) or `meshd-unit:DIR`
+        /// (bluetooth-meshd's unit socket in DIR, a real node).
+        #[arg(long, value_name = "RADIO", default_value = tools::provision::DEFAULT_RADIO)]
         radio: String,
+        /// With --radio bluez: power the adapter on if it is off.
+        #[arg(long)]
+        power_on: bool,
         /// Authentication: auto, none, static:HEX, output, input, oob-public-key:HEX128, cert.
         #[arg(long, default_value = "auto", value_name = "METHOD")]
         auth: String,
         /// Provisioning algorithm: auto (HMAC-SHA256 when offered), cmac or hmac.
         #[arg(long, value_enum, default_value_t = AlgorithmArg::Auto)]
         algorithm: AlgorithmArg,
-        /// Provisioning bearer.
-        #[arg(long, value_enum, default_value_t = BearerArg::Adv)]
-        bearer: BearerArg,
+        /// Provisioning bearer: PB-GATT by default on the bluez and btleplug radios (a stock
+        /// bluetoothd cannot send mesh advertisements), PB-ADV on the others.
+        #[arg(long, value_enum)]
+        bearer: Option<BearerArg>,
         /// The network store: the NetKey and IV Index come from it, the address is allocated
         /// in it, and the device key is written to it before the device receives any key.
         #[arg(long, value_name = "FILE")]
@@ -851,6 +857,7 @@ fn main() -> ExitCode {
             all,
             concurrency,
             radio,
+            power_on,
             auth,
             algorithm,
             bearer,
@@ -880,8 +887,9 @@ fn main() -> ExitCode {
                 AlgorithmArg::Hmac => AlgorithmPolicy::Hmac,
             };
             let bearer = match bearer {
-                BearerArg::Adv => BearerChoice::Adv,
-                BearerArg::Gatt => BearerChoice::Gatt,
+                Some(BearerArg::Adv) => BearerChoice::Adv,
+                Some(BearerArg::Gatt) => BearerChoice::Gatt,
+                None => tools::provision::default_bearer(&radio),
             };
             if concurrency.is_some() && !all {
                 return usage_exit(&"--concurrency goes with --all (one device is one session)");
@@ -940,6 +948,7 @@ fn main() -> ExitCode {
             let args = ProvisionArgs {
                 uuid,
                 radio,
+                power_on,
                 auth,
                 algorithm,
                 bearer,

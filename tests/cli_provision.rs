@@ -194,8 +194,8 @@ fn bad_arguments_exit_2_with_one_line() {
             "is not a device UUID",
         ),
         (
-            &["provision", LIGHT, "--radio", "bluez"],
-            "use --radio sim:FILE.toml",
+            &["provision", LIGHT, "--radio", "carrier-pigeon"],
+            "unknown radio 'carrier-pigeon'; use --radio bluez[:hciN]",
         ),
         (
             &["provision", LIGHT, "--radio", "sim:/no/such.toml"],
@@ -230,6 +230,10 @@ fn bad_arguments_exit_2_with_one_line() {
         (
             &["provision", LIGHT, "--radio", "SIM", "--auth", "cert"],
             "--auth cert",
+        ),
+        (
+            &["provision", LIGHT, "--radio", "SIM", "--power-on"],
+            "--power-on powers a BlueZ adapter on",
         ),
         (
             &["provision", LIGHT, "--radio", "SIM", "--loss", "1.5"],

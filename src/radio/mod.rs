@@ -6,6 +6,10 @@
 //!   on which virtual devices live (driven synchronously in virtual time by [`crate::sim`]).
 //! - [`unit`]: BlueZ's bluetooth-meshd on its unit-test datagram socket (`--io unit:PATH`), a
 //!   real third-party node with no Bluetooth hardware.
+//! - `bluez` (Linux): bluetoothd over D-Bus through bluer — LE discovery, advertising and
+//!   GATT (PB-GATT and the proxy); see its documentation for what stock BlueZ allows.
+//! - `btleplug` (cargo feature `btleplug`): PB-GATT and the proxy through the portable
+//!   btleplug library; no advertising.
 //!
 //! Real radios implement [`Radio`] and run in real time under tokio through
 //! [`crate::live`]: the advertising bearer (send one AD structure with a transmit count and
@@ -14,6 +18,10 @@
 //! - [`capture`]: recording what one radio sends and receives (a tap) as pcapng for Wireshark,
 //!   and the key sidecar beside it.
 
+#[cfg(target_os = "linux")]
+pub mod bluez;
+#[cfg(feature = "btleplug")]
+pub mod btleplug;
 pub mod capture;
 pub mod sim;
 pub mod unit;
@@ -31,6 +39,58 @@ pub const AD_TYPE_MESH_BEACON: u8 = 0x2B;
 pub const UUID_MESH_PROVISIONING: u16 = 0x1827;
 /// 16-bit UUID of the Mesh Proxy Service (§7.2).
 pub const UUID_MESH_PROXY: u16 = 0x1828;
+/// Mesh Provisioning Data In (write without response), §7.1.
+pub const UUID_PROVISIONING_DATA_IN: u16 = 0x2ADB;
+/// Mesh Provisioning Data Out (notify), §7.1.
+pub const UUID_PROVISIONING_DATA_OUT: u16 = 0x2ADC;
+/// Mesh Proxy Data In (write without response), §7.2.
+pub const UUID_PROXY_DATA_IN: u16 = 0x2ADD;
+/// Mesh Proxy Data Out (notify), §7.2.
+pub const UUID_PROXY_DATA_OUT: u16 = 0x2ADE;
+/// AD type of 16-bit UUID service data (Core Specification Supplement, Part A §1.11).
+pub const AD_TYPE_SERVICE_DATA_16: u8 = 0x16;
+
+/// The smallest ATT MTU (Core Specification Vol 3 Part F §3.2.8).
+pub const MIN_ATT_MTU: u16 = 23;
+
+/// The ATT MTU to segment PB-GATT and proxy PDUs for, from the MTU BlueZ reports for a
+/// characteristic: 2 less, so that each write carries at most MTU − 5 octets (the margin
+/// bluer keeps because BlueZ truncates writes of the full MTU − 3), and never below 23.
+pub fn att_mtu_with_margin(reported: u16) -> u16 {
+    reported.saturating_sub(2).max(MIN_ATT_MTU)
+}
+
+/// The Data In and Data Out characteristics of a mesh GATT service (0x1827 or 0x1828).
+pub fn data_characteristics(service: u16) -> Option<(u16, u16)> {
+    match service {
+        UUID_MESH_PROVISIONING => Some((UUID_PROVISIONING_DATA_IN, UUID_PROVISIONING_DATA_OUT)),
+        UUID_MESH_PROXY => Some((UUID_PROXY_DATA_IN, UUID_PROXY_DATA_OUT)),
+        _ => None,
+    }
+}
+
+/// Service data of the Mesh Provisioning (0x1827) or Mesh Proxy (0x1828) service, reported
+/// by a radio that gives service data per UUID (BlueZ, btleplug), as the AD structure it came
+/// in: type 0x16, data `UUID16 (little-endian) ‖ service data` (§7.1.2.2.1, §7.2.2.2) — what
+/// [`crate::wire::beacon::PbGattServiceData::parse`] reads. `None` for other services.
+pub fn mesh_service_data_report(
+    service: u16,
+    data: &[u8],
+    rssi: Option<i16>,
+    address: Option<BdAddr>,
+) -> Option<AdReport> {
+    if service != UUID_MESH_PROVISIONING && service != UUID_MESH_PROXY {
+        return None;
+    }
+    let mut ad = service.to_le_bytes().to_vec();
+    ad.extend_from_slice(data);
+    Some(AdReport {
+        ad_type: AD_TYPE_SERVICE_DATA_16,
+        data: ad,
+        rssi,
+        address,
+    })
+}
 
 /// A Bluetooth device address, most significant octet first as printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -176,5 +236,32 @@ pub trait Radio {
     async fn disconnect(&mut self, conn: ConnId) -> Result<(), RadioError> {
         let _ = conn;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gatt_helpers() {
+        assert_eq!(data_characteristics(0x1827), Some((0x2ADB, 0x2ADC)));
+        assert_eq!(data_characteristics(0x1828), Some((0x2ADD, 0x2ADE)));
+        assert_eq!(data_characteristics(0x180F), None);
+        // MTU 69: writes of at most 64 octets, so an ATT MTU of 67 (64 + the 3-octet header).
+        assert_eq!(att_mtu_with_margin(69), 67);
+        assert_eq!(att_mtu_with_margin(517), 515);
+        assert_eq!(att_mtu_with_margin(23), 23);
+        assert_eq!(att_mtu_with_margin(0), 23);
+    }
+
+    #[test]
+    fn only_mesh_service_data_is_reported() {
+        let a = Some(BdAddr([1, 2, 3, 4, 5, 6]));
+        let r = mesh_service_data_report(0x1828, &[0x01, 9, 9], Some(-40), a).unwrap();
+        assert_eq!(r.ad_type, 0x16);
+        assert_eq!(r.data, vec![0x28, 0x18, 0x01, 9, 9]);
+        assert_eq!((r.rssi, r.address), (Some(-40), a));
+        assert!(mesh_service_data_report(0x180F, &[100], None, a).is_none());
     }
 }

@@ -1,8 +1,10 @@
-//! `meshprov provision UUID --radio sim:FILE.toml`: provision one device and report it,
+//! `meshprov provision UUID [--radio RADIO]`: provision one device and report it, on the
+//! simulated building or on a real radio (BlueZ, btleplug, bluetooth-meshd's unit socket),
 //! optionally recording the session as a capture (`--capture FILE.pcapng`) with its key
 //! sidecar; `meshprov provision --all --radio sim:FILE.toml`: every device of the building,
 //! many at once ([`provision_all`]).
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,6 +25,7 @@ use crate::radio::capture::{
     CaptureError, CaptureStats, CaptureTap, KeySidecar, SharedTap, section_comment, sidecar_path,
 };
 use crate::radio::unit::UnitRadio;
+use crate::radio::{Radio, RadioError};
 use crate::sim::building::Building;
 use crate::sim::node::DeviceState;
 use crate::sim::run::{self, BearerChoice, DeviceResult, MemorySink, NodeSink, RunOptions};
@@ -105,8 +108,10 @@ impl std::str::FromStr for AuthArg {
 pub struct ProvisionArgs {
     /// The device.
     pub uuid: DeviceUuid,
-    /// `sim:FILE.toml`.
+    /// `bluez[:hciN]`, `btleplug`, `sim:FILE.toml` or `meshd-unit:DIR`.
     pub radio: String,
+    /// With `bluez`: power the adapter on if it is off.
+    pub power_on: bool,
     /// Authentication.
     pub auth: AuthArg,
     /// Algorithm policy.
@@ -200,17 +205,44 @@ fn usage(message: String) -> ProvisionFailure {
     }
 }
 
+/// The radio `meshprov provision` uses without `--radio`: BlueZ, the Bluetooth stack of Linux.
+pub const DEFAULT_RADIO: &str = "bluez";
+
+/// The bearer used when `--bearer` is not given: PB-GATT on the radios that reach devices
+/// through a GATT central (`bluez`, whose stock bluetoothd cannot send mesh advertisements,
+/// and `btleplug`, which cannot advertise), PB-ADV on the others.
+pub fn default_bearer(radio: &str) -> BearerChoice {
+    if radio == "bluez" || radio.starts_with("bluez:") || radio == "btleplug" {
+        BearerChoice::Gatt
+    } else {
+        BearerChoice::Adv
+    }
+}
+
 /// Provisions one device: on the simulated building (`--radio sim:FILE`) or on a real
-/// radio (`--radio meshd-unit:DIR`).
+/// radio (`--radio bluez[:hciN]`, `btleplug`, `meshd-unit:DIR`).
 pub fn provision(args: &ProvisionArgs) -> Result<ProvisionReport, ProvisionFailure> {
+    let bluez = args.radio == "bluez" || args.radio.starts_with("bluez:");
+    if args.power_on && !bluez {
+        return Err(usage(format!(
+            "--power-on powers a BlueZ adapter on; radio '{}' has none to power",
+            args.radio
+        )));
+    }
     if let Some(file) = args.radio.strip_prefix("sim:") {
         return provision_sim(args, Path::new(file));
     }
     if let Some(dir) = args.radio.strip_prefix("meshd-unit:") {
         return provision_unit(args, Path::new(dir));
     }
+    if bluez {
+        return provision_bluez(args);
+    }
+    if args.radio == "btleplug" {
+        return provision_btleplug(args);
+    }
     Err(usage(format!(
-        "radio '{}' is not available in this build; use --radio sim:FILE.toml (the simulated building) or meshd-unit:DIR (bluetooth-meshd's unit socket)",
+        "unknown radio '{}'; use --radio bluez[:hciN] (BlueZ, the default), btleplug (PB-GATT through btleplug), sim:FILE.toml (the simulated building) or meshd-unit:DIR (bluetooth-meshd's unit socket)",
         args.radio
     )))
 }
@@ -521,11 +553,72 @@ fn provision_unit(args: &ProvisionArgs, dir: &Path) -> Result<ProvisionReport, P
             "the meshd-unit radio carries advertising only; use --bearer adv".into(),
         ));
     }
+    provision_live(args, meshd_pb_adv(), || async { UnitRadio::open(dir) })
+}
+
+/// Provisions a device through BlueZ (`--radio bluez[:hciN]`), in real time. With a stock
+/// bluetoothd only PB-GATT goes through (see [`crate::radio::bluez`]); PB-ADV fails at the
+/// first advertisement with a message that says so.
+#[cfg(target_os = "linux")]
+fn provision_bluez(args: &ProvisionArgs) -> Result<ProvisionReport, ProvisionFailure> {
+    use crate::radio::bluez::{BluezOptions, BluezRadio};
+    let adapter = args.radio.strip_prefix("bluez:").filter(|a| !a.is_empty());
+    let opts = BluezOptions {
+        power_on: args.power_on,
+    };
+    provision_live(args, PbAdvConfig::default(), || {
+        BluezRadio::open_with(adapter, opts)
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn provision_bluez(args: &ProvisionArgs) -> Result<ProvisionReport, ProvisionFailure> {
+    Err(usage(format!(
+        "radio '{}' needs BlueZ, which is Linux only; use --radio btleplug (PB-GATT)",
+        args.radio
+    )))
+}
+
+/// Provisions a device over PB-GATT through btleplug (`--radio btleplug`), in real time.
+#[cfg(feature = "btleplug")]
+fn provision_btleplug(args: &ProvisionArgs) -> Result<ProvisionReport, ProvisionFailure> {
+    if args.bearer != BearerChoice::Gatt {
+        return Err(usage(
+            "the btleplug radio does not advertise (no PB-ADV); use --bearer gatt".into(),
+        ));
+    }
+    provision_live(args, PbAdvConfig::default(), || {
+        crate::radio::btleplug::BtleplugRadio::open()
+    })
+}
+
+#[cfg(not(feature = "btleplug"))]
+fn provision_btleplug(_args: &ProvisionArgs) -> Result<ProvisionReport, ProvisionFailure> {
+    Err(usage(
+        "this meshprov was built without the btleplug radio: rebuild with `cargo build --release --features btleplug`, or use --radio bluez".into(),
+    ))
+}
+
+/// Provisions one device over a real radio in real time through [`live::provision`]: keys
+/// from the store (or a fresh NetKey), operating-system randomness, the installer asked on
+/// the terminal. `open` starts the radio inside the runtime.
+fn provision_live<R, F, Fut>(
+    args: &ProvisionArgs,
+    pb_adv: PbAdvConfig,
+    open: F,
+) -> Result<ProvisionReport, ProvisionFailure>
+where
+    R: Radio,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<R, RadioError>>,
+{
     if args.capture.is_some() {
         return Err(usage(
             "--capture records on the simulated radio only for now (the real radios' recording wrapper is not built yet)".into(),
         ));
     }
+    // The ATT MTU is not known before the connection: records are fetched in fragments that
+    // fit the smallest one.
     let (config, verifier) = session_config(args, None, 23)?;
     let failure = failure_for(args);
     let mut store = open_store(args)?;
@@ -547,8 +640,8 @@ fn provision_unit(args: &ProvisionArgs, dir: &Path) -> Result<ProvisionReport, P
             flags: 0,
             iv_index,
         },
-        pb_adv: meshd_pb_adv(),
-        bearer: BearerChoice::Adv,
+        pb_adv,
+        bearer: args.bearer,
         max_concurrent: 1,
         deadline: Duration::from_secs(120),
         discovery_timeout: Duration::from_secs(30),
@@ -572,7 +665,7 @@ fn provision_unit(args: &ProvisionArgs, dir: &Path) -> Result<ProvisionReport, P
     let (oob_tx, oob_rx) = tokio::sync::mpsc::unbounded_channel();
     let live_report = rt
         .block_on(async {
-            let mut radio = UnitRadio::open(dir)?;
+            let mut radio = open().await?;
             live::provision(
                 &mut radio,
                 std::slice::from_ref(&target),

@@ -1,0 +1,953 @@
+//! The BlueZ radio against a fake bluetoothd on a private D-Bus daemon.
+//!
+//! Each test starts its own `dbus-daemon` (a config written here: everything allowed, or
+//! org.bluez denied by policy) and, on it, python3-dbusmock with `tests/data/fake_bluez.py`
+//! (Debian's bluez5 template extended with LE discovery, advertising and a GATT mesh service)
+//! as org.bluez. bluer reaches "the system bus" through `DBUS_SYSTEM_BUS_ADDRESS`, which a
+//! process can only be given at its start, so the radio runs in a child process: the
+//! `meshprov` binary for the error paths, or this test binary re-run on one `#[ignore]`d
+//! `inside_*` test for the library API. Every process started has a time limit and is killed
+//! by its pid.
+//!
+//! Without python3-dbusmock or dbus-daemon the tests skip with a message, unless `CI` is set,
+//! where they fail.
+#![cfg(target_os = "linux")]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const PYTHON: &str = "/usr/bin/python3";
+const LIGHT: &str = "7b2c1a90-0000-4000-8000-000000000001";
+/// Set in the child: the address of the fake's bus (the same as DBUS_SYSTEM_BUS_ADDRESS).
+const CHILD_ENV: &str = "MESHPROV_FAKE_BLUEZ_BUS";
+const PROCESS_LIMIT: Duration = Duration::from_secs(90);
+
+fn tools_present() -> bool {
+    let quiet = |c: &mut Command| {
+        c.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let ok = quiet(Command::new(PYTHON).args(["-c", "import dbusmock"]))
+        && quiet(Command::new("dbus-daemon").arg("--version"));
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3-dbusmock or dbus-daemon is missing: apt-get install python3-dbusmock dbus"
+        );
+        eprintln!("skipped: install python3-dbusmock and dbus to run the BlueZ radio tests");
+    }
+    ok
+}
+
+/// Waits for `child` at most `limit`, killing it (by its pid) when it overruns.
+fn wait_limited(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} ran longer than {limit:?} and was killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A private bus and, on it, the fake bluetoothd. Both are killed when dropped.
+struct FakeBluez {
+    dir: tempfile::TempDir,
+    address: String,
+    daemon: Child,
+    mock: Option<Child>,
+}
+
+impl FakeBluez {
+    /// Starts the bus (denying org.bluez to everyone when `deny_bluez`) and, with `params`,
+    /// the fake bluetoothd; returns when org.bluez has an owner.
+    fn start(params: Option<Value>, deny_bluez: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("bus.sock");
+        let deny = if deny_bluez {
+            r#"<deny send_destination="org.bluez"/>"#
+        } else {
+            ""
+        };
+        let config = format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    {deny}
+  </policy>
+</busconfig>
+"#,
+            sock.display()
+        );
+        let conf = dir.path().join("bus.conf");
+        std::fs::write(&conf, config).unwrap();
+        let mut daemon = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf.display()))
+            .args(["--nofork", "--print-address"])
+            .stdout(Stdio::piped())
+            // It complains that it may not raise its fd limit; nothing else to say.
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon");
+        let out = daemon.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(out).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let address = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(l) if !l.trim().is_empty() => l.trim().to_string(),
+            other => {
+                let _ = daemon.kill();
+                let _ = daemon.wait();
+                panic!("dbus-daemon did not print its address: {other:?}");
+            }
+        };
+        let mut fake = Self {
+            dir,
+            address,
+            daemon,
+            mock: None,
+        };
+        if let Some(p) = params {
+            let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fake_bluez.py");
+            let log = std::fs::File::create(fake.dir.path().join("mock.log")).unwrap();
+            fake.mock = Some(
+                Command::new(PYTHON)
+                    .args(["-m", "dbusmock", "--system", "-t"])
+                    .arg(&template)
+                    .args(["-p", &p.to_string()])
+                    .env("DBUS_SYSTEM_BUS_ADDRESS", &fake.address)
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .expect("python3 -m dbusmock"),
+            );
+            fake.wait_for_bluez();
+        }
+        fake
+    }
+
+    fn connection(&self) -> dbus::blocking::Connection {
+        let mut ch = dbus::channel::Channel::open_private(&self.address).expect("open bus");
+        ch.register().expect("Hello");
+        dbus::blocking::Connection::from(ch)
+    }
+
+    fn wait_for_bluez(&mut self) {
+        let conn = self.connection();
+        let bus = conn.with_proxy(
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            Duration::from_secs(5),
+        );
+        let start = Instant::now();
+        loop {
+            let (owned,): (bool,) = bus
+                .method_call("org.freedesktop.DBus", "NameHasOwner", ("org.bluez",))
+                .expect("NameHasOwner");
+            if owned {
+                return;
+            }
+            if let Some(Ok(Some(s))) = self.mock.as_mut().map(|m| m.try_wait()) {
+                panic!("the fake bluetoothd exited ({s}): {}", self.mock_log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the fake bluetoothd did not take org.bluez: {}",
+                self.mock_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn mock_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mock.log")).unwrap_or_default()
+    }
+
+    /// `meshprov ARGS` with this bus as the system bus: exit code, stdout, stderr.
+    fn meshprov(&self, args: &[&str]) -> (i32, String, String) {
+        run_meshprov(&self.address, self.dir.path(), args)
+    }
+
+    /// Runs the `#[ignore]`d test `name` of this binary as a child on this bus.
+    fn run_inside(&self, name: &str) {
+        let out = self
+            .dir
+            .path()
+            .join(format!("{}.out", name.replace("::", "-")));
+        let file = std::fs::File::create(&out).unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                name,
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
+            .env(CHILD_ENV, &self.address)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("re-run the test binary");
+        let status = wait_limited(&mut child, PROCESS_LIMIT, name);
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        eprintln!("{text}");
+        assert!(
+            status.success() && text.contains("1 passed"),
+            "{name} failed ({status}):\n{text}\nfake bluetoothd log:\n{}",
+            self.mock_log()
+        );
+    }
+}
+
+impl Drop for FakeBluez {
+    fn drop(&mut self) {
+        for c in self
+            .mock
+            .iter_mut()
+            .chain(std::iter::once(&mut self.daemon))
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn run_meshprov(bus: &str, dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let (out, err) = (dir.join("meshprov.out"), dir.join("meshprov.err"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshprov"))
+        .args(args)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", bus)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("meshprov");
+    let status = wait_limited(&mut child, PROCESS_LIMIT, "meshprov");
+    (
+        status.code().unwrap_or(-1),
+        std::fs::read_to_string(out).unwrap_or_default(),
+        std::fs::read_to_string(err).unwrap_or_default(),
+    )
+}
+
+/// `meshprov provision LIGHT --radio bluez EXTRA…` (PB-GATT unless EXTRA says otherwise)
+/// fails with exit code 1 and one line on stderr that contains every one of `expected`.
+fn assert_provision_fails(fake: &FakeBluez, extra: &[&str], expected: &[&str]) {
+    let mut args = vec!["provision", LIGHT, "--radio", "bluez"];
+    args.extend_from_slice(extra);
+    let (code, out, err) = fake.meshprov(&args);
+    assert_eq!(code, 1, "{args:?}: stdout {out} stderr {err}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    for e in expected {
+        assert!(err.contains(e), "{args:?}: expected {e:?} in {err}");
+    }
+}
+
+fn adapter(extra: Value) -> Value {
+    let mut p = json!({"adapter": "hci0", "powered": true});
+    if let (Some(p), Some(e)) = (p.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            p.insert(k.clone(), v.clone());
+        }
+    }
+    p
+}
+
+// ---- error paths, through the command line -------------------------------------------
+
+#[test]
+fn no_system_bus_says_to_start_dbus() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = format!("unix:path={}", dir.path().join("nobody.sock").display());
+    let (code, _, err) = run_meshprov(&bus, dir.path(), &["provision", LIGHT, "--radio", "bluez"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("cannot connect to the D-Bus system bus"),
+        "{err}"
+    );
+    assert!(err.contains("systemctl start dbus"), "{err}");
+}
+
+#[test]
+fn bluetoothd_absent_says_to_start_it() {
+    if !tools_present() {
+        return;
+    }
+    let fake = FakeBluez::start(None, false);
+    assert_provision_fails(
+        &fake,
+        &[],
+        &["bluetoothd is not running", "systemctl start bluetooth"],
+    );
+}
+
+#[test]
+fn no_adapter_says_to_plug_one_in() {
+    if !tools_present() {
+        return;
+    }
+    let fake = FakeBluez::start(Some(json!({"adapter": null})), false);
+    assert_provision_fails(
+        &fake,
+        &[],
+        &["no Bluetooth adapter: plug one in or check `bluetoothctl list`"],
+    );
+    // An adapter asked for by name that is not there names the ones that are.
+    let fake = FakeBluez::start(Some(adapter(json!({}))), false);
+    let (code, _, err) = fake.meshprov(&["provision", LIGHT, "--radio", "bluez:hci1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no Bluetooth adapter hci1: BlueZ has hci0") && err.contains("bluez:hci0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn powered_off_says_bluetoothctl_power_on_or_powers_on_when_asked() {
+    if !tools_present() {
+        return;
+    }
+    let fake = FakeBluez::start(
+        Some(adapter(json!({"powered": false, "allow_mesh_ad": false}))),
+        false,
+    );
+    assert_provision_fails(
+        &fake,
+        &[],
+        &["adapter hci0 is powered off", "`bluetoothctl power on`"],
+    );
+    // --power-on powers it and gets as far as the first advertisement of PB-ADV, which this
+    // (stock) bluetoothd refuses.
+    assert_provision_fails(
+        &fake,
+        &["--power-on", "--bearer", "adv"],
+        &["refused to advertise AD type 0x29"],
+    );
+}
+
+#[test]
+fn permission_denied_by_the_bus_policy_says_which_group() {
+    if !tools_present() {
+        return;
+    }
+    let fake = FakeBluez::start(Some(adapter(json!({}))), true);
+    assert_provision_fails(
+        &fake,
+        &[],
+        &[
+            "permission denied",
+            "org.freedesktop.DBus.Error.AccessDenied",
+            "`bluetooth` group",
+        ],
+    );
+}
+
+#[test]
+fn permission_denied_by_bluez_says_which_group() {
+    if !tools_present() {
+        return;
+    }
+    let fake = FakeBluez::start(
+        Some(adapter(json!({
+            "start_error": ["org.freedesktop.DBus.Error.AccessDenied", "Rejected send message"]
+        }))),
+        false,
+    );
+    assert_provision_fails(&fake, &[], &["permission denied", "`bluetooth` group"]);
+}
+
+#[test]
+fn a_bluetoothd_without_duplicate_data_is_too_old() {
+    if !tools_present() {
+        return;
+    }
+    let fake = FakeBluez::start(
+        Some(adapter(json!({
+            "filter_error": ["org.bluez.Error.InvalidArguments", "Invalid arguments in method call"]
+        }))),
+        false,
+    );
+    assert_provision_fails(&fake, &[], &["too old", "BlueZ 5.50 or newer"]);
+}
+
+#[test]
+fn refused_raw_advertising_points_to_pb_gatt() {
+    if !tools_present() {
+        return;
+    }
+    // What stock bluetoothd answers for Data {0x29: …}.
+    let fake = FakeBluez::start(Some(adapter(json!({"allow_mesh_ad": false}))), false);
+    assert_provision_fails(
+        &fake,
+        &["--bearer", "adv"],
+        &[
+            "refused to advertise AD type 0x29",
+            "Failed to parse advertisement.",
+            "--bearer gatt",
+        ],
+    );
+    for name in [
+        "org.bluez.Error.NotSupported",
+        "org.bluez.Error.InvalidArguments",
+    ] {
+        let fake = FakeBluez::start(
+            Some(adapter(json!({"advertise_error": [name, "refused"]}))),
+            false,
+        );
+        assert_provision_fails(
+            &fake,
+            &["--bearer", "adv"],
+            &["refused to advertise AD type 0x29", "--bearer gatt"],
+        );
+    }
+}
+
+// ---- the library API, in a child process on the fake's bus ----------------------------
+
+/// The Unprovisioned Device beacon of LIGHT: type 0, UUID, OOB Information 0x4000.
+const BEACON: &str = "007b2c1a900000400080000000000000014000";
+/// A PB-ADV Link Ack: Link ID 0x01020304, transaction 0, Link Ack opcode.
+const PB_ADV: &str = "010203040007";
+/// PB-GATT service data of LIGHT: UUID and OOB Information.
+const PB_GATT_SD: &str = "7b2c1a90000040008000000000000001" /* UUID */;
+const OOB: &str = "0000";
+
+#[test]
+fn discovery_reports_mesh_adverts_with_rssi_and_address() {
+    if !tools_present() {
+        return;
+    }
+    let fake = FakeBluez::start(
+        Some(adapter(json!({"devices": [
+            {"address": "C0:11:22:33:44:55", "rssi": -55, "delay_ms": 50,
+             "advertising_data": {"43": BEACON},
+             "updates": [{"after_ms": 200, "rssi": -48, "advertising_data": {"41": PB_ADV}}]},
+            {"address": "D0:00:00:00:00:02", "rssi": -70, "delay_ms": 80,
+             "service_data": {"1827": format!("{PB_GATT_SD}{OOB}"), "180f": "64"}},
+            {"address": "E0:00:00:00:00:03", "cached": true,
+             "service_data": {"1827": format!("{PB_GATT_SD}{OOB}")}}
+        ]}))),
+        false,
+    );
+    fake.run_inside("inside::inside_discovery");
+}
+
+#[test]
+fn discovery_ending_is_an_error_not_silence() {
+    if !tools_present() {
+        return;
+    }
+    let fake = FakeBluez::start(Some(adapter(json!({"power_off_after_ms": 300}))), false);
+    fake.run_inside("inside::inside_discovery_end");
+}
+
+#[test]
+fn advertising_registers_a_broadcast_with_the_raw_ad_and_drops_it() {
+    if !tools_present() {
+        return;
+    }
+    let fake = FakeBluez::start(Some(adapter(json!({}))), false);
+    fake.run_inside("inside::inside_advertising");
+}
+
+#[test]
+fn gatt_writes_without_response_and_hears_data_out_until_disconnected() {
+    if !tools_present() {
+        return;
+    }
+    let fake = FakeBluez::start(
+        Some(adapter(json!({"devices": [
+            {"address": "D0:00:00:00:00:02", "rssi": -60, "delay_ms": 30,
+             "service_data": {"1827": format!("{PB_GATT_SD}{OOB}")},
+             "gatt": {"service": "1827", "mtu": 69}}
+        ]}))),
+        false,
+    );
+    fake.run_inside("inside::inside_gatt");
+}
+
+/// One PB-GATT device, D0:00:00:00:00:02, advertising LIGHT, whose firmware is
+/// [`device_firmware`].
+fn gatt_device() -> Value {
+    adapter(json!({"devices": [
+        {"address": "D0:00:00:00:00:02", "rssi": -60, "delay_ms": 30,
+         "service_data": {"1827": format!("{PB_GATT_SD}{OOB}")},
+         "gatt": {"service": "1827", "mtu": 69, "echo": false}}
+    ]}))
+}
+
+#[test]
+fn pb_gatt_provisioning_through_the_live_driver() {
+    if !tools_present() {
+        return;
+    }
+    let fake = FakeBluez::start(Some(gatt_device()), false);
+    fake.run_inside("inside::inside_pb_gatt_provisioning");
+}
+
+/// The firmware of the fake's GATT device in the PB-GATT provisioning tests: a provisionee
+/// (meshprov's device role) behind the fake's GATT service. It reads the provisioner's
+/// Data In writes from the fake's state and notifies its answers on Data Out, segmented
+/// to the connection's MTU. Returns the device key and address it was given.
+fn device_firmware(bus: &str, address: &str, static_oob: [u8; 16]) -> ([u8; 16], u16) {
+    use meshprov::bearer::pb_gatt::PbGattLink;
+    use meshprov::provisioning::{Device, DeviceConfig, DeviceEvent};
+    use meshprov::wire::{
+        Algorithms, Capabilities, InputOobActions, OobType, OutputOobActions, PublicKeyType,
+    };
+    use rand_chacha::ChaCha20Rng;
+    use rand_chacha::rand_core::SeedableRng;
+
+    let mut ch = dbus::channel::Channel::open_private(bus).unwrap();
+    ch.register().unwrap();
+    let conn = dbus::blocking::Connection::from(ch);
+    let fake = conn.with_proxy("org.bluez", "/org/bluez/hci0", Duration::from_secs(5));
+    let caps = Capabilities {
+        num_elements: 2,
+        algorithms: Algorithms::CMAC_AES128 | Algorithms::HMAC_SHA256,
+        public_key_type: PublicKeyType::EMPTY,
+        oob_type: OobType::STATIC_OOB_AVAILABLE,
+        output_oob_size: 0,
+        output_oob_action: OutputOobActions::EMPTY,
+        input_oob_size: 0,
+        input_oob_action: InputOobActions::EMPTY,
+    };
+    let mut uuid = [0u8; 16];
+    uuid.copy_from_slice(&::hex::decode(PB_GATT_SD).unwrap());
+    let mut config = DeviceConfig::new(uuid, caps);
+    config.static_oob = Some(static_oob.to_vec());
+    let mut device = Device::new(config, Box::new(ChaCha20Rng::seed_from_u64(99)));
+    let mut link = PbGattLink::new(67);
+    let epoch = Instant::now();
+    let mut seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let (s,): (String,) = fake
+            .method_call("org.meshprov.FakeBluez", "State", ())
+            .unwrap();
+        let s: Value = serde_json::from_str(&s).unwrap();
+        let writes = s["writes"].as_array().unwrap();
+        for w in &writes[seen..] {
+            let now = meshprov::time::Instant::from_epoch(epoch.elapsed());
+            let data = ::hex::decode(w["data"].as_str().unwrap()).unwrap();
+            if let Some(pdu) = link.handle_data(now, &data).expect("a proxy PDU") {
+                device.handle_pdu(now, &pdu);
+            }
+        }
+        seen = writes.len();
+        while let Some(pdu) = device.poll_transmit() {
+            link.send(&pdu);
+        }
+        while let Some(seg) = link.poll_transmit() {
+            let () = fake
+                .method_call("org.meshprov.FakeBluez", "Notify", (address, seg))
+                .unwrap();
+        }
+        while let Some(ev) = device.poll_event() {
+            match ev {
+                DeviceEvent::Provisioned {
+                    device_key,
+                    address,
+                    ..
+                } => return (*device_key.expose_secret(), address),
+                DeviceEvent::Failed(e) => panic!("the device failed: {e}"),
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the device was not provisioned within 60 s");
+}
+
+/// A device that PB-GATT reaches, provisioned by `meshprov provision UUID` with neither
+/// `--radio` nor `--bearer`: BlueZ and PB-GATT are the defaults (the command line, through the
+/// live driver and the BlueZ radio).
+#[test]
+fn the_command_line_provisions_over_pb_gatt_through_bluez_by_default() {
+    if !tools_present() {
+        return;
+    }
+    let fake = FakeBluez::start(Some(gatt_device()), false);
+    let firmware = {
+        let bus = fake.address.clone();
+        std::thread::spawn(move || device_firmware(&bus, "D0:00:00:00:00:02", [0x5a; 16]))
+    };
+    let oob = format!("static:{}", "5a".repeat(16));
+    let (code, out, err) = fake.meshprov(&[
+        "provision",
+        LIGHT,
+        "--radio",
+        "bluez:hci0",
+        "--bearer",
+        "gatt",
+        "--auth",
+        &oob,
+        "--json",
+        "--show-keys",
+    ]);
+    assert_eq!(
+        code,
+        0,
+        "stdout {out} stderr {err}\nfake: {}",
+        fake.mock_log()
+    );
+    let (device_key, address) = firmware.join().expect("the device firmware");
+    let v: Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["result"], "provisioned", "{v}");
+    assert_eq!(v["bearer"], "pb-gatt", "{v}");
+    assert_eq!(v["auth"], "Static OOB", "{v}");
+    assert_eq!(v["device_key"], ::hex::encode(device_key), "{v}");
+    assert_eq!(v["address"], format!("0x{address:04x}"), "{v}");
+    eprintln!(
+        "meshprov provision --radio bluez --bearer gatt: {} ms wall time",
+        v["time_ms"]
+    );
+}
+
+mod inside {
+    //! The halves that run in the child, on the fake's bus.
+    use super::*;
+    use meshprov::radio::bluez::BluezRadio;
+    use meshprov::radio::{AdReport, AdvParams, BdAddr, Radio, RadioEvent};
+
+    /// The fake's bus, or `None` when run by hand outside the parent test (then skipped).
+    fn bus() -> Option<String> {
+        let b = std::env::var(CHILD_ENV).ok();
+        if b.is_none() {
+            eprintln!("skipped: run through its parent test, which starts the fake bluetoothd");
+        }
+        b
+    }
+
+    /// The fake's state (filter, advertisements, writes) as JSON.
+    fn state(bus: &str) -> Value {
+        let mut ch = dbus::channel::Channel::open_private(bus).unwrap();
+        ch.register().unwrap();
+        let conn = dbus::blocking::Connection::from(ch);
+        let p = conn.with_proxy("org.bluez", "/org/bluez/hci0", Duration::from_secs(5));
+        let (s,): (String,) = p
+            .method_call("org.meshprov.FakeBluez", "State", ())
+            .unwrap();
+        serde_json::from_str(&s).unwrap()
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        ::hex::decode(s).unwrap()
+    }
+
+    async fn next(radio: &mut BluezRadio, limit: Duration) -> Option<RadioEvent> {
+        tokio::time::timeout(limit, radio.next_event())
+            .await
+            .ok()
+            .map(|r| r.expect("radio error"))
+    }
+
+    fn report(ad_type: u8, data: Vec<u8>, rssi: i16, addr: [u8; 6]) -> RadioEvent {
+        RadioEvent::Adv(AdReport {
+            ad_type,
+            data,
+            rssi: Some(rssi),
+            address: Some(BdAddr(addr)),
+        })
+    }
+
+    #[tokio::test]
+    #[ignore = "run by discovery_reports_mesh_adverts_with_rssi_and_address"]
+    async fn inside_discovery() {
+        let Some(bus) = bus() else { return };
+        let mut radio = BluezRadio::open(None).await.expect("open");
+        assert_eq!(radio.name(), "bluez hci0");
+        let filter = state(&bus)["filter"].clone();
+        assert_eq!(filter["Transport"], "le", "{filter}");
+        assert_eq!(filter["DuplicateData"], true, "{filter}");
+
+        let a = [0xC0, 0x11, 0x22, 0x33, 0x44, 0x55];
+        let b = [0xD0, 0, 0, 0, 0, 0x02];
+        let mut pb_gatt = vec![0x27, 0x18];
+        pb_gatt.extend(hex(&format!("{PB_GATT_SD}{OOB}")));
+        let mut want = vec![
+            report(0x2B, hex(BEACON), -55, a),
+            report(0x29, hex(PB_ADV), -48, a),
+            report(0x16, pb_gatt, -70, b),
+        ];
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !want.is_empty() && Instant::now() < deadline {
+            let Some(ev) = next(&mut radio, Duration::from_secs(1)).await else {
+                continue;
+            };
+            if let RadioEvent::Adv(r) = &ev {
+                assert_ne!(
+                    r.address,
+                    Some(BdAddr([0xE0, 0, 0, 0, 0, 0x03])),
+                    "a device cached from an earlier scan (no RSSI) was reported: {r:?}"
+                );
+            }
+            want.retain(|w| *w != ev);
+            seen.push(ev);
+        }
+        assert!(want.is_empty(), "never heard {want:?}; heard {seen:?}");
+        // Other service data (0x180F battery) never shows up; the stale device stays quiet.
+        while let Some(ev) = next(&mut radio, Duration::from_millis(300)).await {
+            if let RadioEvent::Adv(r) = &ev {
+                assert!(r.ad_type != 0x16 || r.data[..2] == [0x27, 0x18], "{r:?}");
+                assert_ne!(r.address, Some(BdAddr([0xE0, 0, 0, 0, 0, 0x03])), "{r:?}");
+            }
+        }
+        drop(radio);
+    }
+
+    #[tokio::test]
+    #[ignore = "run by discovery_ending_is_an_error_not_silence"]
+    async fn inside_discovery_end() {
+        let Some(_bus) = bus() else { return };
+        let mut radio = BluezRadio::open(None).await.expect("open");
+        let e = tokio::time::timeout(Duration::from_secs(10), radio.next_event())
+            .await
+            .expect("an answer once the adapter goes off")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("LE discovery on hci0 stopped") && e.contains("bluetoothctl show"),
+            "{e}"
+        );
+        // Reported once; afterwards the radio just has nothing to say.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), radio.next_event())
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    #[ignore = "run by advertising_registers_a_broadcast_with_the_raw_ad_and_drops_it"]
+    async fn inside_advertising() {
+        let Some(bus) = bus() else { return };
+        let mut radio = BluezRadio::open(Some("hci0")).await.expect("open");
+        let pdu = hex("0102030400030000");
+        let params = AdvParams {
+            count: 3,
+            interval: Duration::from_millis(30),
+        };
+        radio
+            .advertise(0x29, &pdu, params)
+            .await
+            .expect("advertise");
+        let s = state(&bus);
+        let ads = s["advertisements"].as_array().unwrap();
+        assert_eq!(ads.len(), 1, "{s}");
+        assert_eq!(ads[0]["type"], "broadcast", "{s}");
+        assert_eq!(ads[0]["data"], json!({"41": "0102030400030000"}), "{s}");
+        assert_eq!(ads[0]["min_interval"], 30, "{s}");
+        assert_eq!(ads[0]["max_interval"], 30, "{s}");
+        assert!(ads[0]["unregistered"].is_null(), "{s}");
+        // Kept for count × interval = 90 ms, then withdrawn.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let s = state(&bus);
+        let a = &s["advertisements"][0];
+        let kept =
+            a["unregistered"].as_f64().expect("unregistered") - a["registered"].as_f64().unwrap();
+        assert!((0.085..0.4).contains(&kept), "kept {kept} s: {s}");
+        // A new advertisement replaces a running one at once.
+        radio
+            .advertise(
+                0x2B,
+                &hex(BEACON),
+                AdvParams {
+                    count: 100,
+                    interval: Duration::from_millis(100),
+                },
+            )
+            .await
+            .unwrap();
+        radio
+            .advertise(0x2A, &[0x68; 20], AdvParams::default())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let s = state(&bus);
+        let ads = s["advertisements"].as_array().unwrap();
+        assert_eq!(ads.len(), 3, "{s}");
+        assert_eq!(ads[1]["data"], json!({"43": BEACON}), "{s}");
+        let replaced = ads[1]["unregistered"]
+            .as_f64()
+            .expect("replaced one withdrawn")
+            - ads[1]["registered"].as_f64().unwrap();
+        assert!(
+            replaced < 1.0,
+            "the 10 s advertisement stayed {replaced} s: {s}"
+        );
+        assert_eq!(ads[2]["data"], json!({"42": "68".repeat(20)}), "{s}");
+        // The default interval of 20 ms, kept for at least the radio's interval.
+        assert_eq!(ads[2]["min_interval"], 20, "{s}");
+        assert!(!ads[2]["unregistered"].is_null(), "{s}");
+    }
+
+    #[tokio::test]
+    #[ignore = "run by pb_gatt_provisioning_through_the_live_driver"]
+    async fn inside_pb_gatt_provisioning() {
+        use meshprov::bearer::pb_adv::PbAdvConfig;
+        use meshprov::crypto::NetKey;
+        use meshprov::live::{LiveOptions, LiveTarget, provision};
+        use meshprov::provisioning::{AuthPolicy, ProvisionerConfig, ProvisioningParams};
+        use meshprov::sim::run::{BearerChoice, MemorySink};
+
+        let Some(bus) = bus() else { return };
+        let oob = [0x5a; 16];
+        let firmware = {
+            let bus = bus.clone();
+            std::thread::spawn(move || device_firmware(&bus, "D0:00:00:00:00:02", oob))
+        };
+        let mut radio = BluezRadio::open(None).await.expect("open");
+        let target = LiveTarget {
+            uuid: LIGHT.parse().unwrap(),
+            name: "Lobby light 1".into(),
+            config: ProvisionerConfig {
+                auth: AuthPolicy::Static(oob.to_vec()),
+                ..ProvisionerConfig::default()
+            },
+        };
+        let opts = LiveOptions {
+            params: ProvisioningParams {
+                net_key: NetKey::from_bytes([0x7d; 16]),
+                net_key_index: 0,
+                flags: 0,
+                iv_index: 0,
+            },
+            pb_adv: PbAdvConfig::default(),
+            bearer: BearerChoice::Gatt,
+            max_concurrent: 1,
+            deadline: Duration::from_secs(60),
+            discovery_timeout: Duration::from_secs(20),
+            cert_verifier: None,
+            seed: Some(7),
+        };
+        let mut sink = MemorySink::default();
+        let report = provision(
+            &mut radio,
+            std::slice::from_ref(&target),
+            &opts,
+            &mut sink,
+            None,
+            &mut |_| {},
+        )
+        .await
+        .expect("the run");
+        let r = &report.results[0];
+        let o = r.outcome.as_ref().expect("provisioned");
+        let (device_key, address) = firmware.join().expect("the device firmware");
+        assert_eq!(
+            o.device_key.expose_secret(),
+            &device_key,
+            "both ends derive one device key"
+        );
+        assert_eq!(o.address, address);
+        assert_eq!(o.elements, 2);
+        eprintln!(
+            "PB-GATT through the fake BlueZ: {:?} wall time, {} Data In writes",
+            r.elapsed,
+            state(&bus)["writes"].as_array().unwrap().len()
+        );
+        // The driver let go of the connection after Complete.
+        let s = state(&bus);
+        assert!(
+            s["writes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|w| w["type"] == "command"),
+            "{s}"
+        );
+    }
+
+    #[tokio::test]
+    #[ignore = "run by gatt_writes_without_response_and_hears_data_out_until_disconnected"]
+    async fn inside_gatt() {
+        let Some(bus) = bus() else { return };
+        let mut radio = BluezRadio::open(None).await.expect("open");
+        let d = BdAddr([0xD0, 0, 0, 0, 0, 0x02]);
+        // As the driver does: the connectable advert first, then the connection.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(Instant::now() < deadline, "no PB-GATT advert");
+            if let Some(RadioEvent::Adv(r)) = next(&mut radio, Duration::from_secs(1)).await
+                && r.ad_type == 0x16
+                && r.address == Some(d)
+            {
+                break;
+            }
+        }
+        // The device has no proxy service.
+        let e = radio.connect(d, 0x1828).await.unwrap_err().to_string();
+        assert!(e.contains("has no service 0x1828"), "{e}");
+
+        let (conn, mtu) = radio.connect(d, 0x1827).await.expect("connect");
+        // BlueZ's MTU 69, less bluer's 5-octet margin, plus the 3-octet ATT header.
+        assert_eq!(mtu, 67);
+        radio
+            .gatt_write(conn, &[0x03, 0x00, 0x01])
+            .await
+            .expect("write");
+        let ev = loop {
+            match next(&mut radio, Duration::from_secs(10)).await {
+                Some(RadioEvent::Adv(_)) => continue,
+                other => break other,
+            }
+        };
+        // The fake device answers with the bytes reversed on Data Out.
+        assert_eq!(
+            ev,
+            Some(RadioEvent::Gatt {
+                conn,
+                data: vec![0x01, 0x00, 0x03]
+            })
+        );
+        let s = state(&bus);
+        let w = &s["writes"][0];
+        assert!(
+            w["path"]
+                .as_str()
+                .unwrap()
+                .ends_with("/service000a/char000b"),
+            "{s}"
+        );
+        assert_eq!(w["type"], "command", "written without response: {s}");
+        assert_eq!(w["data"], "030001", "{s}");
+        // The device drops the link: the radio says so.
+        radio.gatt_write(conn, &[0xde, 0xad]).await.expect("write");
+        let ev = loop {
+            match next(&mut radio, Duration::from_secs(10)).await {
+                Some(RadioEvent::Adv(_)) => continue,
+                other => break other,
+            }
+        };
+        assert_eq!(ev, Some(RadioEvent::Disconnected(conn)));
+        radio.disconnect(conn).await.unwrap();
+        let e = radio.gatt_write(conn, &[1]).await.unwrap_err().to_string();
+        assert!(e.contains("closed"), "{e}");
+    }
+}
