@@ -90,9 +90,14 @@ enum Command {
     },
     /// List the unprovisioned devices in range: UUID, RSSI, bearers, OOB information.
     Scan {
-        /// Which radio: `sim:FILE.toml` listens to the simulated building described by FILE.
-        #[arg(long, value_name = "RADIO")]
+        /// Which radio: `bluez` or `bluez:hciN` (the default), `btleplug` (feature `btleplug`),
+        /// `sim:FILE.toml` (the simulated building described by FILE, in virtual time) or
+        /// `meshd-unit:DIR` (bluetooth-meshd's unit socket in DIR).
+        #[arg(long, value_name = "RADIO", default_value = tools::provision::DEFAULT_RADIO)]
         radio: String,
+        /// With --radio bluez: power the adapter on if it is off.
+        #[arg(long)]
+        power_on: bool,
         /// How long to listen, in seconds.
         #[arg(long, default_value_t = 10.0, value_name = "S")]
         duration: f64,
@@ -977,6 +982,7 @@ fn main() -> ExitCode {
         }
         Command::Scan {
             radio,
+            power_on,
             duration,
             json,
             seed,
@@ -995,6 +1001,8 @@ fn main() -> ExitCode {
             }
             let args = tools::scan::ScanArgs {
                 radio,
+                power_on,
+                live_table: !json && std::io::IsTerminal::is_terminal(&std::io::stdout()),
                 duration: std::time::Duration::from_secs_f64(duration),
                 seed,
                 loss,

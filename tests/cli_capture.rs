@@ -272,8 +272,12 @@ fn scan_lists_every_device_with_bearers_and_oob_information() {
 fn scan_refuses_bad_arguments() {
     for (args, expected) in [
         (
-            vec!["scan", "--radio", "bluez"],
-            "radio 'bluez' is not available",
+            vec!["scan", "--radio", "nosuch"],
+            "unknown radio 'nosuch'; use --radio bluez",
+        ),
+        (
+            vec!["scan", "--radio", "sim:x", "--power-on"],
+            "--power-on powers a BlueZ adapter on",
         ),
         (
             vec!["scan", "--radio", "sim:x", "--duration", "0"],

@@ -407,6 +407,23 @@ fn node_commands_against_bluetooth_meshd() {
         let (c, _, e) = meshprov(&["net", "add-app-key", name, "--store", db_s]);
         assert_eq!(c, 0, "{e}");
     }
+    // `scan` on the real node's radio: meshd's Unprovisioned Device beacon, in wall time.
+    let (c, out, err) = meshprov_within(
+        30,
+        &["scan", "--radio", &radio, "--duration", "4", "--json"],
+    );
+    assert_eq!(c, 0, "{out}{err}\n{}", meshd.log());
+    let lines: Vec<Value> = out.lines().map(json).collect();
+    let found = lines
+        .iter()
+        .find(|v| v["uuid"].as_str().map(|u| u.replace('-', "")) == Some(uuid.to_string()))
+        .unwrap_or_else(|| panic!("meshd's beacon not heard in 4 s: {out}"));
+    assert_eq!(found["bearers"], serde_json::json!(["pb-adv"]), "{found}");
+    assert_eq!(lines.last().unwrap()["summary"]["devices"], 1, "{out}");
+
+    // Provisioning through the recording wrapper: the capture and its sidecar, with the
+    // session secrets (a test peer).
+    let pcap = dir.path().join("meshd.pcapng");
     let (c, out, err) = meshprov_within(
         150,
         &[
@@ -418,10 +435,35 @@ fn node_commands_against_bluetooth_meshd() {
             "none",
             "--store",
             db_s,
+            "--capture",
+            pcap.to_str().unwrap(),
+            "--capture-secrets",
         ],
     );
     assert_eq!(c, 0, "{out}{err}\n{}", meshd.log());
     assert!(out.contains("address     0x0001"), "{out}");
+    let (addr, dev_key) = meshd.stored_node(uuid);
+    assert_eq!(addr, 1);
+    let sidecar: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("meshd.keys.json")).unwrap())
+            .unwrap();
+    assert_eq!(sidecar["time"], "wall-clock");
+    assert_eq!(
+        sidecar["device_keys"][0]["key"],
+        dev_key.as_str(),
+        "{sidecar}"
+    );
+    assert_eq!(sidecar["device_keys"][0]["address"], "0x0001");
+    let sessions = sidecar["secrets"]["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{sidecar}");
+    assert_eq!(
+        sessions[0]["device_uuid"]
+            .as_str()
+            .unwrap()
+            .replace('-', ""),
+        uuid
+    );
+    assert_pb_adv_capture(&pcap);
     let run = |args: &[&str]| {
         let mut v = vec!["node"];
         v.extend_from_slice(args);
@@ -486,4 +528,52 @@ fn node_commands_against_bluetooth_meshd() {
         s.node(&NodeRef::Address(1)).unwrap().state,
         NodeState::Provisioned
     );
+}
+
+/// A capture of a whole PB-ADV provisioning, as tshark (two passes) reads it: every
+/// provisioning PDU from Invite to Complete, and nothing malformed.
+fn assert_pb_adv_capture(pcap: &Path) {
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg("tshark")
+        .args(["-2", "-r"])
+        .arg(pcap)
+        .args(["-Y", "provisioning || _ws.malformed", "-T", "fields"])
+        .args(["-e", "provisioning.pdu_type", "-e", "_ws.malformed"])
+        .output();
+    let out = match out {
+        Ok(o) if o.status.success() => o,
+        Ok(o) => panic!("tshark failed: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => {
+            assert!(std::env::var_os("CI").is_none(), "tshark: {e}");
+            eprintln!("skipped the tshark check: {e}");
+            return;
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut types: Vec<u8> = Vec::new();
+    for line in text.lines() {
+        let mut f = line.split('\t');
+        let pdu = f.next().unwrap_or("");
+        let malformed = f.next().unwrap_or("");
+        assert!(
+            malformed.is_empty(),
+            "malformed packet in the capture: {text}"
+        );
+        if let Ok(t) = pdu.trim().parse::<u8>()
+            && types.last() != Some(&t)
+        {
+            types.push(t);
+        }
+    }
+    // Invite, Capabilities, Start, Public Key ×2, Confirmation ×2, Random ×2, Data, Complete:
+    // duplicates (retransmissions) folded.
+    for t in [0u8, 1, 2, 3, 5, 6, 7, 8] {
+        assert!(
+            types.contains(&t),
+            "provisioning PDU type {t} missing: {types:?}\n{text}"
+        );
+    }
+    assert_eq!(types.first(), Some(&0), "{types:?}");
+    assert_eq!(types.last(), Some(&8), "{types:?}");
 }

@@ -456,6 +456,69 @@ fn discovery_reports_mesh_adverts_with_rssi_and_address() {
     fake.run_inside("inside::inside_discovery");
 }
 
+/// `meshprov scan` through BlueZ: a beacon and PB-GATT service data, each with its address,
+/// RSSI and bearer; a device cached from an earlier scan (no RSSI) is not in range; the
+/// capture is written.
+#[test]
+fn scan_lists_what_bluez_hears_and_records_it() {
+    if !tools_present() {
+        return;
+    }
+    let fake = FakeBluez::start(
+        Some(adapter(json!({"devices": [
+            {"address": "C0:11:22:33:44:55", "rssi": -55, "delay_ms": 50,
+             "advertising_data": {"43": BEACON}},
+            {"address": "D0:00:00:00:00:02", "rssi": -70, "delay_ms": 80,
+             "service_data": {"1827": "7b2c1a900000400080000000000000020000"}},
+            {"address": "E0:00:00:00:00:03", "cached": true,
+             "service_data": {"1827": "7b2c1a900000400080000000000000030000"}}
+        ]}))),
+        false,
+    );
+    let pcap = fake.dir.path().join("scan.pcapng");
+    let (code, out, err) = fake.meshprov(&[
+        "scan",
+        "--duration",
+        "1.5",
+        "--json",
+        "--capture",
+        pcap.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        code,
+        0,
+        "stdout {out} stderr {err}\nfake: {}",
+        fake.mock_log()
+    );
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let beacon = &lines[0];
+    assert_eq!(beacon["uuid"], LIGHT, "{out}");
+    assert_eq!(beacon["address"], "C0:11:22:33:44:55");
+    assert_eq!(beacon["rssi"], -55);
+    assert_eq!(beacon["bearers"], json!(["pb-adv"]));
+    assert_eq!(beacon["oob_info"], "0x4000");
+    let gatt = &lines[1];
+    assert_eq!(
+        gatt["uuid"], "7b2c1a90-0000-4000-8000-000000000002",
+        "{out}"
+    );
+    assert_eq!(gatt["address"], "D0:00:00:00:00:02");
+    assert_eq!(gatt["rssi"], -70);
+    assert_eq!(gatt["bearers"], json!(["pb-gatt"]));
+    assert_eq!(lines[2]["summary"]["devices"], 2, "{out}");
+    assert_eq!(lines[2]["summary"]["capture"]["packets"], 2, "{out}");
+    let keys: Value = serde_json::from_str(
+        &std::fs::read_to_string(fake.dir.path().join("scan.keys.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(keys["time"], "wall-clock");
+    assert_eq!(keys["radio"], "bluez");
+}
+
 #[test]
 fn discovery_ending_is_an_error_not_silence() {
     if !tools_present() {

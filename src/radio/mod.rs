@@ -16,7 +16,7 @@
 //! interval; receive AD structures with RSSI and address) and, where the radio has them, GATT
 //! connections to the Mesh Provisioning (0x1827) and Mesh Proxy (0x1828) services.
 //! - [`capture`]: recording what one radio sends and receives (a tap) as pcapng for Wireshark,
-//!   and the key sidecar beside it.
+//!   and the key sidecar beside it; [`tapped`] puts such a tap around any real radio.
 
 #[cfg(target_os = "linux")]
 pub mod bluez;
@@ -24,6 +24,7 @@ pub mod bluez;
 pub mod btleplug;
 pub mod capture;
 pub mod sim;
+pub mod tapped;
 pub mod unit;
 
 use std::fmt;

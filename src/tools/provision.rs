@@ -24,6 +24,7 @@ use crate::provisioning::{OobValue, Outcome, ProvisioningParams};
 use crate::radio::capture::{
     CaptureError, CaptureStats, CaptureTap, KeySidecar, SharedTap, section_comment, sidecar_path,
 };
+use crate::radio::tapped::TappedRadio;
 use crate::radio::unit::UnitRadio;
 use crate::radio::{Radio, RadioError};
 use crate::sim::building::Building;
@@ -612,14 +613,9 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<R, RadioError>>,
 {
-    if args.capture.is_some() {
-        return Err(usage(
-            "--capture records on the simulated radio only for now (the real radios' recording wrapper is not built yet)".into(),
-        ));
-    }
     // The ATT MTU is not known before the connection: records are fetched in fragments that
     // fit the smallest one.
-    let (config, verifier) = session_config(args, None, 23)?;
+    let (mut config, verifier) = session_config(args, None, 23)?;
     let failure = failure_for(args);
     let mut store = open_store(args)?;
     let (net_key, iv_index) = match &store {
@@ -633,9 +629,27 @@ where
             )
         }
     };
+    let key_log = args.capture_secrets.then(|| Arc::new(KeyLogBuffer::new()));
+    if let Some(log) = &key_log {
+        config.key_log = Some(log.clone());
+    }
+    // A recording on a real radio is in wall-clock time: the tap's time 0 and the capture's
+    // epoch are taken together, before the radio opens.
+    let start = std::time::Instant::now();
+    let epoch = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let capture = match &args.capture {
+        None => None,
+        Some(path) => {
+            let tap = CaptureTap::create(path, &section_comment(&args.radio, epoch, false), epoch)
+                .map_err(|e| usage(format!("{e}; check the --capture path")))?;
+            Some((path.clone(), Arc::new(Mutex::new(tap))))
+        }
+    };
     let opts = LiveOptions {
         params: ProvisioningParams {
-            net_key,
+            net_key: net_key.clone(),
             net_key_index: 0,
             flags: 0,
             iv_index,
@@ -663,34 +677,80 @@ where
         None => &mut memory,
     };
     let (oob_tx, oob_rx) = tokio::sync::mpsc::unbounded_channel();
-    let live_report = rt
-        .block_on(async {
-            let mut radio = open().await?;
-            live::provision(
-                &mut radio,
-                std::slice::from_ref(&target),
-                &opts,
-                sink,
-                Some(oob_rx),
-                &mut |ev| prompt_installer(ev, &oob_tx),
-            )
-            .await
-        })
-        .map_err(|e| failure(e.to_string()))?;
+    let live_report = rt.block_on(async {
+        let radio = open().await?;
+        let targets = std::slice::from_ref(&target);
+        let mut ask = |ev: &LiveEvent| prompt_installer(ev, &oob_tx);
+        match &capture {
+            Some((_, tap)) => {
+                let mut radio = TappedRadio::starting_at(radio, tap.clone() as SharedTap, start);
+                live::provision(&mut radio, targets, &opts, sink, Some(oob_rx), &mut ask).await
+            }
+            None => {
+                let mut radio = radio;
+                live::provision(&mut radio, targets, &opts, sink, Some(oob_rx), &mut ask).await
+            }
+        }
+    });
+    // The recording is finished and its sidecar written whatever happened: a failed session
+    // is what a capture is most often wanted for.
+    let capture = match capture {
+        None => None,
+        Some((path, tap)) => {
+            let stats = finish_capture(&tap).map_err(|e| failure(e.to_string()))?;
+            let mut sidecar = KeySidecar::new(&path, &args.radio, None);
+            sidecar.iv_index = iv_index;
+            if !add_store_keys(&mut sidecar, store.as_ref().map(|s| &s.0)) {
+                sidecar.add_net_key(0, &net_key);
+            }
+            let result = live_report.as_ref().ok().and_then(|r| r.results.first());
+            if let Some(r) = result
+                && let Ok(o) = &r.outcome
+            {
+                sidecar.add_device_key(o.address, o.elements, &r.uuid, &o.device_key);
+            }
+            if let Some(log) = &key_log {
+                // One device per run: every session logged is its.
+                let uuid = args.uuid.to_string();
+                sidecar.set_secrets(None, &log.entries(), |_| Some(uuid.clone()));
+            }
+            sidecar.fill_wireshark_options();
+            let keys = sidecar_path(&path);
+            sidecar.write(&keys).map_err(|e| failure(e.to_string()))?;
+            Some(CaptureSummary {
+                file: path.display().to_string(),
+                keys: keys.display().to_string(),
+                packets: stats.packets,
+                secrets: args.capture_secrets,
+            })
+        }
+    };
+    let recorded = |message: String| match &capture {
+        Some(c) => format!(
+            "{message} (the session was recorded in {}, keys in {})",
+            c.file, c.keys
+        ),
+        None => message,
+    };
+    let live_report = live_report.map_err(|e| failure(recorded(e.to_string())))?;
     let Some(r) = live_report.results.into_iter().next() else {
         return Err(failure("no result".into()));
     };
     match r.outcome {
-        Ok(o) => Ok(report(
-            args,
-            String::new(),
-            &o,
-            store.as_ref().map(|s| s.1.as_path()),
-            r.elapsed,
-            live_report.retransmissions,
-            "wall time",
-        )),
-        Err(e) => Err(failure(e.user_message())),
+        Ok(o) => {
+            let mut rep = report(
+                args,
+                String::new(),
+                &o,
+                store.as_ref().map(|s| s.1.as_path()),
+                r.elapsed,
+                live_report.retransmissions,
+                "wall time",
+            );
+            rep.capture = capture;
+            Ok(rep)
+        }
+        Err(e) => Err(failure(recorded(e.user_message()))),
     }
 }
 
@@ -765,6 +825,25 @@ pub fn finish_capture<W: std::io::Write>(
     }
 }
 
+/// Adds the store's NetKeys and AppKeys to a sidecar; false when there is no store (or it
+/// cannot be read), and the caller adds the run's NetKey itself.
+fn add_store_keys(s: &mut KeySidecar, store: Option<&Store>) -> bool {
+    let Some((st, info)) = store.and_then(|st| st.network().ok().map(|i| (st, i))) else {
+        return false;
+    };
+    for n in &info.net_keys {
+        if let Ok(k) = st.net_key(n.index) {
+            s.add_net_key(n.index, &k);
+        }
+    }
+    for a in &info.app_keys {
+        if let Ok(k) = st.app_key(a.index) {
+            s.add_app_key(a.index, a.bound_net_key, &k);
+        }
+    }
+    true
+}
+
 /// What the key sidecar of a simulated provisioning run is made of.
 struct RunKeys<'a> {
     building: &'a Building,
@@ -783,35 +862,20 @@ impl RunKeys<'_> {
     fn sidecar(&self, capture: &Path, radio: &str, epoch: Duration) -> KeySidecar {
         let mut s = KeySidecar::new(capture, radio, Some(epoch));
         s.iv_index = self.iv_index.unwrap_or(self.building.network.iv_index);
-        let info = self.store.and_then(|st| st.network().ok());
-        match (self.store, &info) {
-            (Some(st), Some(info)) => {
-                for n in &info.net_keys {
-                    if let Ok(k) = st.net_key(n.index) {
-                        s.add_net_key(n.index, &k);
-                    }
-                }
-                for a in &info.app_keys {
-                    if let Ok(k) = st.app_key(a.index) {
-                        s.add_app_key(a.index, a.bound_net_key, &k);
-                    }
-                }
-            }
-            _ => {
-                let index = self.building.network.net_key_index;
-                if let Some(k) = self.net_key {
-                    s.add_net_key(index, k);
-                } else if let Some(k) = self.building.network.net_key {
-                    s.add_net_key(index, &mesh_crypto::NetKey::from_bytes(k));
-                } else if let Some(DeviceState::Provisioned {
-                    net_key,
-                    net_key_index,
-                    ..
-                }) = self.result.map(|r| &r.device_state)
-                {
-                    // A NetKey drawn from the seed: the device knows it.
-                    s.add_net_key(*net_key_index, net_key);
-                }
+        if !add_store_keys(&mut s, self.store) {
+            let index = self.building.network.net_key_index;
+            if let Some(k) = self.net_key {
+                s.add_net_key(index, k);
+            } else if let Some(k) = self.building.network.net_key {
+                s.add_net_key(index, &mesh_crypto::NetKey::from_bytes(k));
+            } else if let Some(DeviceState::Provisioned {
+                net_key,
+                net_key_index,
+                ..
+            }) = self.result.map(|r| &r.device_state)
+            {
+                // A NetKey drawn from the seed: the device knows it.
+                s.add_net_key(*net_key_index, net_key);
             }
         }
         if let Some(r) = self.result
