@@ -19,17 +19,19 @@ use crate::config_host::ConfigHost;
 use crate::host::{CertVerifier, Host, HostEvent, NodeSink, SessionId};
 use crate::net::config::ConfigMessage;
 use crate::net::network::SeqSource;
+use crate::net::proxy::{ProxyClient, ProxyClientConfig, ProxyEvent};
 use crate::provisioning::{
     OobValue, Outcome, ProvisionerConfig, ProvisioningError, ProvisioningParams, TranscriptEntry,
 };
 use crate::radio::{
     AD_TYPE_MESH_MESSAGE, AD_TYPE_PB_ADV, AdvParams, BdAddr, ConnId, Radio, RadioError, RadioEvent,
-    UUID_MESH_PROVISIONING,
+    UUID_MESH_PROVISIONING, UUID_MESH_PROXY,
 };
 use crate::sim::configure::ConfigResult;
 use crate::sim::run::BearerChoice;
 use crate::time::Instant;
 use crate::uuid::DeviceUuid;
+use crate::wire::beacon::ProxyServiceData;
 
 /// AD type of 16-bit UUID service data (Core Supplement §1.11).
 const AD_TYPE_SERVICE_DATA_16: u8 = 0x16;
@@ -147,6 +149,10 @@ pub enum LiveError {
     /// A Config request could not be queued.
     #[error("{0}")]
     Config(String),
+    /// The GATT proxy connection failed: the filter set-up was not answered or refused, or
+    /// the proxy node went away.
+    #[error("the proxy connection failed: {0}")]
+    Proxy(String),
 }
 
 enum Pending {
@@ -414,7 +420,7 @@ async fn connect_gatt<R: Radio>(
 /// Sends Config requests in real time over `radio` and waits for their status messages:
 /// `requests` are (node address, message) in order, one per node in flight. Returns each
 /// request's outcome, in order, when every request has an answer or a time-out, or at
-/// `deadline`.
+/// `deadline`. Network PDUs go on the advertising bearer (AD type 0x2A, MshPRT v1.1 §3.3.1).
 pub async fn configure<R: Radio, S: SeqSource>(
     radio: &mut R,
     host: &mut ConfigHost<S>,
@@ -422,9 +428,91 @@ pub async fn configure<R: Radio, S: SeqSource>(
     deadline: Duration,
     on_result: &mut dyn FnMut(&ConfigResult),
 ) -> Result<Vec<ConfigResult>, LiveError> {
+    run_config(radio, host, requests, deadline, on_result, None).await
+}
+
+/// A node's Mesh Proxy service to send Config requests through (GATT bearer, MshPRT v1.1
+/// §6): its address and how the proxy client sets up its filter.
+#[derive(Clone, Debug)]
+pub struct ProxyVia {
+    /// The proxy node's Bluetooth address (from its connectable advert, [`find_proxy`]).
+    pub address: BdAddr,
+    /// The client's settings: the provisioner's address and subnet, filter set-up time-outs.
+    pub client: ProxyClientConfig,
+}
+
+/// [`configure`] over a GATT connection to the Mesh Proxy service (0x1828) of `via`: connects,
+/// sets up the proxy filter (accept list with the provisioner's address, §6.7), writes each
+/// network PDU to Mesh Proxy Data In and reads what the proxy relays from Data Out, then
+/// disconnects. The connection failing (filter not set up, the proxy node gone) ends the run
+/// with [`LiveError::Proxy`].
+pub async fn configure_via_proxy<R: Radio, S: SeqSource>(
+    radio: &mut R,
+    host: &mut ConfigHost<S>,
+    via: &ProxyVia,
+    requests: &[(u16, ConfigMessage)],
+    deadline: Duration,
+    on_result: &mut dyn FnMut(&ConfigResult),
+) -> Result<Vec<ConfigResult>, LiveError> {
+    run_config(radio, host, requests, deadline, on_result, Some(via)).await
+}
+
+/// The open proxy connection of [`run_config`].
+struct ProxyLink {
+    conn: ConnId,
+    client: ProxyClient,
+}
+
+async fn run_config<R: Radio, S: SeqSource>(
+    radio: &mut R,
+    host: &mut ConfigHost<S>,
+    requests: &[(u16, ConfigMessage)],
+    deadline: Duration,
+    on_result: &mut dyn FnMut(&ConfigResult),
+    via: Option<&ProxyVia>,
+) -> Result<Vec<ConfigResult>, LiveError> {
     let epoch = std::time::Instant::now();
     let clock = move || Instant::from_epoch(epoch.elapsed());
     let end = clock() + deadline;
+    let mut proxy = match via {
+        None => None,
+        Some(v) => {
+            let (conn, mtu) = radio.connect(v.address, UUID_MESH_PROXY).await?;
+            let mut client = ProxyClient::new(v.client.clone());
+            if let Err(e) = client.connect(clock(), mtu, host.transport_mut()) {
+                let _ = radio.disconnect(conn).await;
+                return Err(LiveError::Proxy(e.to_string()));
+            }
+            Some(ProxyLink { conn, client })
+        }
+    };
+    let result = config_loop(
+        radio,
+        host,
+        requests,
+        end,
+        on_result,
+        &clock,
+        proxy.as_mut(),
+    )
+    .await;
+    if let Some(p) = proxy {
+        // The connection is ours to end, whatever happened; a radio that is gone already is
+        // not news.
+        let _ = radio.disconnect(p.conn).await;
+    }
+    result
+}
+
+async fn config_loop<R: Radio, S: SeqSource>(
+    radio: &mut R,
+    host: &mut ConfigHost<S>,
+    requests: &[(u16, ConfigMessage)],
+    end: Instant,
+    on_result: &mut dyn FnMut(&ConfigResult),
+    clock: &impl Fn() -> Instant,
+    mut proxy: Option<&mut ProxyLink>,
+) -> Result<Vec<ConfigResult>, LiveError> {
     let first = host.results().len();
     let mut ids = Vec::with_capacity(requests.len());
     for (node, m) in requests {
@@ -440,8 +528,27 @@ pub async fn configure<R: Radio, S: SeqSource>(
         let now = clock();
         host.drive(now);
         while let Some(t) = host.poll_transmit() {
-            for k in 0..u32::from(t.transmissions.max(1)) {
-                out.push_back((now + t.interval * k, t.pdu.clone()));
+            match proxy.as_deref_mut() {
+                // Over GATT a PDU is written once: the link is reliable (§6.1).
+                Some(p) => p
+                    .client
+                    .send_network_pdu(&t.pdu)
+                    .map_err(|e| LiveError::Proxy(e.to_string()))?,
+                None => {
+                    for k in 0..u32::from(t.transmissions.max(1)) {
+                        out.push_back((now + t.interval * k, t.pdu.clone()));
+                    }
+                }
+            }
+        }
+        if let Some(p) = proxy.as_deref_mut() {
+            while let Some(ev) = p.client.poll_event() {
+                if let ProxyEvent::Failed(e) = ev {
+                    return Err(LiveError::Proxy(e.to_string()));
+                }
+            }
+            while let Some(value) = p.client.poll_transmit() {
+                radio.gatt_write(p.conn, &value).await?;
             }
         }
         while reported < host.results().len() && !host.is_pending(reported) {
@@ -465,19 +572,37 @@ pub async fn configure<R: Radio, S: SeqSource>(
         if let Some(t) = host.poll_timeout() {
             wake = wake.min(t);
         }
+        if let Some(t) = proxy.as_deref().and_then(|p| p.client.poll_timeout()) {
+            wake = wake.min(t);
+        }
         if let Some(t) = out.iter().map(|(t, _)| *t).min() {
             wake = wake.min(t.max(next_adv));
         }
         let sleep = wake.saturating_duration_since(now);
         tokio::select! {
-            ev = radio.next_event() => {
-                if let RadioEvent::Adv(r) = ev?
-                    && r.ad_type == AD_TYPE_MESH_MESSAGE
-                {
+            ev = radio.next_event() => match (ev?, proxy.as_deref_mut()) {
+                (RadioEvent::Adv(r), None) if r.ad_type == AD_TYPE_MESH_MESSAGE => {
                     host.handle_network_pdu(clock(), &r.data);
                 }
+                (RadioEvent::Gatt { conn, data }, Some(p)) if conn == p.conn => {
+                    // A failure is also queued as an event, handled above.
+                    let _ = p.client.handle_notification(clock(), &data, host.transport_mut());
+                }
+                (RadioEvent::Disconnected(conn), Some(p)) if conn == p.conn => {
+                    p.client.disconnected();
+                    return Err(LiveError::Proxy(
+                        "the proxy node closed the connection".into(),
+                    ));
+                }
+                _ => {}
+            },
+            () = tokio::time::sleep(sleep) => {
+                let now = clock();
+                host.handle_timeout(now);
+                if let Some(p) = proxy.as_deref_mut() {
+                    p.client.handle_timeout(now, host.transport_mut());
+                }
             }
-            () = tokio::time::sleep(sleep) => host.handle_timeout(clock()),
         }
     }
     while reported < host.results().len() {
@@ -485,4 +610,160 @@ pub async fn configure<R: Radio, S: SeqSource>(
         reported += 1;
     }
     Ok(ids.iter().map(|i| host.results()[*i].clone()).collect())
+}
+
+/// How long [`find_proxy`] keeps listening for the target's own Node Identity once a proxy of
+/// the network was heard.
+pub const PROXY_IDENTITY_GRACE: Duration = Duration::from_secs(1);
+
+/// Listens for a node of the network advertising the Mesh Proxy service (0x1828) with the
+/// Network ID of `net_key` (§7.2.2.2.2), or with a Node Identity that `node` (unicast
+/// address) and `net_key` explain (§7.2.2.2.3), for at most `within`. Returns its address and
+/// RSSI: the target node itself when it advertises its identity, otherwise the first node heard
+/// with the Network ID (after waiting [`PROXY_IDENTITY_GRACE`] more for the target).
+pub async fn find_proxy<R: Radio>(
+    radio: &mut R,
+    net_key: &mesh_crypto::NetKey,
+    node: Option<u16>,
+    within: Duration,
+) -> Result<Option<(BdAddr, Option<i16>)>, LiveError> {
+    let network_id = mesh_crypto::toolbox::k3(net_key);
+    let identity_key = mesh_crypto::toolbox::identity_key(net_key);
+    let mut deadline = tokio::time::Instant::now() + within;
+    let mut first: Option<(BdAddr, Option<i16>)> = None;
+    loop {
+        let ev = tokio::select! {
+            ev = radio.next_event() => ev?,
+            () = tokio::time::sleep_until(deadline) => return Ok(first),
+        };
+        let RadioEvent::Adv(r) = ev else { continue };
+        let Some(address) = r.address else { continue };
+        if r.ad_type != AD_TYPE_SERVICE_DATA_16 {
+            continue;
+        }
+        match ProxyServiceData::parse(&r.data) {
+            Ok(ProxyServiceData::NetworkId(id)) if id == network_id => {
+                if node.is_none() {
+                    return Ok(Some((address, r.rssi)));
+                }
+                if first.is_none() {
+                    first = Some((address, r.rssi));
+                    deadline = deadline.min(tokio::time::Instant::now() + PROXY_IDENTITY_GRACE);
+                }
+            }
+            Ok(ProxyServiceData::NodeIdentity { hash, random })
+                if node.is_some_and(|a| {
+                    mesh_crypto::beacon::node_identity_hash(&identity_key, &random, a) == hash
+                }) =>
+            {
+                return Ok(Some((address, r.rssi)));
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::radio::AdReport;
+    use std::collections::VecDeque;
+
+    /// Adverts heard one after another, then silence.
+    struct Heard(VecDeque<RadioEvent>);
+
+    impl Radio for Heard {
+        fn name(&self) -> String {
+            "heard".into()
+        }
+        fn adv_interval(&self) -> Duration {
+            Duration::from_millis(20)
+        }
+        async fn advertise(&mut self, _: u8, _: &[u8], _: AdvParams) -> Result<(), RadioError> {
+            Ok(())
+        }
+        async fn next_event(&mut self) -> Result<RadioEvent, RadioError> {
+            match self.0.pop_front() {
+                Some(e) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    Ok(e)
+                }
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn proxy_advert(addr: u8, data: Vec<u8>) -> RadioEvent {
+        let mut ad = UUID_MESH_PROXY.to_le_bytes().to_vec();
+        ad.extend(data);
+        RadioEvent::Adv(AdReport {
+            ad_type: AD_TYPE_SERVICE_DATA_16,
+            data: ad,
+            rssi: Some(-50),
+            address: Some(BdAddr([0xD0, 0, 0, 0, 0, addr])),
+        })
+    }
+
+    fn find(
+        events: Vec<RadioEvent>,
+        key: &mesh_crypto::NetKey,
+        node: Option<u16>,
+        within: Duration,
+    ) -> Option<BdAddr> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(find_proxy(&mut Heard(events.into()), key, node, within))
+            .expect("no radio error")
+            .map(|(a, _)| a)
+    }
+
+    #[test]
+    fn find_proxy_prefers_the_targets_identity_and_ignores_other_networks() {
+        let key = mesh_crypto::NetKey::from_bytes([0x7d; 16]);
+        let other = mesh_crypto::NetKey::from_bytes([0x11; 16]);
+        let mut network_id = vec![0x00];
+        network_id.extend(mesh_crypto::toolbox::k3(&key));
+        let mut foreign = vec![0x00];
+        foreign.extend(mesh_crypto::toolbox::k3(&other));
+        let random = [7u8; 8];
+        let identity = |addr: u16| {
+            let mut v = vec![0x01];
+            v.extend(mesh_crypto::beacon::node_identity_hash(
+                &mesh_crypto::toolbox::identity_key(&key),
+                &random,
+                addr,
+            ));
+            v.extend(random);
+            v
+        };
+        // Another network's proxy, then ours by Network ID, then node 0x0005 itself.
+        let heard = vec![
+            proxy_advert(1, foreign.clone()),
+            proxy_advert(2, network_id.clone()),
+            proxy_advert(3, identity(0x0005)),
+        ];
+        let ten = Duration::from_secs(10);
+        assert_eq!(
+            find(heard.clone(), &key, Some(5), ten),
+            Some(BdAddr([0xD0, 0, 0, 0, 0, 3]))
+        );
+        // Another node's identity does not count as the target's: the Network ID one is used.
+        assert_eq!(
+            find(heard.clone(), &key, Some(6), ten),
+            Some(BdAddr([0xD0, 0, 0, 0, 0, 2]))
+        );
+        // Without a target, the first node of the network.
+        assert_eq!(
+            find(heard, &key, None, ten),
+            Some(BdAddr([0xD0, 0, 0, 0, 0, 2]))
+        );
+        // Only other networks: nothing, after the whole wait.
+        let short = Duration::from_millis(300);
+        assert_eq!(
+            find(vec![proxy_advert(1, foreign)], &key, Some(5), short),
+            None
+        );
+    }
 }

@@ -344,10 +344,15 @@ enum NodeCommand {
 struct NodeRadioArgs {
     /// The node: its unicast address (hex) or device UUID.
     node: String,
-    /// Which radio: `sim:FILE.toml` (the simulated building: the store's nodes are put on
-    /// the air) or `meshd-unit:DIR` (bluetooth-meshd's unit socket in DIR).
-    #[arg(long, value_name = "RADIO")]
+    /// Which radio: `bluez` or `bluez:hciN` (the default: through a GATT proxy node),
+    /// `btleplug` (feature `btleplug`), `sim:FILE.toml` (the simulated building: the store's
+    /// nodes are put on the air) or `meshd-unit:DIR` (bluetooth-meshd's unit socket in DIR).
+    #[arg(long, value_name = "RADIO", default_value = tools::provision::DEFAULT_RADIO)]
     radio: String,
+    /// With bluez or btleplug: the Bluetooth address of the proxy node to go through
+    /// (default: the first node of the network heard advertising the Mesh Proxy service).
+    #[arg(long, value_name = "ADDRESS")]
+    via: Option<String>,
     #[command(flatten)]
     store: StoreArgs,
     /// Print one JSON object.
@@ -557,6 +562,7 @@ fn node_radio(radio: NodeRadioArgs, command: tools::node::NodeCommand) -> Result
         node: radio.node,
         command,
         radio: radio.radio,
+        via: radio.via,
         store: radio.store.store,
         network: radio.store.network,
         seed: radio.seed,

@@ -351,12 +351,41 @@ fn usage_errors_exit_2_with_the_reason() {
         "composition",
         "0001",
         "--radio",
-        "bluez:hci0",
+        "nosuch",
         "--store",
         db.to_str().unwrap(),
     ]);
     assert_eq!(c, 2, "{err}");
-    assert!(err.contains("radio 'bluez:hci0' is not available"), "{err}");
+    assert!(
+        err.contains("unknown radio 'nosuch'; use --radio bluez"),
+        "{err}"
+    );
+    // --via names a GATT proxy: the simulated radio has no use for one; a bad address says
+    // what an address looks like.
+    let sim = format!("sim:{BUILDING}");
+    let db_s = db.to_str().unwrap();
+    for (radio, via, expected) in [
+        (
+            sim.as_str(),
+            "D0:00:00:00:00:03",
+            "--via names a GATT proxy",
+        ),
+        ("bluez", "D0:00:00", "invalid --via 'D0:00:00'"),
+    ] {
+        let (c, _, err) = meshprov(&[
+            "node",
+            "composition",
+            "0001",
+            "--radio",
+            radio,
+            "--via",
+            via,
+            "--store",
+            db_s,
+        ]);
+        assert_eq!(c, 2, "{err}");
+        assert!(err.contains(expected), "{err}");
+    }
 }
 
 #[test]

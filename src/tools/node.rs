@@ -16,6 +16,10 @@
 //! - `--radio meshd-unit:DIR`: bluetooth-meshd's node in real time ([`live::configure`]), each
 //!   attempt waiting 8, 12 and 16 s (meshd sends about one packet a second, and a segmented
 //!   Composition Data Status takes several).
+//! - `--radio bluez[:hciN]` / `btleplug`: through a GATT proxy ([`live::configure_via_proxy`]):
+//!   `--via ADDRESS` names the proxy node's Bluetooth address; without it the command listens
+//!   up to 10 s for a Mesh Proxy advert of the network ([`live::find_proxy`]: the target's own
+//!   Node Identity first, else the first Network ID of the node's subnet) and connects to it.
 //!
 //! What a Success teaches is recorded in the store: Composition Data (CID, PID, VID, CRPL,
 //! unsupported features, elements and models), the AppKey the node holds, the binding; a Node
@@ -31,6 +35,8 @@ use crate::live;
 use crate::net::config::{
     CompositionPage0, ConfigClientConfig, ConfigMessage, ConfigStatus, Features, ModelId,
 };
+use crate::net::proxy::ProxyClientConfig;
+use crate::radio::BdAddr;
 use crate::radio::unit::UnitRadio;
 use crate::sim::building::Building;
 use crate::sim::configure::{
@@ -80,8 +86,11 @@ pub struct NodeArgs {
     pub node: String,
     /// The request.
     pub command: NodeCommand,
-    /// `sim:FILE.toml` or `meshd-unit:DIR`.
+    /// `sim:FILE.toml`, `meshd-unit:DIR`, `bluez[:hciN]` or `btleplug`.
     pub radio: String,
+    /// With `bluez`/`btleplug`: the Bluetooth address of the proxy node to connect to
+    /// (otherwise one is found from its advert).
+    pub via: Option<String>,
     /// The store file.
     pub store: Option<PathBuf>,
     /// The network whose default store to use.
@@ -463,16 +472,34 @@ pub fn run(args: &NodeArgs) -> Result<NodeReport, NodeFailure> {
     enum Radio<'a> {
         Sim(&'a Path),
         Meshd(&'a Path),
+        Bluez(Option<&'a str>),
+        Btleplug,
     }
     let radio = if let Some(f) = args.radio.strip_prefix("sim:") {
         Radio::Sim(Path::new(f))
     } else if let Some(d) = args.radio.strip_prefix("meshd-unit:") {
         Radio::Meshd(Path::new(d))
+    } else if args.radio == "bluez" {
+        Radio::Bluez(None)
+    } else if let Some(a) = args.radio.strip_prefix("bluez:") {
+        Radio::Bluez(Some(a).filter(|a| !a.is_empty()))
+    } else if args.radio == "btleplug" {
+        Radio::Btleplug
     } else {
         return Err(usage(format!(
-            "radio '{}' is not available in this build; use --radio sim:FILE.toml (the simulated building) or meshd-unit:DIR (bluetooth-meshd's unit socket)",
+            "unknown radio '{}'; use --radio bluez[:hciN] (BlueZ, through a GATT proxy; the default), btleplug, sim:FILE.toml (the simulated building) or meshd-unit:DIR (bluetooth-meshd's unit socket)",
             args.radio
         )));
+    };
+    let via = match (&args.via, &radio) {
+        (None, _) => None,
+        (Some(v), Radio::Bluez(_) | Radio::Btleplug) => Some(parse_bd_addr(v).map_err(usage)?),
+        (Some(_), _) => {
+            return Err(usage(format!(
+                "--via names a GATT proxy for the bluez and btleplug radios; radio '{}' needs none",
+                args.radio
+            )));
+        }
     };
     let path = store::resolve_path(args.store.as_deref(), args.network.as_deref())
         .map_err(|e| usage(e.to_string()))?;
@@ -505,6 +532,48 @@ pub fn run(args: &NodeArgs) -> Result<NodeReport, NodeFailure> {
             on_meshd(&mut s, &node, dir, &plan.message, from, net_key_index)?,
             "wall time",
         ),
+        Radio::Bluez(adapter) => {
+            let open = || async move {
+                #[cfg(target_os = "linux")]
+                {
+                    crate::radio::bluez::BluezRadio::open(adapter).await
+                }
+                #[cfg(not(target_os = "linux"))]
+                {
+                    let _ = adapter;
+                    Err::<crate::radio::unit::UnitRadio, _>(crate::radio::RadioError::Unavailable(
+                        "BlueZ is Linux only; use --radio btleplug".into(),
+                    ))
+                }
+            };
+            (
+                on_proxy(&mut s, &node, open, via, &plan.message, from, net_key_index)?,
+                "wall time",
+            )
+        }
+        Radio::Btleplug => {
+            #[cfg(feature = "btleplug")]
+            {
+                (
+                    on_proxy(
+                        &mut s,
+                        &node,
+                        crate::radio::btleplug::BtleplugRadio::open,
+                        via,
+                        &plan.message,
+                        from,
+                        net_key_index,
+                    )?,
+                    "wall time",
+                )
+            }
+            #[cfg(not(feature = "btleplug"))]
+            {
+                return Err(usage(
+                    "this meshprov was built without the btleplug radio: rebuild with `cargo build --release --features btleplug`, or use --radio bluez",
+                ));
+            }
+        }
     };
     conclude(&mut s, &node, args, plan, result, from, time_kind)
 }
@@ -710,6 +779,105 @@ fn on_sim(
         .into_iter()
         .nth(hidden)
         .ok_or_else(|| failure("the simulation lost the request"))
+}
+
+/// `C0:4D:50:00:00:01` (or without colons) as a [`BdAddr`].
+fn parse_bd_addr(text: &str) -> Result<BdAddr, String> {
+    let hex: String = text.chars().filter(|c| *c != ':' && *c != '-').collect();
+    let bytes = ::hex::decode(&hex).ok().filter(|b| b.len() == 6);
+    match bytes {
+        Some(b) => {
+            let mut a = [0u8; 6];
+            a.copy_from_slice(&b);
+            Ok(BdAddr(a))
+        }
+        None => Err(format!(
+            "invalid --via '{text}': give the proxy node's Bluetooth address, as `bluetoothctl devices` prints it (C0:4D:50:00:00:01)"
+        )),
+    }
+}
+
+/// How long to listen for a proxy node's advert when `--via` is not given.
+const FIND_PROXY: Duration = Duration::from_secs(10);
+
+/// The request through a GATT proxy on a real radio, in real time: the proxy node is `via` or
+/// found from its advert; each attempt waits as for a node that answers at once over GATT
+/// (the default Config client time-outs).
+fn on_proxy<R, F, Fut>(
+    s: &mut Store,
+    node: &Node,
+    open: F,
+    via: Option<BdAddr>,
+    message: &ConfigMessage,
+    from: u16,
+    net_key_index: u16,
+) -> Result<ConfigResult, NodeFailure>
+where
+    R: crate::radio::Radio,
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<R, crate::radio::RadioError>>,
+{
+    let net_key = s.net_key(net_key_index)?;
+    let iv_index = s.network()?.iv_index;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| failure(format!("cannot start the runtime: {e}")))?;
+    let client = ConfigClientConfig::default();
+    let total: Duration = client.timeouts.iter().sum();
+    let mut host = ConfigHost::new(
+        from,
+        iv_index,
+        &[(net_key_index, net_key.clone())],
+        &[ConfigNode {
+            address: node.address,
+            device_key: node.device_key.clone(),
+            net_key_index,
+        }],
+        client,
+        StoreSeq(s),
+    );
+    let target = node.address;
+    let results = rt
+        .block_on(async {
+            let mut radio = open().await?;
+            let address = match via {
+                Some(a) => a,
+                None => match live::find_proxy(&mut radio, &net_key, Some(target), FIND_PROXY)
+                    .await?
+                {
+                    Some((a, _)) => a,
+                    None => {
+                        return Err(live::LiveError::Proxy(format!(
+                            "no proxy node of this network was heard in {} s: move closer to a node with the GATT Proxy feature, check that it is powered, or name one with --via ADDRESS",
+                            FIND_PROXY.as_secs()
+                        )));
+                    }
+                },
+            };
+            let via = live::ProxyVia {
+                address,
+                client: ProxyClientConfig {
+                    address: from,
+                    net_key_index,
+                    ..ProxyClientConfig::default()
+                },
+            };
+            live::configure_via_proxy(
+                &mut radio,
+                &mut host,
+                &via,
+                &[(target, message.clone())],
+                total + Duration::from_secs(4),
+                &mut |_| {},
+            )
+            .await
+        })
+        .map_err(|e| failure(e.to_string()))?;
+    results
+        .into_iter()
+        .next()
+        .ok_or_else(|| failure("the radio lost the request"))
 }
 
 /// The request to bluetooth-meshd's node, in real time.
