@@ -463,11 +463,7 @@ impl Decoder {
                     l.transactions
                         .iter()
                         .map(|(x, t)| {
-                            (
-                                *x,
-                                t.continuations.len(),
-                                t.start.as_ref().map(|s| s.seg_n),
-                            )
+                            (*x, t.continuations.len(), t.start.as_ref().map(|s| s.seg_n))
                         })
                         .collect()
                 })
@@ -494,7 +490,13 @@ impl Decoder {
             .segmented
             .iter()
             .filter(|(_, b)| !b.done)
-            .map(|(k, b)| (*k, b.segments.iter().filter(|s| s.is_some()).count(), b.seg_n))
+            .map(|(k, b)| {
+                (
+                    *k,
+                    b.segments.iter().filter(|s| s.is_some()).count(),
+                    b.seg_n,
+                )
+            })
             .collect();
         for ((src, _, seq_auth), got, seg_n) in incomplete {
             self.undecodable(
@@ -511,13 +513,22 @@ impl Decoder {
         let mut f = Map::new();
         f.insert("frames".into(), json!(frames.frames));
         f.insert("bad_crc".into(), json!(frames.bad_crc));
-        f.insert("ll_retransmissions".into(), json!(frames.ll_retransmissions));
+        f.insert(
+            "ll_retransmissions".into(),
+            json!(frames.ll_retransmissions),
+        );
         f.insert("encrypted_ll".into(), json!(frames.encrypted));
-        f.insert("unsupported_link_type".into(), json!(frames.unsupported_link));
+        f.insert(
+            "unsupported_link_type".into(),
+            json!(frames.unsupported_link),
+        );
         f.insert("malformed_frames".into(), json!(frames.malformed));
         f.insert("records".into(), json!(s.records));
         f.insert("repeated_adverts".into(), json!(s.repeated_adverts));
-        f.insert("pb_adv_retransmissions".into(), json!(s.pb_adv_retransmissions));
+        f.insert(
+            "pb_adv_retransmissions".into(),
+            json!(s.pb_adv_retransmissions),
+        );
         f.insert("pb_adv_acks".into(), json!(s.pb_adv_acks));
         f.insert("network_duplicates".into(), json!(s.network_duplicates));
         f.insert("network_undecrypted".into(), json!(s.network_undecrypted));
@@ -600,10 +611,7 @@ impl Decoder {
                 f.insert("uuid".into(), json!(uuid_string(&u.uuid)));
                 f.insert("oob_info".into(), json!(hex16(u.oob_info.0)));
                 f.insert("oob_info_names".into(), json!(u.oob_info.names()));
-                f.insert(
-                    "uri_hash".into(),
-                    json!(u.uri_hash.map(|h| hex::encode(h))),
-                );
+                f.insert("uri_hash".into(), json!(u.uri_hash.map(|h| hex::encode(h))));
                 let text = format!(
                     "{} OOB {} {}",
                     uuid_string(&u.uuid),
@@ -623,12 +631,8 @@ impl Decoder {
                 for n in &self.nets {
                     if n.network_id == s.network_id {
                         index = Some(n.index);
-                        auth = if beacon::secure_network_decode(
-                            &n.beacon_key,
-                            &n.network_id,
-                            data,
-                        )
-                        .is_ok()
+                        auth = if beacon::secure_network_decode(&n.beacon_key, &n.network_id, data)
+                            .is_ok()
                         {
                             "valid"
                         } else {
@@ -684,10 +688,7 @@ impl Decoder {
                 Ok(s) => {
                     f.insert("uuid".into(), json!(uuid_string(&s.uuid)));
                     f.insert("oob_info".into(), json!(hex::encode(s.oob_info_raw)));
-                    let text = format!(
-                        "{} connectable for PB-GATT",
-                        uuid_string(&s.uuid)
-                    );
+                    let text = format!("{} connectable for PB-GATT", uuid_string(&s.uuid));
                     self.record(Kind::PbGattAdvertisement, text, f);
                 }
                 Err(e) => self.undecodable("ad", format!("PB-GATT service data: {e}"), data),
@@ -695,7 +696,11 @@ impl Decoder {
         } else {
             match ProxyServiceData::parse(data) {
                 Ok(ProxyServiceData::NetworkId(id)) => {
-                    let index = self.nets.iter().find(|n| n.network_id == id).map(|n| n.index);
+                    let index = self
+                        .nets
+                        .iter()
+                        .find(|n| n.network_id == id)
+                        .map(|n| n.index);
                     f.insert("identification".into(), json!("network_id"));
                     f.insert("network_id".into(), json!(hex::encode(id)));
                     f.insert("net_key_index".into(), json!(index));
@@ -857,7 +862,13 @@ impl Decoder {
 
     // ----- provisioning -----
 
-    fn provisioning(&mut self, sid: SessionId, from_provisioner: Option<bool>, pdu: &[u8], xact: u8) {
+    fn provisioning(
+        &mut self,
+        sid: SessionId,
+        from_provisioner: Option<bool>,
+        pdu: &[u8],
+        xact: u8,
+    ) {
         let parsed = ProvisioningPdu::parse(pdu);
         let mut f = Map::new();
         match sid {
@@ -920,9 +931,15 @@ impl Decoder {
                 fields.insert("public_key_type".into(), json!(c.public_key_type.names()));
                 fields.insert("oob_type".into(), json!(c.oob_type.names()));
                 fields.insert("output_oob_size".into(), json!(c.output_oob_size));
-                fields.insert("output_oob_actions".into(), json!(c.output_oob_action.names()));
+                fields.insert(
+                    "output_oob_actions".into(),
+                    json!(c.output_oob_action.names()),
+                );
                 fields.insert("input_oob_size".into(), json!(c.input_oob_size));
-                fields.insert("input_oob_actions".into(), json!(c.input_oob_action.names()));
+                fields.insert(
+                    "input_oob_actions".into(),
+                    json!(c.input_oob_action.names()),
+                );
                 detail = format!(
                     "{} element(s); algorithms {}; OOB type [{}]; output OOB size {} [{}]; input OOB size {} [{}]",
                     c.num_elements,
@@ -945,7 +962,11 @@ impl Decoder {
                 fields.insert("auth".into(), json!(format!("{:?}", s.auth)));
                 detail = format!(
                     "{alg}, {} public key, {:?}",
-                    if session.oob_public_key { "OOB" } else { "no OOB" },
+                    if session.oob_public_key {
+                        "OOB"
+                    } else {
+                        "no OOB"
+                    },
                     s.auth
                 );
             }
@@ -987,7 +1008,10 @@ impl Decoder {
                 b[..25].copy_from_slice(&d.encrypted_data);
                 b[25..].copy_from_slice(&d.mic);
                 session.data = Some(b);
-                fields.insert("encrypted_data".into(), json!(hex::encode(d.encrypted_data)));
+                fields.insert(
+                    "encrypted_data".into(),
+                    json!(hex::encode(d.encrypted_data)),
+                );
                 fields.insert("mic".into(), json!(hex::encode(d.mic)));
                 detail = format!("MIC {}", hex::encode(d.mic));
             }
@@ -1103,14 +1127,8 @@ impl Decoder {
                 c.to_string()
             }
         };
-        let alg = s
-            .start
-            .map(|st| st[0])
-            .and_then(CryptoAlgorithm::from_id);
-        f.insert(
-            "algorithm".into(),
-            json!(alg.map(CryptoAlgorithm::name)),
-        );
+        let alg = s.start.map(|st| st[0]).and_then(CryptoAlgorithm::from_id);
+        f.insert("algorithm".into(), json!(alg.map(CryptoAlgorithm::name)));
         f.insert("complete".into(), json!(s.complete));
         f.insert("failed".into(), json!(s.failed));
         // Shape checks that need no secret.
@@ -1349,7 +1367,10 @@ impl Decoder {
         let arrow = if c.is_data_in() { "C→S" } else { "S→C" };
         self.record(
             Kind::ProxyPdu,
-            format!("{conn} {arrow} {tname} ({} octets, {segments} segment(s))", data.len()),
+            format!(
+                "{conn} {arrow} {tname} ({} octets, {segments} segment(s))",
+                data.len()
+            ),
             f,
         );
         match ty {
@@ -1384,7 +1405,10 @@ impl Decoder {
                 f.insert("decrypted".into(), json!(false));
                 f.insert("reason".into(), json!(self.no_net_key_reason()));
                 f.insert("hex".into(), json!(hex::encode(pdu)));
-                let text = format!("proxy configuration, not decrypted: {}", self.no_net_key_reason());
+                let text = format!(
+                    "proxy configuration, not decrypted: {}",
+                    self.no_net_key_reason()
+                );
                 self.record(Kind::NetworkPdu, text, f);
             }
             Some((index, d)) => {
@@ -1401,7 +1425,10 @@ impl Decoder {
                     Ok(m) => format!("{m:?}"),
                     Err(e) => format!("not decoded: {e}"),
                 };
-                f.insert("opcode".into(), json!(d.transport_pdu.first().map(|o| format!("0x{o:02x}"))));
+                f.insert(
+                    "opcode".into(),
+                    json!(d.transport_pdu.first().map(|o| format!("0x{o:02x}"))),
+                );
                 f.insert("message".into(), json!(text));
                 self.record(
                     Kind::NetworkPdu,
@@ -1438,15 +1465,11 @@ impl Decoder {
         let ivi = pdu[0] & 0x80 != 0;
         let nid = pdu[0] & 0x7f;
         let iv = mesh_crypto::network::rx_iv_index(self.iv_index, ivi);
-        let opened = self
-            .nets
-            .iter()
-            .filter(|n| n.k2.nid == nid)
-            .find_map(|n| {
-                mesh_crypto::network::decrypt_pdu(&n.k2, iv, pdu)
-                    .ok()
-                    .map(|d| (n.index, d))
-            });
+        let opened = self.nets.iter().filter(|n| n.k2.nid == nid).find_map(|n| {
+            mesh_crypto::network::decrypt_pdu(&n.k2, iv, pdu)
+                .ok()
+                .map(|d| (n.index, d))
+        });
         let mut f = Map::new();
         f.insert("bearer".into(), json!(bearer));
         f.insert("nid".into(), json!(format!("0x{nid:02x}")));
@@ -1536,8 +1559,16 @@ impl Decoder {
                     }
                     if !buf.done && buf.segments.iter().all(Option::is_some) {
                         buf.done = true;
-                        let upper: Vec<u8> = buf.segments.iter().flatten().flatten().copied().collect();
-                        complete = Some((seq_auth, *akf, *aid, *szmic, upper, u32::from(seg.seg_n) + 1));
+                        let upper: Vec<u8> =
+                            buf.segments.iter().flatten().flatten().copied().collect();
+                        complete = Some((
+                            seq_auth,
+                            *akf,
+                            *aid,
+                            *szmic,
+                            upper,
+                            u32::from(seg.seg_n) + 1,
+                        ));
                     }
                     desc
                 }
@@ -1573,17 +1604,19 @@ impl Decoder {
         }
         f.insert("transport".into(), json!(transport));
         let access = complete.map(|(seq_auth, akf, aid, szmic, upper, segments)| {
-            (self.open_access(h.src, h.dst, iv, seq_auth, akf, aid, szmic, &upper), seq_auth, segments, upper)
+            (
+                self.open_access(h.src, h.dst, iv, seq_auth, akf, aid, szmic, &upper),
+                seq_auth,
+                segments,
+                upper,
+            )
         });
         let opcode = access
             .as_ref()
             .and_then(|(r, ..)| r.as_ref().ok())
             .and_then(|(plain, _)| Opcode::parse(plain).ok())
             .map(|(o, _)| o);
-        f.insert(
-            "opcode".into(),
-            json!(opcode.map(|o| opcode_string(o))),
-        );
+        f.insert("opcode".into(), json!(opcode.map(|o| opcode_string(o))));
         self.record(
             Kind::NetworkPdu,
             format!(
@@ -1642,7 +1675,9 @@ impl Decoder {
             });
         }
         let owner = |a: u16| {
-            move |d: &&DevEntry| a >= d.address && u32::from(a) < u32::from(d.address) + u32::from(d.elements.max(1))
+            move |d: &&DevEntry| {
+                a >= d.address && u32::from(a) < u32::from(d.address) + u32::from(d.elements.max(1))
+            }
         };
         let candidates = self
             .devs
@@ -1687,11 +1722,7 @@ impl Decoder {
                 f.insert("hex".into(), json!(hex::encode(upper)));
                 self.record(
                     Kind::AccessMessage,
-                    format!(
-                        "{} → {} not decrypted: {reason}",
-                        hex16(src),
-                        hex16(dst)
-                    ),
+                    format!("{} → {} not decrypted: {reason}", hex16(src), hex16(dst)),
                     f,
                 );
                 return;
@@ -1716,11 +1747,7 @@ impl Decoder {
             match ConfigMessage::parse(opcode, params) {
                 Ok(m) => {
                     let dbg = format!("{m:?}");
-                    let variant = dbg
-                        .split([' ', '{', '('])
-                        .next()
-                        .unwrap_or("")
-                        .to_string();
+                    let variant = dbg.split([' ', '{', '(']).next().unwrap_or("").to_string();
                     (format!("Config {}", spaced(&variant)), dbg)
                 }
                 Err(e) => (
@@ -1735,11 +1762,7 @@ impl Decoder {
         f.insert("message".into(), json!(detail));
         self.record(
             Kind::AccessMessage,
-            format!(
-                "{} → {} [{key}] {name}: {detail}",
-                hex16(src),
-                hex16(dst)
-            ),
+            format!("{} → {} [{key}] {name}: {detail}", hex16(src), hex16(dst)),
             f,
         );
     }
@@ -1759,9 +1782,13 @@ fn verify(
     alg: CryptoAlgorithm,
     sec: &super::keys::SessionSecrets,
 ) -> Result<Verified, String> {
-    let (Some(invite), Some(caps), Some(start), Some(pkp), Some(pkd)) =
-        (s.invite, s.capabilities, s.start, s.pk_provisioner, s.pk_device)
-    else {
+    let (Some(invite), Some(caps), Some(start), Some(pkp), Some(pkd)) = (
+        s.invite,
+        s.capabilities,
+        s.start,
+        s.pk_provisioner,
+        s.pk_device,
+    ) else {
         return Err("transcript incomplete".into());
     };
     let mut failures = Vec::new();
@@ -1785,7 +1812,9 @@ fn verify(
             let same = c.expose_secret() == l.expose_secret();
             fields.insert("ecdh_matches_key_log".into(), json!(same));
             if !same {
-                failures.push("ECDH secret computed from the private key differs from the logged one".into());
+                failures.push(
+                    "ECDH secret computed from the private key differs from the logged one".into(),
+                );
             }
             c
         }
@@ -1797,7 +1826,9 @@ fn verify(
         .secrets
         .get("auth_value")
         .ok_or("the session secrets have no AuthValue")
-        .and_then(|a| AuthValue::from_slice(a).map_err(|_| "the logged AuthValue has a bad length"))?;
+        .and_then(|a| {
+            AuthValue::from_slice(a).map_err(|_| "the logged AuthValue has a bad length")
+        })?;
     let ci = mesh_crypto::provisioning::confirmation_inputs(&invite, &caps, &start, &pkp, &pkd);
     let ctx = ConfirmationContext::new(alg, &ecdh, &ci, auth).map_err(|e| e.to_string())?;
     let value = |v: &Option<Vec<u8>>| v.as_deref().and_then(|b| Confirmation::from_slice(b).ok());
@@ -1812,8 +1843,14 @@ fn verify(
     };
     let p_ok = ctx.verify(&rp, &cp);
     let d_ok = ctx.verify(&rd, &cd);
-    fields.insert("provisioner_confirmation".into(), json!(if p_ok { "verified" } else { "wrong" }));
-    fields.insert("device_confirmation".into(), json!(if d_ok { "verified" } else { "wrong" }));
+    fields.insert(
+        "provisioner_confirmation".into(),
+        json!(if p_ok { "verified" } else { "wrong" }),
+    );
+    fields.insert(
+        "device_confirmation".into(),
+        json!(if d_ok { "verified" } else { "wrong" }),
+    );
     if !p_ok {
         failures.push("the provisioner's Confirmation does not match its Random".into());
     }
@@ -1923,8 +1960,7 @@ fn spaced(variant: &str) -> String {
         let prev_lower = i > 0 && chars[i - 1].is_lowercase();
         if i > 0 && c.is_uppercase() && (prev_lower || next_lower) && !out.ends_with(' ') {
             // Keep acronyms ("AppKey", "NetKey") together when followed by "Key".
-            if !(out.ends_with("App") || out.ends_with("Net") || out.ends_with("Dev"))
-                || *c != 'K'
+            if !(out.ends_with("App") || out.ends_with("Net") || out.ends_with("Dev")) || *c != 'K'
             {
                 out.push(' ');
             }
@@ -1957,14 +1993,21 @@ fn model_message(o: Opcode, p: &[u8]) -> (String, String) {
             };
             let mut d = format!("OnOff {onoff} TID {tid}");
             if let [tt, delay] = rest {
-                d += &format!(" transition {} delay {} ms", transition(*tt), u32::from(*delay) * 5);
+                d += &format!(
+                    " transition {} delay {} ms",
+                    transition(*tt),
+                    u32::from(*delay) * 5
+                );
             }
             (name.into(), d)
         }
         (0x8204, [present, rest @ ..]) => {
             let mut d = format!("Present OnOff {present}");
             if let [target, remaining] = rest {
-                d += &format!(" Target OnOff {target} remaining {}", transition(*remaining));
+                d += &format!(
+                    " Target OnOff {target} remaining {}",
+                    transition(*remaining)
+                );
             }
             ("Generic OnOff Status".into(), d)
         }
@@ -1992,6 +2035,9 @@ mod tests {
         assert_eq!(spaced("ModelAppBind"), "Model App Bind");
         assert_eq!(spaced("CompositionDataGet"), "Composition Data Get");
         let (n, d) = model_message(Opcode(0x8202), &[1, 7]);
-        assert_eq!((n.as_str(), d.as_str()), ("Generic OnOff Set", "OnOff 1 TID 7"));
+        assert_eq!(
+            (n.as_str(), d.as_str()),
+            ("Generic OnOff Set", "OnOff 1 TID 7")
+        );
     }
 }

@@ -218,15 +218,19 @@ impl DecodeKeys {
             }
         };
         if let Some(n) = obj.get("net_key") {
-            k.net_keys.push((0, NetKey::from_bytes(key16("net_key", n)?)));
+            k.net_keys
+                .push((0, NetKey::from_bytes(key16("net_key", n)?)));
         }
         if let Some(a) = obj.get("app_key") {
-            k.app_keys.push((0, 0, AppKey::from_bytes(key16("app_key", a)?)));
+            k.app_keys
+                .push((0, 0, AppKey::from_bytes(key16("app_key", a)?)));
         }
         for n in array(obj.get("net_keys"), "net_keys")? {
             let key = key16("net_keys[].key", n.get("key").unwrap_or(&Value::Null))?;
-            k.net_keys
-                .push((index("net_keys[].index", n.get("index"))?, NetKey::from_bytes(key)));
+            k.net_keys.push((
+                index("net_keys[].index", n.get("index"))?,
+                NetKey::from_bytes(key),
+            ));
         }
         for a in array(obj.get("app_keys"), "app_keys")? {
             let key = key16("app_keys[].key", a.get("key").unwrap_or(&Value::Null))?;
@@ -254,7 +258,9 @@ impl DecodeKeys {
         }
         if let Some(g) = obj.get("gatt").and_then(Value::as_object) {
             for service in g.values() {
-                for (field, uuid_field) in [("data_in", "data_in_uuid"), ("data_out", "data_out_uuid")] {
+                for (field, uuid_field) in
+                    [("data_in", "data_in_uuid"), ("data_out", "data_out_uuid")]
+                {
                     let h = service.get(field).and_then(Value::as_str);
                     let u = service.get(uuid_field).and_then(Value::as_str);
                     if let (Some(h), Some(u)) = (h, u)

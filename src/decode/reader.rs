@@ -284,8 +284,6 @@ pub struct CaptureReader<R> {
     buf: Vec<u8>,
     number: u64,
     path: String,
-    /// A pcapng block header already read while looking for the next packet.
-    pending_magic: Option<[u8; 4]>,
 }
 
 impl CaptureReader<BufReader<std::fs::File>> {
@@ -295,8 +293,8 @@ impl CaptureReader<BufReader<std::fs::File>> {
             path: path.display().to_string(),
             source: e,
         })?;
-        let mut r = Self::new(BufReader::with_capacity(1 << 16, file))
-            .map_err(|e| with_path(e, path))?;
+        let mut r =
+            Self::new(BufReader::with_capacity(1 << 16, file)).map_err(|e| with_path(e, path))?;
         r.path = path.display().to_string();
         Ok(r)
     }
@@ -329,11 +327,19 @@ impl<R: Read> CaptureReader<R> {
         let (format, state, pending) = match magic {
             [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => {
                 src.format = "pcap";
-                (FileFormat::Pcap, Self::pcap_header(&mut src, magic, false)?, None)
+                (
+                    FileFormat::Pcap,
+                    Self::pcap_header(&mut src, magic, false)?,
+                    None,
+                )
             }
             [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => {
                 src.format = "pcap";
-                (FileFormat::Pcap, Self::pcap_header(&mut src, magic, true)?, None)
+                (
+                    FileFormat::Pcap,
+                    Self::pcap_header(&mut src, magic, true)?,
+                    None,
+                )
             }
             [0x0a, 0x0d, 0x0d, 0x0a] => {
                 src.format = "pcapng";
@@ -378,15 +384,22 @@ impl<R: Read> CaptureReader<R> {
                 });
             }
         };
-        Ok(Self {
+        let mut r = Self {
             src,
             state,
             format,
             buf: Vec::new(),
             number: 0,
             path: String::new(),
-            pending_magic: pending,
-        })
+        };
+        if pending.is_some() {
+            // pcapng: the first Section Header Block is the file header; read it now, so
+            // that a file cut inside it is refused before any packet.
+            let mut len_bytes = [0u8; 4];
+            r.src.exact(&mut len_bytes, "pcapng section header")?;
+            r.section_header(0, len_bytes)?;
+        }
+        Ok(r)
     }
 
     fn pcap_header(src: &mut Source<R>, magic: [u8; 4], big: bool) -> Result<State, ReadError> {
@@ -492,43 +505,46 @@ impl<R: Read> CaptureReader<R> {
         }
     }
 
+    /// Reads the rest of a Section Header Block (after its type and length): the byte-order
+    /// magic decides the byte order of the section; its interfaces start afresh.
+    fn section_header(&mut self, at: u64, len_bytes: [u8; 4]) -> Result<(), ReadError> {
+        let mut bom = [0u8; 4];
+        self.src.exact(&mut bom, "section header")?;
+        let big = match bom {
+            [0x1a, 0x2b, 0x3c, 0x4d] => true,
+            [0x4d, 0x3c, 0x2b, 0x1a] => false,
+            _ => return Err(self.src.malformed(at, "bad byte-order magic")),
+        };
+        let total = u32_at(&len_bytes, 0, big) as usize;
+        if total < 28 || total % 4 != 0 || total > MAX_PACKET {
+            return Err(self
+                .src
+                .malformed(at, format!("section header length {total}")));
+        }
+        self.src.skip((total - 12) as u64, "section header")?;
+        self.state = State::PcapNg {
+            big,
+            interfaces: Vec::new(),
+        };
+        Ok(())
+    }
+
     fn next_pcapng(&mut self) -> Result<Option<Meta>, ReadError> {
         loop {
-            let at = self.src.offset - if self.pending_magic.is_some() { 4 } else { 0 };
-            let ty_bytes = match self.pending_magic.take() {
-                Some(m) => m,
-                None => {
-                    let mut m = [0u8; 4];
-                    if !self.src.fill(&mut m, "pcapng block type")? {
-                        return Ok(None);
-                    }
-                    m
-                }
-            };
+            let at = self.src.offset;
+            let mut ty_bytes = [0u8; 4];
+            if !self.src.fill(&mut ty_bytes, "pcapng block type")? {
+                return Ok(None);
+            }
             let mut len_bytes = [0u8; 4];
             self.src.exact(&mut len_bytes, "pcapng block length")?;
-            let State::PcapNg { big, interfaces } = &mut self.state else {
-                return Ok(None);
-            };
             if ty_bytes == [0x0a, 0x0d, 0x0d, 0x0a] {
-                // Section Header Block: the byte-order magic decides the order of this section.
-                let mut bom = [0u8; 4];
-                self.src.exact(&mut bom, "section header")?;
-                *big = match bom {
-                    [0x1a, 0x2b, 0x3c, 0x4d] => true,
-                    [0x4d, 0x3c, 0x2b, 0x1a] => false,
-                    _ => return Err(self.src.malformed(at, "bad byte-order magic")),
-                };
-                interfaces.clear();
-                let total = u32_at(&len_bytes, 0, *big) as usize;
-                if total < 28 || total % 4 != 0 || total > MAX_PACKET {
-                    return Err(self
-                        .src
-                        .malformed(at, format!("section header length {total}")));
-                }
-                self.src.skip((total - 12) as u64, "section header")?;
+                self.section_header(at, len_bytes)?;
                 continue;
             }
+            let State::PcapNg { big, .. } = &self.state else {
+                return Ok(None);
+            };
             let big = *big;
             let ty = u32_at(&ty_bytes, 0, big);
             let total = u32_at(&len_bytes, 0, big) as usize;
@@ -590,21 +606,20 @@ impl<R: Read> CaptureReader<R> {
                         return Err(self.src.malformed(at, "enhanced packet block too short"));
                     }
                     let iface = u32_at(body, 0, big) as usize;
-                    let ts = u64::from(u32_at(body, 4, big)) << 32 | u64::from(u32_at(body, 8, big));
+                    let ts =
+                        u64::from(u32_at(body, 4, big)) << 32 | u64::from(u32_at(body, 8, big));
                     let caplen = u32_at(body, 12, big) as usize;
                     if caplen > body.len() - 20 {
-                        return Err(self.src.malformed(
-                            at,
-                            format!("captured length {caplen} exceeds the block"),
-                        ));
+                        return Err(self
+                            .src
+                            .malformed(at, format!("captured length {caplen} exceeds the block")));
                     }
                     let Some(i) = interfaces.get(iface).copied() else {
                         return Err(self
                             .src
                             .malformed(at, format!("packet on undeclared interface {iface}")));
                     };
-                    let time_ns =
-                        (u128::from(ts) * 1_000_000_000 / i.units_per_second) as i128;
+                    let time_ns = (u128::from(ts) * 1_000_000_000 / i.units_per_second) as i128;
                     // Move the packet data to the front of the buffer.
                     self.buf.copy_within(20..20 + caplen, 0);
                     return Ok(Some(Meta {
@@ -686,7 +701,10 @@ mod tests {
         let mut r = CaptureReader::new(&f[..]).unwrap();
         assert_eq!(r.format(), FileFormat::Pcap);
         let p = r.next_packet().unwrap().unwrap();
-        assert_eq!((p.number, p.data, p.link), (1, &[1u8, 2, 3][..], LinkType(256)));
+        assert_eq!(
+            (p.number, p.data, p.link),
+            (1, &[1u8, 2, 3][..], LinkType(256))
+        );
         assert_eq!(p.time_ns, 1_000_500_000);
         let p = r.next_packet().unwrap().unwrap();
         assert_eq!((p.number, p.data), (2, &[4u8][..]));

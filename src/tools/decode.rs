@@ -60,7 +60,8 @@ pub fn keys_from_args(a: &DecodeArgs) -> Result<DecodeKeys, DecodeFailure> {
     }
     if let Some(n) = &a.app_key {
         let key = keys::parse_key_hex("--app-key", n).map_err(usage)?;
-        k.app_keys.push((0, 0, mesh_crypto::AppKey::from_bytes(key)));
+        k.app_keys
+            .push((0, 0, mesh_crypto::AppKey::from_bytes(key)));
     }
     for d in &a.dev_keys {
         k.dev_keys.push(keys::parse_dev_key(d).map_err(usage)?);
@@ -69,7 +70,8 @@ pub fn keys_from_args(a: &DecodeArgs) -> Result<DecodeKeys, DecodeFailure> {
         k.iv_index = keys::parse_number("--iv-index", iv).map_err(usage)?;
     }
     for h in &a.att_handles {
-        k.att_handles.push(keys::parse_att_handle(h).map_err(usage)?);
+        k.att_handles
+            .push(keys::parse_att_handle(h).map_err(usage)?);
     }
     Ok(k)
 }
