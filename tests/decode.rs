@@ -122,9 +122,9 @@ fn esp32_pb_adv_hmac_provisioning_and_generic_onoff() {
             "BTM_ECDH_P256_HMAC_SHA256_AES_CCM"
         ])
     );
-    for i in 5..=8 {
-        assert_eq!(f(i)["length"], 32, "{:?}", pdus[i]);
-        let hex = s(pdus[i], "hex");
+    for (i, pdu) in pdus.iter().enumerate().take(9).skip(5) {
+        assert_eq!(f(i)["length"], 32, "{pdu:?}");
+        let hex = s(pdu, "hex");
         assert_eq!(hex.len(), 2 * 33, "type octet and 32 octets");
     }
     assert_eq!(
@@ -522,12 +522,7 @@ fn spec_message_6_segmented_device_key() {
         })
         .collect();
     let file = pcap(256, &packets);
-    let mut keys = DecodeKeys::default();
-    keys.iv_index = 0x12345678;
-    keys.net_keys.push((
-        0,
-        mesh_crypto::NetKey::from_bytes(hex_16("7dd7364cd842ad18c17c2b820c84c3d6")),
-    ));
+    let mut keys = spec_net_keys();
     keys.dev_keys.push((
         0x1201,
         mesh_crypto::DevKey::from_bytes(hex_16("9d6dd0e96eb25dc19a40ed9914f8f03f")),
@@ -555,28 +550,30 @@ fn spec_message_6_segmented_device_key() {
     );
     assert!(!m.contains("63964771"), "the AppKey is not printed: {m}");
     // Without the device key: reassembled, not decrypted, and said why.
-    let mut keys = DecodeKeys::default();
-    keys.iv_index = 0x12345678;
-    keys.net_keys.push((
-        0,
-        mesh_crypto::NetKey::from_bytes(hex_16("7dd7364cd842ad18c17c2b820c84c3d6")),
-    ));
+    let keys = spec_net_keys();
     let (records, summary, _) =
         decode::decode_bytes(&file, keys, DecodeOptions::default()).unwrap();
     assert_eq!(summary.stats.access_undecrypted, 1);
     assert!(s(of(&records, Kind::AccessMessage)[0], "reason").contains("0x1201"));
     // Only the first segment: incomplete at the end, reported.
     let one = pcap(256, &packets[1..2]);
-    let mut keys = DecodeKeys::default();
-    keys.iv_index = 0x12345678;
-    keys.net_keys.push((
-        0,
-        mesh_crypto::NetKey::from_bytes(hex_16("7dd7364cd842ad18c17c2b820c84c3d6")),
-    ));
+    let keys = spec_net_keys();
     let (records, _, _) = decode::decode_bytes(&one, keys, DecodeOptions::default()).unwrap();
     let u = of(&records, Kind::Undecodable);
     assert_eq!(u.len(), 1);
     assert!(s(u[0], "reason").contains("1 of 2 segments"), "{:?}", u[0]);
+}
+
+/// The NetKey and IV Index of the spec's sample messages (reference §8.4).
+fn spec_net_keys() -> DecodeKeys {
+    DecodeKeys {
+        iv_index: 0x12345678,
+        net_keys: vec![(
+            0,
+            mesh_crypto::NetKey::from_bytes(hex_16("7dd7364cd842ad18c17c2b820c84c3d6")),
+        )],
+        ..DecodeKeys::default()
+    }
 }
 
 fn hex_16(s: &str) -> [u8; 16] {

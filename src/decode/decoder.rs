@@ -58,6 +58,10 @@ use crate::wire::proxy::{ProxyConfigMessage, ProxyMessageType, ProxyPdu, Sar};
 /// counted, not recorded again (devices repeat them on three channels every few seconds).
 pub const REPEAT_WINDOW_NS: i128 = 10_000_000_000;
 
+/// Longest reassembled Proxy PDU kept: the largest provisioning PDU a record response can make
+/// is far below it (§5.4.1.12); a longer one is a broken or hostile stream.
+const MAX_PROXY_MESSAGE: usize = 4096;
+
 /// The kind of a timeline record (the `kind` field of `--json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
@@ -259,7 +263,6 @@ struct ProvSession {
     rand_provisioner: Option<Vec<u8>>,
     rand_device: Option<Vec<u8>>,
     data: Option<[u8; 33]>,
-    complete: bool,
     failed: Option<u8>,
     reported: bool,
     pdus: u32,
@@ -563,6 +566,10 @@ impl Decoder {
                 true
             }
             _ => {
+                if self.last_advert.len() >= 100_000 {
+                    self.last_advert
+                        .retain(|_, t| now - *t < REPEAT_WINDOW_NS && now >= *t);
+                }
                 self.last_advert.insert(key, now);
                 false
             }
@@ -611,7 +618,7 @@ impl Decoder {
                 f.insert("uuid".into(), json!(uuid_string(&u.uuid)));
                 f.insert("oob_info".into(), json!(hex16(u.oob_info.0)));
                 f.insert("oob_info_names".into(), json!(u.oob_info.names()));
-                f.insert("uri_hash".into(), json!(u.uri_hash.map(|h| hex::encode(h))));
+                f.insert("uri_hash".into(), json!(u.uri_hash.map(hex::encode)));
                 let text = format!(
                     "{} OOB {} {}",
                     uuid_string(&u.uuid),
@@ -1015,7 +1022,7 @@ impl Decoder {
                 fields.insert("mic".into(), json!(hex::encode(d.mic)));
                 detail = format!("MIC {}", hex::encode(d.mic));
             }
-            ProvisioningPdu::Complete => session.complete = true,
+            ProvisioningPdu::Complete => {}
             ProvisioningPdu::Failed(code) => {
                 session.failed = Some(code.0);
                 let n = code.name().unwrap_or("RFU");
@@ -1129,8 +1136,9 @@ impl Decoder {
         };
         let alg = s.start.map(|st| st[0]).and_then(CryptoAlgorithm::from_id);
         f.insert("algorithm".into(), json!(alg.map(CryptoAlgorithm::name)));
-        f.insert("complete".into(), json!(s.complete));
-        f.insert("failed".into(), json!(s.failed));
+        if let Some(code) = s.failed {
+            f.insert("failed".into(), json!(code));
+        }
         // Shape checks that need no secret.
         let mut problems: Vec<String> = Vec::new();
         if let Some(a) = alg {
@@ -1328,6 +1336,19 @@ impl Decoder {
                 }
                 buf.data.extend_from_slice(&p.data);
                 buf.segments += 1;
+                if buf.data.len() > MAX_PROXY_MESSAGE {
+                    let n = buf.segments;
+                    self.proxy_sar.remove(&key);
+                    self.undecodable(
+                        "proxy",
+                        format!(
+                            "{conn} {}: segmented message longer than {MAX_PROXY_MESSAGE} octets after {n} segments, dropped",
+                            c.short_name()
+                        ),
+                        &[],
+                    );
+                    return;
+                }
                 if p.sar == Sar::Continuation {
                     return;
                 }
@@ -1616,7 +1637,7 @@ impl Decoder {
             .and_then(|(r, ..)| r.as_ref().ok())
             .and_then(|(plain, _)| Opcode::parse(plain).ok())
             .map(|(o, _)| o);
-        f.insert("opcode".into(), json!(opcode.map(|o| opcode_string(o))));
+        f.insert("opcode".into(), json!(opcode.map(opcode_string)));
         self.record(
             Kind::NetworkPdu,
             format!(

@@ -416,12 +416,10 @@ impl Extractor {
             0b01 if !payload.is_empty() => {
                 self.l2cap_continue(cx, conn, central_to_peripheral, payload)
             }
-            0b11 => {
-                // LL_TERMINATE_IND.
-                if payload.first() == Some(&0x02) {
-                    let reason = payload.get(1).copied();
-                    self.disconnected(cx, conn, reason);
-                }
+            // LL control: LL_TERMINATE_IND.
+            0b11 if payload.first() == Some(&0x02) => {
+                let reason = payload.get(1).copied();
+                self.disconnected(cx, conn, reason);
             }
             _ => {}
         }
@@ -660,11 +658,11 @@ impl Extractor {
             return;
         };
         buf.data.extend_from_slice(p);
-        if buf.data.len() >= buf.expected {
-            if let Some(buf) = self.l2cap.remove(&key) {
-                let frame = buf.data.get(..buf.expected).unwrap_or(&buf.data);
-                self.l2cap_frame(cx, conn, frame);
-            }
+        if buf.data.len() >= buf.expected
+            && let Some(buf) = self.l2cap.remove(&key)
+        {
+            let frame = buf.data.get(..buf.expected).unwrap_or(&buf.data);
+            self.l2cap_frame(cx, conn, frame);
         }
     }
 

@@ -516,7 +516,7 @@ impl<R: Read> CaptureReader<R> {
             _ => return Err(self.src.malformed(at, "bad byte-order magic")),
         };
         let total = u32_at(&len_bytes, 0, big) as usize;
-        if total < 28 || total % 4 != 0 || total > MAX_PACKET {
+        if total < 28 || !total.is_multiple_of(4) || total > MAX_PACKET {
             return Err(self
                 .src
                 .malformed(at, format!("section header length {total}")));
@@ -548,7 +548,7 @@ impl<R: Read> CaptureReader<R> {
             let big = *big;
             let ty = u32_at(&ty_bytes, 0, big);
             let total = u32_at(&len_bytes, 0, big) as usize;
-            if total < 12 || total % 4 != 0 || total > MAX_PACKET + 64 {
+            if total < 12 || !total.is_multiple_of(4) || total > MAX_PACKET + 64 {
                 return Err(self.src.malformed(at, format!("block length {total}")));
             }
             let body_len = total - 12;
