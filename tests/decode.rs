@@ -791,3 +791,86 @@ mod bad_input {
         }
     }
 }
+
+/// The device key derived from a verified transcript opens the node's device-key messages later
+/// in the capture, and the NetKey in the Provisioning Data its network PDUs: a meshprov PB-ADV
+/// capture (rewritten as a link type 256 pcap) followed by a Config Composition Data Get to the
+/// new node, decoded with only the session secrets — no NetKey, no device key in the key file.
+#[test]
+fn derived_keys_open_later_messages() {
+    use mesh_crypto::access::{AccessKey, AccessParams};
+    use mesh_crypto::ccm::MicLen;
+    use mesh_crypto::network::NetworkHeader;
+    use meshprov::radio::capture::{ADV_NONCONN_IND, ad_structure, le_ll_packet};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (capture, sidecar, device_key) = record_session(dir.path(), "adv", "hmac");
+    let mut reader = decode::CaptureReader::open(&capture).unwrap();
+    let mut packets = Vec::new();
+    while let Some(p) = reader.next_packet().unwrap() {
+        assert_eq!(p.link, decode::LinkType::LE_LL_WITH_PHDR);
+        packets.push(p.data.to_vec());
+    }
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&sidecar).unwrap()).unwrap();
+    let net_key =
+        mesh_crypto::NetKey::from_bytes(hex_16(json["net_keys"][0]["key"].as_str().unwrap()));
+    let dev = mesh_crypto::DevKey::from_bytes(hex_16(&device_key));
+    let (src, dst, seq) = (0x7f00u16, 0x0001u16, 0x000100u32);
+    let params = AccessParams {
+        seq,
+        src,
+        dst,
+        iv_index: 0,
+    };
+    let upper = mesh_crypto::access::encrypt(
+        AccessKey::Dev(&dev),
+        &params,
+        None,
+        &[0x80, 0x08, 0x00],
+        MicLen::Mic4,
+    )
+    .unwrap();
+    let mut lower = vec![0x00];
+    lower.extend_from_slice(&upper);
+    let k2 = mesh_crypto::toolbox::k2(&net_key, &[0]);
+    let h = NetworkHeader {
+        ctl: false,
+        ttl: 5,
+        seq,
+        src,
+        dst,
+    };
+    let pdu = mesh_crypto::network::encrypt_pdu(&k2, 0, &h, &lower).unwrap();
+    packets.push(le_ll_packet(
+        37,
+        Some(-40),
+        ADV_NONCONN_IND,
+        &[0xc0, 0x4d, 0x50, 0, 0, 0],
+        &ad_structure(0x2a, &pdu),
+    ));
+    let file = pcap(256, &packets);
+
+    // Only the session secrets.
+    let mut keys = DecodeKeys::from_file(&sidecar).unwrap();
+    keys.net_keys.clear();
+    keys.app_keys.clear();
+    keys.dev_keys.clear();
+    let (records, summary, err) =
+        decode::decode_bytes(&file, keys.clone(), DecodeOptions::default()).unwrap();
+    assert!(err.is_none());
+    assert_eq!(summary.stats.transcripts_verified, 1);
+    let a = of(&records, Kind::AccessMessage);
+    assert_eq!(a.len(), 1, "{records:#?}");
+    assert_eq!(a[0].fields["decrypted"], true, "{:?}", a[0]);
+    assert_eq!(s(a[0], "key"), "dev:0x0001");
+    assert_eq!(s(a[0], "name"), "Config Composition Data Get");
+    assert_eq!(s(a[0], "src"), "0x7f00");
+
+    // Without the secrets nothing opens it.
+    keys.sessions.clear();
+    let (records, summary, _) =
+        decode::decode_bytes(&file, keys, DecodeOptions::default()).unwrap();
+    assert_eq!(summary.stats.transcripts_verified, 0);
+    assert!(of(&records, Kind::AccessMessage).is_empty());
+    assert_eq!(summary.stats.network_undecrypted, 1);
+}
