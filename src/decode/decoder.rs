@@ -439,7 +439,10 @@ impl Decoder {
                     f.insert("reason".into(), json!(reason));
                     self.record(
                         Kind::PbGattSession,
-                        format!("{conn} disconnected (reason {reason:?})"),
+                        match reason {
+                            Some(r) => format!("{conn} disconnected (reason 0x{r:02x})"),
+                            None => format!("{conn} disconnected"),
+                        },
                         f,
                     );
                     self.finish_session(SessionId::Gatt(*conn));
