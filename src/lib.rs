@@ -15,6 +15,8 @@ pub use mesh_crypto as crypto;
 pub mod bearer;
 pub mod cert;
 pub mod config_host;
+// Capture decoding (issue 10).
+pub mod decode;
 pub mod exit;
 pub mod host;
 pub mod live;

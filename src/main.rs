@@ -134,11 +134,46 @@ enum Command {
         #[command(subcommand)]
         command: CdbCommand,
     },
+    /// Decode a capture (pcap, pcapng, btsnoop): beacons, PB-ADV links, provisioning PDUs,
+    /// PB-GATT and proxy sessions, network PDUs and access messages, as a timeline.
+    Decode(DecodeCli),
     /// A manufacturer CA for certificate-based provisioning: roots, device certificates, checks.
     Ca {
         #[command(subcommand)]
         command: CaCommand,
     },
+}
+
+/// `meshprov decode` (issue 10).
+#[derive(Debug, Args)]
+struct DecodeCli {
+    /// The capture: pcap, pcapng or btsnoop.
+    file: PathBuf,
+    /// A key file: a capture's FILE.keys.json sidecar, or {"net_key", "app_key", "iv_index"}.
+    #[arg(long, value_name = "FILE.keys.json")]
+    keys: Option<PathBuf>,
+    /// A NetKey (index 0), 32 hex digits.
+    #[arg(long, value_name = "HEX")]
+    net_key: Option<String>,
+    /// An AppKey (index 0), 32 hex digits.
+    #[arg(long, value_name = "HEX")]
+    app_key: Option<String>,
+    /// A device key: primary element address and key, ADDR=HEX (repeatable).
+    #[arg(long, value_name = "ADDR=HEX")]
+    dev_key: Vec<String>,
+    /// The IV Index (decimal or 0x hex).
+    #[arg(long, value_name = "N")]
+    iv_index: Option<String>,
+    /// An ATT handle of a mesh characteristic, HANDLE=prov-in|prov-out|proxy-in|proxy-out
+    /// (repeatable), when the capture has no GATT discovery.
+    #[arg(long, value_name = "HANDLE=ROLE")]
+    att_handle: Vec<String>,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+    /// Print derived device keys.
+    #[arg(long)]
+    show_keys: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -1042,6 +1077,27 @@ fn main() -> ExitCode {
         Command::Node { command } => return finish(run_node(command)),
         Command::Cdb { command } => return finish(run_cdb(command)),
         Command::Ca { command } => return finish(run_ca(command)),
+        Command::Decode(d) => {
+            let args = tools::decode::DecodeArgs {
+                file: d.file,
+                keys: d.keys,
+                net_key: d.net_key,
+                app_key: d.app_key,
+                dev_keys: d.dev_key,
+                iv_index: d.iv_index,
+                att_handles: d.att_handle,
+                json: d.json,
+                show_keys: d.show_keys,
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let r = tools::decode::run(&args, &mut out);
+            drop(out);
+            if let Err(f) = r {
+                eprintln!("meshprov: {}", f.message);
+                return code(f.exit_code);
+            }
+        }
     }
     code(exit::SUCCESS)
 }

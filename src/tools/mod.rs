@@ -1,6 +1,8 @@
 //! The library side of `meshprov` subcommands: offline tools, and the commands that run on a
 //! radio (the simulated one for now).
 
+// `meshprov decode` (issue 10).
+pub mod decode;
 pub mod key_refresh;
 pub mod keys;
 pub mod node;
