@@ -112,6 +112,9 @@ fn main() -> std::io::Result<()> {
             meshprov_tui::model::KrPhase::Switching,
         ));
         let mut app = App::new(m, theme);
+        if args.devices > 2 {
+            app.select(&script.uuid(2));
+        }
         app.set_screen(args.screen);
         print!("{}", meshprov_tui::ui::render_to_text(&mut app, w, h));
         return Ok(());

@@ -381,6 +381,7 @@ impl App {
 
     /// Show a screen (the detail screen shows the selected device).
     pub fn set_screen(&mut self, screen: Screen) {
+        self.prepare();
         if screen == Screen::Detail && self.detail.is_none() {
             self.detail = self.selected_uuid();
         }
@@ -489,6 +490,22 @@ impl App {
     pub fn device_order(&mut self) -> &[u32] {
         self.prepare();
         &self.index.order
+    }
+
+    /// Put the device table's cursor on a device; `false` if the filters hide it (or it is not
+    /// in the table).
+    pub fn select(&mut self, uuid: &Uuid) -> bool {
+        self.prepare();
+        let Some(pos) = self.model.devices.position(uuid) else {
+            return false;
+        };
+        match self.index.order.iter().position(|&p| p as usize == pos) {
+            Some(i) => {
+                self.selected = i;
+                true
+            }
+            None => false,
+        }
     }
 
     /// The index as last brought up to date (by [`App::prepare`]).

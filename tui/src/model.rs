@@ -21,10 +21,11 @@ use std::time::Duration;
 pub struct Uuid(pub [u8; 16]);
 
 impl Uuid {
-    /// The short form for the device table: the first and last two bytes, `abcd…ef01`.
+    /// The short form for the device table: the last four bytes, `…89abcdef` (vendors put the
+    /// serial number or MAC address at the end; the start is often a shared company prefix).
     pub fn short(&self) -> String {
         let b = &self.0;
-        format!("{:02x}{:02x}…{:02x}{:02x}", b[0], b[1], b[14], b[15])
+        format!("…{:02x}{:02x}{:02x}{:02x}", b[12], b[13], b[14], b[15])
     }
 
     /// Lower-case hex, 32 digits (what the filter matches against).
@@ -1279,7 +1280,7 @@ mod tests {
     fn uuid_parses_and_prints() {
         let u: Uuid = "0011-2233445566778899aabbccddeeff".parse().unwrap();
         assert_eq!(u.to_string(), "00112233445566778899aabbccddeeff");
-        assert_eq!(u.short(), "0011…eeff");
+        assert_eq!(u.short(), "…ccddeeff");
         assert!("0011".parse::<Uuid>().is_err());
         assert!("zz112233445566778899aabbccddeeff".parse::<Uuid>().is_err());
     }

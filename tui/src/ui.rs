@@ -130,7 +130,10 @@ fn spinner(model: &ViewModel) -> &'static str {
 fn render_tabs(frame: &mut Frame<'_>, app: &App, area: Rect) {
     let t = app.theme;
     let wide = area.width >= WIDE;
-    let mut spans = vec![Span::styled(" meshprov ", t.title())];
+    let mut spans = vec![Span::styled(
+        if wide { " meshprov " } else { " " },
+        t.title(),
+    )];
     for (i, s) in Screen::ALL.iter().enumerate() {
         let title = if wide {
             s.title()
@@ -191,18 +194,28 @@ fn render_footer(frame: &mut Frame<'_>, app: &App, area: Rect) {
         crate::model::RunState::Finished => "finished",
     };
     spans.extend(hint(&t, "Space", space));
+    let acts = if area.width >= WIDE {
+        "retry skip identify exclude"
+    } else {
+        "act"
+    };
     match app.screen() {
+        Screen::Devices if area.width < WIDE => {
+            spans.extend(hint(&t, "/ f F S", "filter/sort"));
+            spans.extend(hint(&t, "Enter", "detail"));
+            spans.extend(hint(&t, "r s i X", acts));
+        }
         Screen::Devices => {
             spans.extend(hint(&t, "/", "filter"));
             spans.extend(hint(&t, "f F", "stage/floor"));
             spans.extend(hint(&t, "S", "sort"));
             spans.extend(hint(&t, "Enter", "detail"));
-            spans.extend(hint(&t, "r s i X", "retry skip identify exclude"));
+            spans.extend(hint(&t, "r s i X", acts));
         }
         Screen::Detail => {
             spans.extend(hint(&t, "K", "keys"));
             spans.extend(hint(&t, "Esc", "back"));
-            spans.extend(hint(&t, "r s i X", "retry skip identify exclude"));
+            spans.extend(hint(&t, "r s i X", acts));
         }
         Screen::Discovery => {
             spans.extend(hint(&t, "a", "add to plan"));
@@ -648,7 +661,7 @@ fn section<'a>(t: &Theme, title: &str) -> Line<'a> {
 
 fn kv<'a>(t: &Theme, k: &str, v: String) -> Line<'a> {
     Line::from(vec![
-        Span::styled(format!("{k:<11}"), t.dim()),
+        Span::styled(format!("{k:<12}"), t.dim()),
         Span::raw(v),
     ])
 }
@@ -693,7 +706,7 @@ fn detail_left<'a>(
     l.push(kv(t, "Auth (plan)", row.auth.clone()));
     if let Some(e) = &row.last_error {
         l.push(Line::from(vec![
-            Span::styled(format!("{:<11}", "Last error"), t.dim()),
+            Span::styled(format!("{:<12}", "Last error"), t.dim()),
             Span::styled(e.clone(), t.error()),
         ]));
     }
@@ -1347,7 +1360,7 @@ fn render_help(frame: &mut Frame<'_>, app: &App, area: Rect) {
             last = place;
         }
         lines.push(Line::from(vec![
-            Span::styled(format!("  {keys:<15}"), t.key()),
+            Span::styled(format!("  {keys:<16}"), t.key()),
             Span::raw(*what),
         ]));
     }
