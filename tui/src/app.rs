@@ -466,6 +466,13 @@ impl App {
         )
     }
 
+    /// Keep the dashboard tree's and the key refresh list's scroll within their lengths (the
+    /// renderer knows them), so that `k` after `G` moves at once.
+    pub(crate) fn clamp_scrolls(&mut self, tree_max: usize, kr_max: usize) {
+        self.tree_scroll = self.tree_scroll.min(tree_max);
+        self.kr_scroll = self.kr_scroll.min(kr_max);
+    }
+
     pub(crate) fn help_scroll(&self) -> usize {
         self.help_scroll
     }

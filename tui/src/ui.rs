@@ -251,7 +251,7 @@ fn counts_line(t: &Theme, c: &Counts) -> Line<'static> {
     Line::from(spans)
 }
 
-fn render_dashboard(frame: &mut Frame<'_>, app: &App, area: Rect) {
+fn render_dashboard(frame: &mut Frame<'_>, app: &mut App, area: Rect) {
     let t = app.theme;
     let m = &app.model;
     let c = m.devices.counts();
@@ -359,7 +359,26 @@ fn tree_line(t: &Theme, name: String, c: &Counts, name_w: usize, bar_w: usize) -
     Line::from(spans)
 }
 
-fn render_tree(frame: &mut Frame<'_>, app: &App, area: Rect) {
+/// The lines of a list that fall in a window, formatted only when visible.
+struct Window {
+    n: usize,
+    start: usize,
+    end: usize,
+    lines: Vec<Line<'static>>,
+}
+
+impl Window {
+    /// Count a line (formatting it if it is visible); `false` once past the window.
+    fn push(&mut self, make: impl FnOnce() -> Line<'static>) -> bool {
+        if self.n >= self.start && self.n < self.end {
+            self.lines.push(make());
+        }
+        self.n += 1;
+        self.n < self.end
+    }
+}
+
+fn render_tree(frame: &mut Frame<'_>, app: &mut App, area: Rect) {
     let t = app.theme;
     let block = Block::bordered().title(" Building · floor · room ");
     let inner = block.inner(area);
@@ -376,33 +395,46 @@ fn render_tree(frame: &mut Frame<'_>, app: &App, area: Rect) {
         .saturating_sub(13 + bar_w + if bar_w > 0 { 1 } else { 0 } + 20)
         .clamp(8, 24);
     let tree = app.model.devices.tree();
-    let mut lines = Vec::new();
-    for (b, bn) in &tree.buildings {
-        lines.push(tree_line(&t, b.0.clone(), &bn.counts, name_w, bar_w));
-        for (f, fname) in &bn.floors {
-            lines.push(tree_line(
-                &t,
-                format!("  floor {}", f.0),
-                &fname.counts,
-                name_w,
-                bar_w,
-            ));
-            for (r, rc) in &fname.rooms {
-                lines.push(tree_line(&t, format!("    {}", r.0), rc, name_w, bar_w));
+    // Only the visible lines are formatted: a big building has thousands of rooms.
+    let total: usize = tree
+        .buildings
+        .values()
+        .map(|b| 1 + b.floors.len() + b.floors.values().map(|f| f.rooms.len()).sum::<usize>())
+        .sum();
+    let h = inner.height as usize;
+    let (_, _, _, tree_scroll) = app.scrolls();
+    let start = tree_scroll.min(total.saturating_sub(h));
+    let mut w = Window {
+        n: 0,
+        start,
+        end: start + h,
+        lines: Vec::with_capacity(h),
+    };
+    'tree: for (b, bn) in &tree.buildings {
+        if !w.push(|| tree_line(&t, b.0.clone(), &bn.counts, name_w, bar_w)) {
+            break;
+        }
+        for (f, fnode) in &bn.floors {
+            if !w.push(|| tree_line(&t, format!("  floor {}", f.0), &fnode.counts, name_w, bar_w)) {
+                break 'tree;
+            }
+            if w.n + fnode.rooms.len() <= w.start {
+                // The whole floor is above the window.
+                w.n += fnode.rooms.len();
+                continue;
+            }
+            for (r, rc) in &fnode.rooms {
+                if !w.push(|| tree_line(&t, format!("    {}", r.0), rc, name_w, bar_w)) {
+                    break 'tree;
+                }
             }
         }
     }
-    if lines.is_empty() {
-        lines.push(Line::styled("no devices in the plan", t.dim()));
+    let mut visible = w.lines;
+    app.clamp_scrolls(start, usize::MAX);
+    if total == 0 {
+        visible.push(Line::styled("no devices in the plan", t.dim()));
     }
-    let (_, _, _, tree_scroll) = app.scrolls();
-    let max = lines.len().saturating_sub(inner.height as usize);
-    let start = tree_scroll.min(max);
-    let visible: Vec<Line<'_>> = lines
-        .into_iter()
-        .skip(start)
-        .take(inner.height as usize)
-        .collect();
     frame.render_widget(Paragraph::new(visible), inner);
 }
 
@@ -991,7 +1023,7 @@ fn render_discovery(frame: &mut Frame<'_>, app: &mut App, area: Rect) {
     );
 }
 
-fn render_key_refresh(frame: &mut Frame<'_>, app: &App, area: Rect) {
+fn render_key_refresh(frame: &mut Frame<'_>, app: &mut App, area: Rect) {
     let t = app.theme;
     let Some(kr) = &app.model.key_refresh else {
         frame.render_widget(
@@ -1091,6 +1123,7 @@ fn render_key_refresh(frame: &mut Frame<'_>, app: &App, area: Rect) {
         .column_spacing(1),
         table_area,
     );
+    app.clamp_scrolls(usize::MAX, start);
 }
 
 fn render_log(frame: &mut Frame<'_>, app: &App, area: Rect) {

@@ -47,6 +47,21 @@ fn dashboard() {
 }
 
 #[test]
+fn dashboard_10000_tree_scrolled() {
+    // 25 floors of 50 rooms: scrolled into the middle of the tree, then past its end.
+    let (_, mut app) = app_at(10_000, 3_600);
+    for _ in 0..3 {
+        app.handle_key(KeyEvent::from(KeyCode::PageDown));
+    }
+    for _ in 0..4 {
+        app.handle_key(chr('j'));
+    }
+    insta::assert_snapshot!("dashboard_10000_tree_scrolled_80x24", snap(&mut app, 80, 24));
+    app.handle_key(chr('G'));
+    insta::assert_snapshot!("dashboard_10000_tree_end_80x24", snap(&mut app, 80, 24));
+}
+
+#[test]
 fn dashboard_before_anything() {
     let mut app = App::new(ViewModel::new("HQ-mesh", "bluez hci0"), Theme::monochrome());
     insta::assert_snapshot!("dashboard_empty_80x24", snap(&mut app, 80, 24));
