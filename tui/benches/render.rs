@@ -18,7 +18,11 @@ use ratatui::backend::TestBackend;
 const N: usize = 10_000;
 
 fn setup(screen: Screen) -> (Script, App, Terminal<TestBackend>) {
-    let script = Script::new(N, 7);
+    setup_n(N, screen)
+}
+
+fn setup_n(n: usize, screen: Screen) -> (Script, App, Terminal<TestBackend>) {
+    let script = Script::new(n, 7);
     let m = script.model_at(Duration::from_secs(3_600));
     let mut app = App::new(m, Theme::colour());
     app.set_screen(screen);
@@ -39,10 +43,18 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("frame_10000_devices_120x40");
 
     let (_, mut app, mut term) = setup(Screen::Dashboard);
-    g.bench_function("dashboard", |b| b.iter(|| draw(&mut term, black_box(&mut app))));
+    g.bench_function("dashboard", |b| {
+        b.iter(|| draw(&mut term, black_box(&mut app)))
+    });
 
     let (_, mut app, mut term) = setup(Screen::Devices);
     g.bench_function("devices_unchanged", |b| {
+        b.iter(|| draw(&mut term, black_box(&mut app)))
+    });
+
+    // For comparison: the same screen over 100 devices (the cost is the screen, not the rows).
+    let (_, mut app, mut term) = setup_n(100, Screen::Devices);
+    g.bench_function("devices_unchanged_100_devices_for_comparison", |b| {
         b.iter(|| draw(&mut term, black_box(&mut app)))
     });
 

@@ -13,7 +13,9 @@
 use std::time::{Duration, Instant};
 
 use meshprov_tui::app::{Action, App, Screen};
-use meshprov_tui::model::{InputAction, Level, LogEntry, OobKind, OobPrompt, RunState, Update};
+use meshprov_tui::model::{
+    InputAction, Level, LogEntry, OobKind, OobPrompt, RunState, Stage, Update,
+};
 use meshprov_tui::sample::{Script, output_prompt};
 use meshprov_tui::terminal::Tui;
 use meshprov_tui::theme::{ColorSupport, Theme};
@@ -121,16 +123,12 @@ fn main() -> std::io::Result<()> {
     }
 
     let mut app = App::new(script.model(), theme);
-    if args.devices > 2 {
-        app.model
-            .apply(Update::Prompt(output_prompt(&script, 2)))
-            .map_err(std::io::Error::other)?;
-    }
     let mut tui = Tui::enter()?;
     let started = Instant::now();
     let mut virtual_now = Duration::ZERO;
     let mut last = Instant::now();
     let mut input_shown = false;
+    let mut output_answered = false;
     loop {
         if let Some(p) = args.panic_after
             && started.elapsed().as_secs_f64() >= p
@@ -142,6 +140,22 @@ fn main() -> std::io::Result<()> {
         if app.model.run == RunState::Running {
             virtual_now += tick.mul_f64(args.speed);
             script.advance(&mut app.model, virtual_now);
+        }
+        // Device 2 (output OOB) asks for the blinks it shows while it is being provisioned.
+        if args.devices > 2 {
+            let u = script.uuid(2);
+            let provisioning = app
+                .model
+                .devices
+                .get(&u)
+                .is_some_and(|r| r.stage == Stage::Provisioning);
+            let asked = app.model.prompts.iter().any(|p| p.uuid == u);
+            if provisioning && !asked && !output_answered {
+                let _ = app.model.apply(Update::Prompt(output_prompt(&script, 2)));
+            }
+            if !provisioning && asked {
+                app.model.prompts.retain(|p| p.uuid != u);
+            }
         }
         // An Input OOB prompt half a minute in, gone fifteen seconds later.
         if args.devices > 5 {
@@ -174,6 +188,7 @@ fn main() -> std::io::Result<()> {
             Action::Start | Action::Resume => app.model.run = RunState::Running,
             Action::Pause => app.model.run = RunState::Paused,
             Action::AnswerOob(u, v) => {
+                output_answered = true;
                 app.model.prompts.retain(|p| p.uuid != u);
                 log(&mut app, format!("demo: OOB answer {v} for {}", u.short()));
             }

@@ -102,7 +102,8 @@ impl Script {
             _ => "Sensor",
         };
         let loc = self.location(i);
-        format!("{role} {}-{}", loc.room, i % PER_ROOM + 1)
+        let per_floor = self.n.div_ceil(self.floors).max(1);
+        format!("{role} {}-{}", loc.room, (i % per_floor) % PER_ROOM + 1)
     }
 
     /// The plan row of device `i` (not started).

@@ -309,7 +309,7 @@ fn render_dashboard(frame: &mut Frame<'_>, app: &mut App, area: Rect) {
         (a, b)
     };
     render_tree(frame, app, tree_area);
-    render_log_block(frame, app, log_area, " Recent events ", 0);
+    render_log_block(frame, app, log_area, " Recent events ", 0, false);
 }
 
 /// A bar of `width` cells for done/total.
@@ -438,7 +438,7 @@ fn render_tree(frame: &mut Frame<'_>, app: &mut App, area: Rect) {
     frame.render_widget(Paragraph::new(visible), inner);
 }
 
-fn log_line<'a>(t: &Theme, e: &'a crate::model::LogEntry) -> Line<'a> {
+fn log_line<'a>(t: &Theme, e: &'a crate::model::LogEntry, with_uuid: bool) -> Line<'a> {
     let level = match e.level {
         Level::Info => "info ",
         Level::Warn => "warn ",
@@ -448,7 +448,7 @@ fn log_line<'a>(t: &Theme, e: &'a crate::model::LogEntry) -> Line<'a> {
         Span::styled(format!("{} ", clock(e.at)), t.dim()),
         Span::styled(format!("{level} "), t.level(e.level)),
     ];
-    if let Some(u) = e.uuid {
+    if let Some(u) = e.uuid.filter(|_| with_uuid) {
         spans.push(Span::styled(format!("{} ", u.short()), t.dim()));
     }
     spans.push(Span::styled(e.text.as_str(), t.level(e.level)));
@@ -456,7 +456,15 @@ fn log_line<'a>(t: &Theme, e: &'a crate::model::LogEntry) -> Line<'a> {
 }
 
 /// The last lines of the log that fit, `back` lines up from the newest.
-fn render_log_block(frame: &mut Frame<'_>, app: &App, area: Rect, title: &str, back: usize) {
+/// `with_uuid`: the log screen shows each event's device; the dashboard's narrower pane does not.
+fn render_log_block(
+    frame: &mut Frame<'_>,
+    app: &App,
+    area: Rect,
+    title: &str,
+    back: usize,
+    with_uuid: bool,
+) {
     let t = app.theme;
     let block = Block::bordered().title(title.to_owned());
     let inner = block.inner(area);
@@ -465,7 +473,10 @@ fn render_log_block(frame: &mut Frame<'_>, app: &App, area: Rect, title: &str, b
     let log = &app.model.log;
     let end = log.len().saturating_sub(back);
     let start = end.saturating_sub(h);
-    let lines: Vec<Line<'_>> = log.range(start..end).map(|e| log_line(&t, e)).collect();
+    let lines: Vec<Line<'_>> = log
+        .range(start..end)
+        .map(|e| log_line(&t, e, with_uuid))
+        .collect();
     if lines.is_empty() {
         frame.render_widget(Line::styled("nothing yet", t.dim()), inner);
     } else {
@@ -1136,7 +1147,7 @@ fn render_log(frame: &mut Frame<'_>, app: &App, area: Rect) {
             app.model.log.len()
         )
     };
-    render_log_block(frame, app, area, &title, back);
+    render_log_block(frame, app, area, &title, back, true);
 }
 
 /// A centred rectangle of at most `w`×`h` inside `area`.

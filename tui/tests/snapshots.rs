@@ -56,7 +56,10 @@ fn dashboard_10000_tree_scrolled() {
     for _ in 0..4 {
         app.handle_key(chr('j'));
     }
-    insta::assert_snapshot!("dashboard_10000_tree_scrolled_80x24", snap(&mut app, 80, 24));
+    insta::assert_snapshot!(
+        "dashboard_10000_tree_scrolled_80x24",
+        snap(&mut app, 80, 24)
+    );
     app.handle_key(chr('G'));
     insta::assert_snapshot!("dashboard_10000_tree_end_80x24", snap(&mut app, 80, 24));
 }
