@@ -758,9 +758,7 @@ impl App {
                 mut entry,
                 error,
             } => {
-                let Some(prompt) = self.model.prompts.iter().find(|p| p.uuid == uuid) else {
-                    return None;
-                };
+                let prompt = self.model.prompts.iter().find(|p| p.uuid == uuid)?;
                 if ctrl_c {
                     self.deferred.insert(uuid);
                     return self.quit();

@@ -28,6 +28,9 @@ const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "�
 /// Below this width the screens drop columns and use short titles.
 const WIDE: u16 = 100;
 
+/// Below this width the footer's key hints are the short ones.
+const FOOTER_WIDE: u16 = 120;
+
 /// Draw the whole UI into a frame.
 pub fn render(frame: &mut Frame<'_>, app: &mut App) {
     app.prepare();
@@ -194,13 +197,13 @@ fn render_footer(frame: &mut Frame<'_>, app: &App, area: Rect) {
         crate::model::RunState::Finished => "finished",
     };
     spans.extend(hint(&t, "Space", space));
-    let acts = if area.width >= WIDE {
+    let acts = if area.width >= FOOTER_WIDE {
         "retry skip identify exclude"
     } else {
         "act"
     };
     match app.screen() {
-        Screen::Devices if area.width < WIDE => {
+        Screen::Devices if area.width < FOOTER_WIDE => {
             spans.extend(hint(&t, "/ f F S", "filter/sort"));
             spans.extend(hint(&t, "Enter", "detail"));
             spans.extend(hint(&t, "r s i X", acts));
@@ -438,17 +441,22 @@ fn render_tree(frame: &mut Frame<'_>, app: &mut App, area: Rect) {
     frame.render_widget(Paragraph::new(visible), inner);
 }
 
-fn log_line<'a>(t: &Theme, e: &'a crate::model::LogEntry, with_uuid: bool) -> Line<'a> {
-    let level = match e.level {
-        Level::Info => "info ",
-        Level::Warn => "warn ",
-        Level::Error => "error",
+fn log_line<'a>(t: &Theme, e: &'a crate::model::LogEntry, full: bool) -> Line<'a> {
+    // The log screen spells the level out and names the device; the dashboard's narrower
+    // pane marks the level with one character.
+    let level = match (e.level, full) {
+        (Level::Info, true) => "info ",
+        (Level::Warn, true) => "warn ",
+        (Level::Error, true) => "error",
+        (Level::Info, false) => " ",
+        (Level::Warn, false) => "!",
+        (Level::Error, false) => "✗",
     };
     let mut spans = vec![
         Span::styled(format!("{} ", clock(e.at)), t.dim()),
         Span::styled(format!("{level} "), t.level(e.level)),
     ];
-    if let Some(u) = e.uuid.filter(|_| with_uuid) {
+    if let Some(u) = e.uuid.filter(|_| full) {
         spans.push(Span::styled(format!("{} ", u.short()), t.dim()));
     }
     spans.push(Span::styled(e.text.as_str(), t.level(e.level)));
@@ -456,7 +464,8 @@ fn log_line<'a>(t: &Theme, e: &'a crate::model::LogEntry, with_uuid: bool) -> Li
 }
 
 /// The last lines of the log that fit, `back` lines up from the newest.
-/// `with_uuid`: the log screen shows each event's device; the dashboard's narrower pane does not.
+/// `with_uuid`: the log screen shows each event's device and level in words; the dashboard's
+/// narrower pane does not.
 fn render_log_block(
     frame: &mut Frame<'_>,
     app: &App,
@@ -1397,7 +1406,7 @@ fn render_help(frame: &mut Frame<'_>, app: &App, area: Rect) {
                 if *place == "any" {
                     "anywhere".to_owned()
                 } else {
-                    format!("{place}")
+                    place.to_string()
                 },
                 t.title(),
             ));

@@ -459,3 +459,18 @@ fn a_running_rollout_does_not_rebuild_the_index_every_frame() {
     render_to_text(&mut a, 120, 40);
     assert_eq!(a.index_rebuilds(), rebuilds + 1);
 }
+
+/// The README's key map is the help overlay's table: every key and its description appear in
+/// the README's "Terminal UI" section.
+#[test]
+fn readme_key_map_matches_the_help() {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("## Terminal UI")
+        .expect("README has a Terminal UI section");
+    let section = &readme[start..];
+    for (keys, place, what) in KEYMAP {
+        let row = format!("| `{keys}` | {place} | {what} |");
+        assert!(section.contains(&row), "README lacks the key map row {row}");
+    }
+}
