@@ -23,6 +23,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    // --- rollout (issue 8) ---
+    /// Provision and configure every device of a plan, many at once, resuming from the store:
+    /// JSON lines with --json, exit 0 all done, 3 some not, 2 plan or usage error, 1 internal.
+    Rollout(tools::rollout::RolloutArgs),
+    /// Write a sample three-floor building and its plan (into a temporary directory or --dir)
+    /// and roll it out on the simulated radio; the same --dir again resumes.
+    Demo(tools::rollout::DemoArgs),
+    // --- end rollout ---
     /// Provision one device (or, with --all, every device of a simulated building): Link Open,
     /// the ECDH handshake, authentication, Provisioning Data.
     Provision {
@@ -1024,6 +1032,8 @@ fn main() -> ExitCode {
                 return code(exit::USAGE);
             }
         },
+        Command::Rollout(args) => return code(tools::rollout::rollout(&args)),
+        Command::Demo(args) => return code(tools::rollout::demo(&args)),
         Command::Net { command } => return finish(run_net(command)),
         Command::Node { command } => return finish(run_node(command)),
         Command::Cdb { command } => return finish(run_cdb(command)),
