@@ -467,6 +467,10 @@ pub struct Engine {
     started: Instant,
     now: Instant,
     summarised: bool,
+    /// Set by every change that could let [`Engine::poll_action`] start something; with
+    /// `idle_until`, spares the scan of every device at instants where nothing can start.
+    dirty: bool,
+    idle_until: Option<Instant>,
 }
 
 fn display<S: serde::Serializer>(u: &DeviceUuid, s: S) -> Result<S::Ok, S::Error> {
@@ -499,6 +503,8 @@ impl Engine {
             started: now,
             now,
             summarised: false,
+            dirty: true,
+            idle_until: None,
         };
         let already_done = devices
             .iter()
@@ -554,6 +560,7 @@ impl Engine {
         };
         self.index.insert(d.uuid, self.devices.len());
         self.devices.push(status);
+        self.dirty = true;
         match d.stored {
             Some(_) => self.emit(Some(d.uuid), EventKind::Resumed { stage, address }),
             None => {
@@ -583,6 +590,7 @@ impl Engine {
     }
 
     fn set_stage(&mut self, i: usize, stage: Stage) {
+        self.dirty = true;
         let t = self.t();
         let d = &mut self.devices[i];
         d.stage = stage;
@@ -626,6 +634,9 @@ impl Engine {
         if self.paused || self.stopping {
             return None;
         }
+        if !self.dirty && self.idle_until.is_none_or(|t| now < t) {
+            return None;
+        }
         let provisioning = self.count(&[Stage::Provisioning]);
         let configuring = self.count(&[Stage::Configuring, Stage::Verifying]);
         let ready = |d: &DeviceStatus| d.retry_at.is_none_or(|t| t <= now);
@@ -657,6 +668,15 @@ impl Engine {
             self.emit(Some(uuid), EventKind::ProvisioningStarted { attempt });
             return Some(Action::Provision { uuid, attempt });
         }
+        // Nothing can start until a device changes stage or a backoff ends.
+        self.dirty = false;
+        self.idle_until = self
+            .devices
+            .iter()
+            .filter(|d| matches!(d.stage, Stage::Scheduled | Stage::Committed))
+            .filter_map(|d| d.retry_at)
+            .filter(|t| *t > now)
+            .min();
         None
     }
 
@@ -865,6 +885,7 @@ impl Engine {
     /// device or does not apply to its stage.
     pub fn command(&mut self, now: Instant, command: Command) -> Result<(), String> {
         self.handle_timeout(now);
+        self.dirty = true;
         let lookup = |e: &Self, u: &DeviceUuid| {
             e.index
                 .get(u)

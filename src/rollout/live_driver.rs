@@ -188,7 +188,7 @@ pub async fn run<R: Radio>(
                     } => notes.push((
                         *uuid,
                         EventKind::OobRequested {
-                            action: format!("{action:?}"),
+                            action: action.name().unwrap_or("RFU").to_string(),
                             size: *size,
                         },
                     )),
@@ -203,7 +203,7 @@ pub async fn run<R: Radio>(
                                 crate::provisioning::OobValue::Numeric(v) => v.to_string(),
                                 crate::provisioning::OobValue::Alphanumeric(s) => s.clone(),
                             },
-                            action: format!("{action:?}"),
+                            action: action.name().unwrap_or("RFU").to_string(),
                         },
                     )),
                     LiveEvent::Started { .. } | LiveEvent::Finished { .. } => {}

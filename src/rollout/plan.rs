@@ -569,10 +569,24 @@ impl Ctx<'_> {
 
 /// The field a TOML syntax or type error points at: the key on the error's line, if any.
 fn field_at(text: &str, line: usize) -> String {
-    let l = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
+    let lines: Vec<&str> = text.lines().collect();
+    let l = lines.get(line.saturating_sub(1)).copied().unwrap_or("");
+    let header = |s: &str| s.trim().trim_matches(|c| c == '[' || c == ']').to_string();
     match l.split_once('=') {
-        Some((k, _)) => k.trim().trim_matches('"').to_string(),
-        None => l.trim().trim_matches(|c| c == '[' || c == ']').to_string(),
+        Some((k, _)) => {
+            let key = k.trim().trim_matches('"');
+            // The table the key is in: the nearest header above it.
+            let table = lines[..line.saturating_sub(1).min(lines.len())]
+                .iter()
+                .rev()
+                .find(|s| s.trim_start().starts_with('['))
+                .map(|s| header(s));
+            match table {
+                Some(t) if !t.is_empty() => format!("{t}.{key}"),
+                _ => key.to_string(),
+            }
+        }
+        None => header(l),
     }
 }
 

@@ -173,6 +173,8 @@ pub fn run(
                     },
                 );
                 v.attach(&mut air);
+                // Deaf to other nodes' traffic until it is configured (see below).
+                v.set_network_listening(&mut air, false);
                 Some(v)
             }
             None => {
@@ -219,6 +221,10 @@ pub fn run(
     let deadline = Instant::ZERO + opts.deadline;
     let mut now = air.now();
     let mut stopped_by_deadline = false;
+    // Nodes hear network PDUs only while they are configured (and a few seconds after, for
+    // the provisioner's segment acks): `VirtualDevice::set_network_listening`. Mute times here.
+    let mut muting: Vec<(Instant, usize)> = Vec::new();
+    const MUTE_AFTER: Duration = Duration::from_secs(5);
 
     loop {
         // 1. What the engine asks for.
@@ -305,6 +311,9 @@ pub fn run(
                         continue;
                     };
                     let reqs = template::requests(t, address, &prepared.resolved);
+                    if let Some(d) = devs[i].as_mut() {
+                        d.set_network_listening(&mut air, true);
+                    }
                     start_job(
                         &mut conf,
                         &mut engine,
@@ -320,6 +329,9 @@ pub fn run(
                 }
                 Action::Verify { uuid, address } => {
                     let i = by_uuid[&uuid];
+                    if let Some(d) = devs[i].as_mut() {
+                        d.set_network_listening(&mut air, true);
+                    }
                     start_job(
                         &mut conf,
                         &mut engine,
@@ -431,7 +443,7 @@ pub fn run(
                             now,
                             &plan.devices[i].uuid,
                             EventKind::OobRequested {
-                                action: format!("{action:?}"),
+                                action: action.name().unwrap_or("RFU").to_string(),
                                 size,
                             },
                         );
@@ -452,7 +464,7 @@ pub fn run(
                             &plan.devices[i].uuid,
                             EventKind::OobDisplay {
                                 value: shown,
-                                action: format!("{action:?}"),
+                                action: action.name().unwrap_or("RFU").to_string(),
                             },
                         );
                         if opts.installer {
@@ -559,6 +571,7 @@ pub fn run(
             {
                 d.gatt_disconnected();
             }
+            muting.push((now + MUTE_AFTER, i));
             let Some(s) = host.session(id) else { continue };
             engine.set_transcript(&uuid, transcript_names(s.transcript()));
             match &s.result {
@@ -595,6 +608,7 @@ pub fn run(
             let range = job.first..job.first + job.count;
             runs[i].job = None;
             runs[i].deadline = None;
+            muting.push((now + MUTE_AFTER, i));
             if !done {
                 engine.phase_failed(
                     now,
@@ -643,6 +657,19 @@ pub fn run(
             }
         }
 
+        muting.retain(|&(t, i)| {
+            if t > now {
+                return true;
+            }
+            if runs[i].job.is_none()
+                && runs[i].session.is_none()
+                && let Some(d) = devs[i].as_mut()
+            {
+                d.set_network_listening(&mut air, false);
+            }
+            false
+        });
+
         // 5. The observer: events, snapshot, commands.
         let mut changed = false;
         while let Some(ev) = engine.poll_event() {
@@ -679,6 +706,7 @@ pub fn run(
         consider(net_out.poll_timeout(&air, me));
         consider(staged.as_ref().map(|_| air.adv_ready_at(me)));
         consider(engine.poll_timeout());
+        consider(muting.iter().map(|(t, _)| *t).min());
         for &i in &live {
             let r = &runs[i];
             consider(r.deadline);
