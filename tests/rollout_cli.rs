@@ -389,3 +389,45 @@ fn killed_rollouts_resume_without_losing_or_repeating_anything() {
         t0.elapsed().as_secs_f64()
     );
 }
+
+/// `meshprov key-refresh` with the rollout's conventions: JSON lines with an `event` each,
+/// exit 0 when every node finished, 3 when one did not (here: a node off the air), and a
+/// re-run resumes it.
+#[test]
+fn key_refresh_after_a_rollout_uses_the_same_conventions() {
+    let dir = demo_dir(4, 8);
+    let out = meshprov(&["rollout", &plan_arg(dir.path())]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let building = format!("sim:{}", dir.path().join("building.toml").display());
+    let store = dir.path().join("network.db").display().to_string();
+    let s = Store::open(&dir.path().join("network.db")).unwrap();
+    let silent = format!("{:04x}", s.nodes().unwrap()[0].address);
+    drop(s);
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "key-refresh",
+            "--radio",
+            &building,
+            "--store",
+            &store,
+            "--net-key",
+            "0",
+            "--headless",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        meshprov(&args)
+    };
+    let out = run(&["--silent", &silent]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.iter().all(|v| v["event"].is_string()));
+    assert_eq!(lines.last().unwrap()["result"], "incomplete");
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let last: Value = serde_json::from_str(text(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["result"], "complete");
+}

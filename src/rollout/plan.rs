@@ -118,7 +118,7 @@ impl AuthMethod {
 fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
     let t = s.trim();
     let t = t.strip_prefix("0x").unwrap_or(t);
-    if t.len() % 2 != 0 {
+    if !t.len().is_multiple_of(2) {
         return Err(format!("odd number of hex digits ({})", t.len()));
     }
     hex::decode(t).map_err(|_| format!("'{t}' is not hex"))
@@ -598,7 +598,7 @@ fn model(ctx: &Ctx<'_>, s: &Spanned<String>, field: &str) -> Result<ModelId, Pla
 /// resolution (100 ms, 1 s, 10 s, 10 min) whose 6-bit step count holds it exactly.
 pub fn publish_period(ms: u64) -> Option<u8> {
     for (res, unit) in [(0u8, 100u64), (1, 1000), (2, 10_000), (3, 600_000)] {
-        if ms % unit == 0 && ms / unit <= 63 {
+        if ms.is_multiple_of(unit) && ms / unit <= 63 {
             return Some((res << 6) | (ms / unit) as u8);
         }
     }

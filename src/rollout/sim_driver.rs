@@ -101,6 +101,9 @@ struct Run {
     job: Option<Job>,
     deadline: Option<Instant>,
     attention: bool,
+    /// Committed, but its session failed before Provisioning Complete: the address and
+    /// element count, until a new session tells whether the device got its data.
+    unconfirmed: Option<(u16, u8)>,
 }
 
 /// Runs `plan` on `building`'s simulated air: `prepared` from [`crate::rollout::prepare`] on
@@ -256,7 +259,11 @@ pub fn run(
                         );
                         continue;
                     }
+                    let provisioned = devs[i]
+                        .as_ref()
+                        .is_some_and(|d| matches!(d.state(), DeviceState::Provisioned { .. }));
                     if attempt > 1
+                        && !provisioned
                         && let Some(old) = devs[i].take()
                     {
                         // A device whose session failed starts over, as after a reset.
@@ -544,7 +551,15 @@ pub fn run(
                 let uuid = plan.devices[i].uuid;
                 for kind in transcript_events(t, runs[i].seen) {
                     match kind {
-                        EventKind::LinkOpened => engine.link_opened(now, &uuid),
+                        EventKind::LinkOpened => {
+                            // The device took a new link: it is unprovisioned, so it never
+                            // got the Provisioning Data of its unconfirmed commit.
+                            if runs[i].unconfirmed.take().is_some() {
+                                store.borrow_mut().void_unconfirmed(&uuid)?;
+                                sink.committed.remove(&uuid);
+                            }
+                            engine.link_opened(now, &uuid);
+                        }
                         EventKind::Authenticated { method } => {
                             engine.authenticated(now, &uuid, &method)
                         }
@@ -577,10 +592,32 @@ pub fn run(
             match &s.result {
                 Some(Ok(o)) => engine.provisioned(now, &uuid, o.address, o.elements),
                 Some(Err(e)) => {
-                    if let Some((a, n)) = sink.committed.get(&uuid) {
-                        // Committed before the Provisioning Data went out: the node is in the
-                        // store; configuring it tells whether it got its keys.
-                        engine.provisioned(now, &uuid, *a, *n);
+                    if let Some((a, n)) = runs[i].unconfirmed.take() {
+                        // The device did not take a new link either: it may well hold its
+                        // keys. Configuring it tells.
+                        engine.provisioned(now, &uuid, a, n);
+                    } else if let Some(&(a, n)) = sink.committed.get(&uuid) {
+                        // Committed, Provisioning Complete never seen: did the device get its
+                        // data? The next attempt's Link Open tells (a device that got it no
+                        // longer takes links).
+                        runs[i].unconfirmed = Some((a, n));
+                        engine.phase_failed(
+                            now,
+                            &uuid,
+                            Phase::Provisioning,
+                            format!(
+                                "{} after the node was committed at 0x{a:04x}: no Provisioning Complete",
+                                e.user_message()
+                            ),
+                            true,
+                        );
+                        if engine
+                            .status(&uuid)
+                            .is_some_and(|d| d.stage == crate::rollout::Stage::Failed)
+                        {
+                            // No attempt left: the next run configures the stored node.
+                            runs[i].unconfirmed = None;
+                        }
                     } else {
                         engine.phase_failed(
                             now,

@@ -562,7 +562,11 @@ impl VirtualDevice {
                 bytes: vec![SECURE_NETWORK_BEACON],
             });
         }
-        if self.spec.pb_adv {
+        // A node takes no new link: it is no longer an unprovisioned device (MshPRT v1.1
+        // §5.3.1.4.1); the link it was provisioned on may still be closing.
+        if self.spec.pb_adv
+            && (self.node.is_none() || self.link.is_some() || !self.links.is_empty())
+        {
             // Its link's PDUs, or a Link Open for its UUID (Link ID ‖ Transaction Number ‖
             // 0x03 ‖ UUID): the device's PB-ADV table drops everything else.
             patterns.push(match (self.link, self.links.is_empty()) {

@@ -68,6 +68,45 @@ impl Store {
         Ok(address)
     }
 
+    /// Voids the commit of an `unconfirmed` node whose device proved it never received its
+    /// Provisioning Data (it acknowledged a new Link Open as an unprovisioned device): the
+    /// node's addresses join the exclusions, so they are never handed out again, the node is
+    /// removed (its device key was never in the device), and the journal says so
+    /// (`unconfirmed-void`). Any other state is refused. Returns the voided primary address.
+    pub fn void_unconfirmed(&mut self, uuid: &DeviceUuid) -> Result<u16, StoreError> {
+        let node = self.node_by_uuid(uuid)?;
+        if node.state != super::NodeState::Unconfirmed {
+            return Err(StoreError::InvalidArgument(format!(
+                "node {uuid} is {}, not unconfirmed: its commit stands",
+                node.state
+            )));
+        }
+        let tx = self.write()?;
+        let iv: u32 = tx.query_row("SELECT iv_index FROM network", [], |r| r.get(0))?;
+        for a in node.address..node.address + u16::from(node.elements) {
+            tx.execute(
+                "INSERT OR IGNORE INTO exclusions (iv_index, address) VALUES (?1, ?2)",
+                params![iv, a],
+            )?;
+        }
+        tx.execute("DELETE FROM nodes WHERE uuid = ?1", [&uuid.0[..]])?;
+        tx.execute(
+            "INSERT INTO journal (at, uuid, event, detail) VALUES (?1, ?2, 'unconfirmed-void', ?3)",
+            params![
+                super::now_iso8601(),
+                &uuid.0[..],
+                format!(
+                    "addresses {:04X}-{:04X} retired: the device acknowledged a new link, so it never received its Provisioning Data",
+                    node.address,
+                    node.address + u16::from(node.elements) - 1
+                )
+            ],
+        )?;
+        touch(&tx)?;
+        tx.commit()?;
+        Ok(node.address)
+    }
+
     /// The groups: (address, name), by address.
     pub fn groups(&self) -> Result<Vec<(u16, String)>, StoreError> {
         let mut st = self

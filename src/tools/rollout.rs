@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+pub use crate::rollout::EXIT_INCOMPLETE;
 use crate::rollout::{
     self, Command, Engine, EventKind, Observer, Plan, RolloutError, RolloutEvent, RolloutReport,
     SharedStore, Stage,
