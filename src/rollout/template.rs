@@ -326,6 +326,19 @@ pub fn record(
     t: &Template,
     r: &Resolved,
 ) -> Result<(), StoreError> {
+    // What the node holds is recorded without an fsync per row (a power cut costs a
+    // reconfiguration, never a key); `configComplete` is written durably after it.
+    store.with_relaxed_sync(|store| record_rows(store, uuid, page, t, r))?;
+    store.set_config_complete(uuid, true)
+}
+
+fn record_rows(
+    store: &mut Store,
+    uuid: &DeviceUuid,
+    page: &CompositionPage0,
+    t: &Template,
+    r: &Resolved,
+) -> Result<(), StoreError> {
     store.record_composition(
         uuid,
         &crate::store::CompositionRecord {
@@ -383,5 +396,5 @@ pub fn record(
             )?;
         }
     }
-    store.set_config_complete(uuid, true)
+    Ok(())
 }

@@ -422,7 +422,7 @@ auth = ["cert", "static", "output"]
 trust = "trust"
 concurrency = 16
 configure_concurrency = 4
-retries = 3
+retries = 5
 backoff_ms = 2000
 
 [templates.light]
