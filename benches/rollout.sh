@@ -11,3 +11,7 @@ for c in default 1; do
   $M rollout $d/plan.toml --json --loss 0.1 --seed 9 $extra | tail -1
   rm -rf $d
 done
+d=$(mktemp -d)
+/usr/bin/time -v $M demo --devices 1000 --dir $d --json 2> $d/time.txt | tail -1
+grep -E "Elapsed|User time|System time|Maximum resident" $d/time.txt
+rm -rf $d

@@ -5,7 +5,7 @@
 //! Every error names the line and the field of the plan ([`PlanError`]): syntax and type errors
 //! through the TOML parser's spans, semantic errors (an unknown template, a duplicate UUID, bad
 //! hex, overlapping ranges, ...) through [`toml::Spanned`] fields. README.md ("Rollout plans")
-//! has a complete example; `tests/data/plan.toml` is another.
+//! has a complete example, and `meshprov demo` writes one (`tools::rollout::demo_plan`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -703,7 +703,6 @@ impl Plan {
 
         // [policy]
         let mut policy = Policy::default();
-        let mut auth_span: Option<Range<usize>> = None;
         if let Some(p) = &raw.policy {
             if let Some(list) = &p.auth {
                 policy.auth.clear();
@@ -724,7 +723,6 @@ impl Plan {
                         ));
                     }
                     policy.auth.insert(a.get_ref().clone());
-                    auth_span.get_or_insert(a.span());
                 }
             }
             if let Some(a) = &p.algorithm {
@@ -1069,7 +1067,6 @@ impl Plan {
                 }
             }
         };
-        let _ = auth_span;
 
         Ok(Plan {
             path: PathBuf::from(file),

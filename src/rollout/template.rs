@@ -329,6 +329,11 @@ pub fn record(
     // What the node holds is recorded without an fsync per row (a power cut costs a
     // reconfiguration, never a key); `configComplete` is written durably after it.
     store.with_relaxed_sync(|store| record_rows(store, uuid, page, t, r))?;
+    // A node committed as `unconfirmed` (its Provisioning Complete was never seen) that
+    // answered under its device key holds its Provisioning Data: it is provisioned.
+    if store.node_by_uuid(uuid)?.state == crate::store::NodeState::Unconfirmed {
+        store.confirm_node(uuid)?;
+    }
     store.set_config_complete(uuid, true)
 }
 
