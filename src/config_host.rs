@@ -90,6 +90,14 @@ impl<S: SeqSource> ConfigHost<S> {
         }
     }
 
+    /// Adds a node to configure (a node provisioned after this host was made): its device
+    /// key and subnet. A node already known is replaced.
+    pub fn add_node(&mut self, node: &ConfigNode) {
+        self.transport
+            .add_dev_key(node.address, node.device_key.clone());
+        self.subnet_of.insert(node.address, node.net_key_index);
+    }
+
     /// Queues `message` for `node` (one request per node in flight; the next waits for the
     /// status or time-out of the previous); returns its index in [`ConfigHost::results`].
     pub fn request(

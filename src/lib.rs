@@ -23,6 +23,7 @@ pub mod live;
 pub mod net;
 pub mod provisioning;
 pub mod radio;
+pub mod rollout;
 pub mod scan;
 pub mod sim;
 pub mod store;

@@ -23,6 +23,45 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    // --- rollout (issue 8) ---
+    /// Provision and configure every device of a plan, many at once, resuming from the store:
+    /// JSON lines with --json, exit 0 all done, 3 some not, 2 plan or usage error, 1 internal.
+    Rollout(tools::rollout::RolloutArgs),
+    /// Write a sample three-floor building and its plan (into a temporary directory or --dir)
+    /// and roll it out on the simulated radio; the same --dir again resumes.
+    Demo(tools::rollout::DemoArgs),
+    /// The network's key refresh with the rollout's conventions: JSON lines with --json, exit
+    /// 0 every node finished, 3 some did not (re-run to resume), 2 usage, 1 internal. Same as
+    /// `net key-refresh` otherwise.
+    KeyRefresh {
+        /// Which radio: `sim:FILE.toml` runs on the simulated building described by FILE.
+        #[arg(long, value_name = "RADIO")]
+        radio: String,
+        /// The NetKey to refresh (its index).
+        #[arg(long = "net-key", value_name = "IDX", default_value_t = 0)]
+        net_key_index: u16,
+        /// Exclude these nodes (hex addresses) first: they never receive the new keys.
+        #[arg(long, value_delimiter = ',', value_name = "ADDR,...")]
+        exclude: Vec<String>,
+        /// No terminal UI (every run is headless until issue 9).
+        #[arg(long)]
+        headless: bool,
+        /// Print one JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Seed of the simulation (same seed, same run).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Packet loss on the simulated advertising bearer, 0.0 to 0.9 (overrides the file).
+        #[arg(long)]
+        loss: Option<f64>,
+        /// Simulated radio only: these nodes (hex addresses) are off the air for this run.
+        #[arg(long, value_delimiter = ',', value_name = "ADDR,...")]
+        silent: Vec<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    // --- end rollout ---
     /// Provision one device (or, with --all, every device of a simulated building): Link Open,
     /// the ECDH handshake, authentication, Provisioning Data.
     Provision {
@@ -513,60 +552,17 @@ fn run_net(cmd: NetCommand) -> Result<(), Failure> {
             loss,
             silent,
             store: args,
-        } => {
-            if let Some(l) = loss.filter(|l| !(0.0..=0.9).contains(l)) {
-                return Err(usage(format!(
-                    "invalid --loss {l}: give a probability from 0.0 to 0.9"
-                )));
-            }
-            let addresses = |list: &[String], what: &str| -> Result<Vec<u16>, Failure> {
-                list.iter()
-                    .map(|a| match node_ref(a)? {
-                        NodeRef::Address(x) => Ok(x),
-                        NodeRef::Uuid(_) => Err(usage(format!(
-                            "--{what} {a}: give the node's unicast address (hex)"
-                        ))),
-                    })
-                    .collect()
-            };
-            let kr_args = tools::key_refresh::KeyRefreshArgs {
-                store: store::resolve_path(args.store.as_deref(), args.network.as_deref())?,
-                radio,
-                net_key_index,
-                exclude: addresses(&exclude, "exclude")?,
-                seed,
-                loss,
-                silent: addresses(&silent, "silent")?,
-            };
-            // Node names for the text output (opening never creates a missing store here).
-            let names: std::collections::BTreeMap<u16, String> = if kr_args.store.exists() {
-                Store::open(&kr_args.store)
-                    .and_then(|s| s.nodes())
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|n| (n.address, n.name))
-                    .collect()
-            } else {
-                Default::default()
-            };
-            let mut print = |r: &tools::key_refresh::Report| {
-                if json {
-                    println!("{}", tools::key_refresh::report_json(r));
-                } else if let Some(line) = tools::key_refresh::report_text(r, &names) {
-                    println!("{line}");
-                }
-            };
-            let outcome = tools::key_refresh::key_refresh(&kr_args, &mut print)
-                .map_err(|f| Failure(f.exit_code, f.message))?;
-            if json {
-                println!("{}", tools::key_refresh::outcome_json(&outcome));
-            } else {
-                println!("  virtual time {:.1} s", outcome.virtual_time.as_secs_f64());
-            }
-            if let Some(problem) = outcome.problem() {
-                return Err(Failure(outcome.exit_code(), problem));
-            }
-        }
+        } => key_refresh(
+            radio,
+            net_key_index,
+            exclude,
+            json,
+            seed,
+            loss,
+            silent,
+            args,
+            exit::FAILURE,
+        )?,
         NetCommand::AddAppKey {
             name,
             net_key,
@@ -581,6 +577,83 @@ fn run_net(cmd: NetCommand) -> Result<(), Failure> {
             let index = s.add_app_key(&name, net_key, key, &mut store::os_rng()?)?;
             println!("AppKey {index} '{name}' bound to NetKey {net_key}");
         }
+    }
+    Ok(())
+}
+
+/// `net key-refresh` and `key-refresh`: the run, its JSON lines or text; an unfinished
+/// refresh ends with `incomplete_code` (1 for `net key-refresh`, 3 with the rollout's
+/// conventions).
+#[allow(clippy::too_many_arguments)]
+fn key_refresh(
+    radio: String,
+    net_key_index: u16,
+    exclude: Vec<String>,
+    json: bool,
+    seed: u64,
+    loss: Option<f64>,
+    silent: Vec<String>,
+    args: StoreArgs,
+    incomplete_code: i32,
+) -> Result<(), Failure> {
+    if let Some(l) = loss.filter(|l| !(0.0..=0.9).contains(l)) {
+        return Err(usage(format!(
+            "invalid --loss {l}: give a probability from 0.0 to 0.9"
+        )));
+    }
+    let addresses = |list: &[String], what: &str| -> Result<Vec<u16>, Failure> {
+        list.iter()
+            .map(|a| match node_ref(a)? {
+                NodeRef::Address(x) => Ok(x),
+                NodeRef::Uuid(_) => Err(usage(format!(
+                    "--{what} {a}: give the node's unicast address (hex)"
+                ))),
+            })
+            .collect()
+    };
+    let kr_args = tools::key_refresh::KeyRefreshArgs {
+        store: store::resolve_path(args.store.as_deref(), args.network.as_deref())?,
+        radio,
+        net_key_index,
+        exclude: addresses(&exclude, "exclude")?,
+        seed,
+        loss,
+        silent: addresses(&silent, "silent")?,
+    };
+    // Node names for the text output (opening never creates a missing store here).
+    let names: std::collections::BTreeMap<u16, String> = if kr_args.store.exists() {
+        Store::open(&kr_args.store)
+            .and_then(|s| s.nodes())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|n| (n.address, n.name))
+            .collect()
+    } else {
+        Default::default()
+    };
+    let mut print = |r: &tools::key_refresh::Report| {
+        if json {
+            println!("{}", tools::key_refresh::report_json(r));
+        } else if let Some(line) = tools::key_refresh::report_text(r, &names) {
+            println!("{line}");
+        }
+    };
+    let outcome = tools::key_refresh::key_refresh(&kr_args, &mut print)
+        .map_err(|f| Failure(f.exit_code, f.message))?;
+    if json {
+        println!("{}", tools::key_refresh::outcome_json(&outcome));
+    } else {
+        println!("  virtual time {:.1} s", outcome.virtual_time.as_secs_f64());
+    }
+    if let Some(problem) = outcome.problem() {
+        return Err(Failure(
+            if outcome.exit_code() == exit::SUCCESS {
+                exit::SUCCESS
+            } else {
+                incomplete_code
+            },
+            problem,
+        ));
     }
     Ok(())
 }
@@ -1073,6 +1146,31 @@ fn main() -> ExitCode {
                 return code(exit::USAGE);
             }
         },
+        Command::Rollout(args) => return code(tools::rollout::rollout(&args)),
+        Command::Demo(args) => return code(tools::rollout::demo(&args)),
+        Command::KeyRefresh {
+            radio,
+            net_key_index,
+            exclude,
+            headless: _,
+            json,
+            seed,
+            loss,
+            silent,
+            store,
+        } => {
+            return finish(key_refresh(
+                radio,
+                net_key_index,
+                exclude,
+                json,
+                seed,
+                loss,
+                silent,
+                store,
+                tools::rollout::EXIT_INCOMPLETE,
+            ));
+        }
         Command::Net { command } => return finish(run_net(command)),
         Command::Node { command } => return finish(run_node(command)),
         Command::Cdb { command } => return finish(run_cdb(command)),

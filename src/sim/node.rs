@@ -460,11 +460,14 @@ pub struct VirtualDevice {
     presence_of: Option<PresenceKey>,
     proxy: Option<(EndpointId, ProxyServer)>,
     proxy_error: Option<ProxyError>,
+    /// Whether its scanner passes network PDUs on once it is a node (default true); see
+    /// [`VirtualDevice::set_network_listening`].
+    net_listen: bool,
 }
 
 /// What a device's [`AirPresence`] depends on: provisioned, its link, a link in its table,
-/// a GATT connection.
-type PresenceKey = (bool, Option<LinkId>, bool, bool);
+/// a GATT connection, listening to network PDUs.
+type PresenceKey = (bool, Option<LinkId>, bool, bool, bool);
 
 /// A fresh provisionee and PB-ADV link table for `spec`.
 fn provisionee(spec: &DeviceSpec, seed: u64) -> (Device, Links) {
@@ -511,6 +514,20 @@ impl VirtualDevice {
             presence_of: None,
             proxy: None,
             proxy_error: None,
+            net_listen: true,
+        }
+    }
+
+    /// Whether the node's scanner passes network PDUs (AD type 0x2A) to its host. A rollout
+    /// turns it off for nodes it is not configuring: without relaying (not modelled) such a
+    /// node only decrypts and drops other nodes' traffic, so this saves the simulation that
+    /// work and changes no outcome — the PDUs still occupy the air and collide.
+    pub fn set_network_listening(&mut self, air: &mut SimAir, on: bool) {
+        if self.net_listen != on {
+            self.net_listen = on;
+            if self.presence.is_some() {
+                self.sync_air(air);
+            }
         }
     }
 
@@ -532,7 +549,7 @@ impl VirtualDevice {
             bytes,
         };
         let mut patterns = Vec::new();
-        if self.node.is_some() {
+        if self.node.is_some() && self.net_listen {
             patterns.push(AdvPattern {
                 ad_type: AD_TYPE_MESH_MESSAGE,
                 offset: 0,
@@ -545,7 +562,11 @@ impl VirtualDevice {
                 bytes: vec![SECURE_NETWORK_BEACON],
             });
         }
-        if self.spec.pb_adv {
+        // A node takes no new link: it is no longer an unprovisioned device (MshPRT v1.1
+        // §5.3.1.4.1); the link it was provisioned on may still be closing.
+        if self.spec.pb_adv
+            && (self.node.is_none() || self.link.is_some() || !self.links.is_empty())
+        {
             // Its link's PDUs, or a Link Open for its UUID (Link ID ‖ Transaction Number ‖
             // 0x03 ‖ UUID): the device's PB-ADV table drops everything else.
             patterns.push(match (self.link, self.links.is_empty()) {
@@ -577,6 +598,7 @@ impl VirtualDevice {
             self.link,
             self.links.is_empty(),
             self.gatt.is_some(),
+            self.net_listen,
         );
         if self.presence.is_some() && self.presence_of == Some(key) {
             return;

@@ -29,6 +29,7 @@ mod files;
 mod key_refresh;
 mod node_config;
 mod report;
+mod rollout;
 mod schema;
 
 use std::ops::Range;
@@ -54,6 +55,7 @@ pub use node_config::{CompositionRecord, JOURNAL_NODE_RESET};
 pub use report::{
     network_json, network_text, node_json, node_list_json, node_list_text, node_show_text,
 };
+pub use rollout::{FIRST_GROUP, LAST_GROUP};
 pub use schema::SCHEMA_VERSION;
 
 /// Why a store operation failed.

@@ -7,4 +7,5 @@ pub mod key_refresh;
 pub mod keys;
 pub mod node;
 pub mod provision;
+pub mod rollout;
 pub mod scan;

@@ -1,0 +1,290 @@
+//! Rollouts on the simulated air (`rollout::sim_driver`): a building of the demo's mix (lights
+//! with two elements, sensors, switches; certificate, static OOB and Output OOB devices) at
+//! 10 % loss provisioned and configured, each node checked in the virtual device's own
+//! Configuration Server state against its template; a rerun of a finished plan that sends
+//! nothing; a device that cannot succeed failing alone; and (ignored in CI) the benchmarks of
+//! README "Rollout performance".
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use meshprov::rollout::sim_driver::{self, SimOptions, SimOutcome};
+use meshprov::rollout::{self, Collect, EventKind, Plan, SharedStore, Stage};
+use meshprov::sim::building::Building;
+use meshprov::store::{NodeState, Store};
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::SeedableRng;
+
+fn run(dir: &Path, opts: &SimOptions) -> (Plan, SharedStore, SimOutcome, Collect) {
+    let plan = Plan::load(&dir.join("plan.toml")).unwrap();
+    let building = Building::load(&dir.join("building.toml")).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(opts.seed);
+    let store = rollout::open_store(&plan, &mut rng).unwrap();
+    let store: SharedStore = std::rc::Rc::new(std::cell::RefCell::new(store));
+    let prepared = rollout::prepare(&plan, &mut store.borrow_mut(), &mut rng).unwrap();
+    let mut events = Collect::default();
+    let out = sim_driver::run(
+        &plan,
+        &building,
+        store.clone(),
+        &prepared,
+        opts,
+        &mut events,
+    )
+    .unwrap();
+    (plan, store, out, events)
+}
+
+fn group(store: &Store, name: &str) -> u16 {
+    store
+        .groups()
+        .unwrap()
+        .into_iter()
+        .find(|(_, n)| n == name)
+        .unwrap_or_else(|| panic!("group {name} is not in the store"))
+        .0
+}
+
+/// Every node's virtual device holds exactly what its template gives it, with the store's
+/// AppKeys and group addresses; the store agrees.
+fn check_nodes(plan: &Plan, store: &Store, out: &SimOutcome) {
+    let mut addresses = BTreeSet::new();
+    for d in &plan.devices {
+        let node = store.node_by_uuid(&d.uuid).unwrap();
+        assert_eq!(node.state, NodeState::Configured, "{}", d.uuid);
+        for a in node.address..node.address + u16::from(node.elements) {
+            assert!(addresses.insert(a), "address {a:#06x} used twice");
+        }
+        let t = &plan.templates[&d.template];
+        let (_, dev) = out
+            .nodes
+            .iter()
+            .find(|(u, _)| *u == d.uuid)
+            .unwrap_or_else(|| panic!("{} was not on the air", d.uuid));
+        let server = dev.config_server().expect("provisioned");
+        assert_eq!(server.primary(), node.address);
+        assert_eq!(
+            server.composition().elements.len(),
+            usize::from(d.elements.unwrap())
+        );
+        for name in &t.app_keys {
+            let index = store.app_key_by_name(name).unwrap().unwrap();
+            let held = &server.app_keys()[&index];
+            assert_eq!(
+                held.key.expose_secret(),
+                store.app_key(index).unwrap().expose_secret(),
+                "AppKey {name} on {}",
+                d.uuid
+            );
+        }
+        for b in &t.bindings {
+            let index = store.app_key_by_name(&b.app_key).unwrap().unwrap();
+            let m = server
+                .model(node.address + u16::from(b.element), b.model)
+                .unwrap();
+            assert!(m.bindings.contains(&index), "{} binding {b:?}", d.uuid);
+        }
+        for s in &t.subscriptions {
+            let g = group(store, &s.group);
+            let m = server
+                .model(node.address + u16::from(s.element), s.model)
+                .unwrap();
+            assert_eq!(m.subscriptions, vec![g], "{} subscription {s:?}", d.uuid);
+        }
+        for p in &t.publications {
+            let g = group(store, &p.group);
+            let m = server
+                .model(node.address + u16::from(p.element), p.model)
+                .unwrap();
+            let publication = m.publication.as_ref().expect("publication set");
+            assert_eq!(publication.address, g);
+            assert_eq!(publication.params.ttl, p.ttl);
+            assert_eq!(publication.params.period, p.period);
+        }
+        if let Some(ttl) = t.default_ttl {
+            assert_eq!(server.default_ttl(), ttl);
+        }
+        if let Some(relay) = t.relay {
+            assert_eq!(server.relay().0, u8::from(relay));
+        }
+        if let Some((count, interval)) = t.network_transmit {
+            let nt = server.network_transmit();
+            assert_eq!(
+                (nt.count + 1, (u16::from(nt.interval_steps) + 1) * 10),
+                (count, interval)
+            );
+        }
+        // The store records what the node was given.
+        let bindings = store.node_bindings(&d.uuid).unwrap();
+        assert_eq!(bindings.len(), t.bindings.len(), "{}", d.uuid);
+        assert_eq!(
+            store.node_subscriptions(&d.uuid).unwrap().len(),
+            t.subscriptions.len()
+        );
+        assert_eq!(
+            store.node_publications(&d.uuid).unwrap().len(),
+            t.publications.len()
+        );
+    }
+    // The only reservation left is the provisioner's own address, none of a device's.
+    assert!(
+        store
+            .reservations()
+            .unwrap()
+            .iter()
+            .all(|(u, _, _)| plan.devices.iter().all(|d| d.uuid != *u)),
+        "a device's reservation was left behind"
+    );
+}
+
+#[test]
+fn a_building_at_ten_percent_loss_is_provisioned_once_and_configured_as_planned() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 200;
+    meshprov::tools::rollout::write_demo(dir.path(), n, 5).unwrap();
+    let opts = SimOptions {
+        seed: 5,
+        loss: Some(0.1),
+        ..SimOptions::default()
+    };
+    let (plan, store, out, events) = run(dir.path(), &opts);
+    let s = &out.report.summary;
+    eprintln!(
+        "{n} devices at 10 % loss: {} done in {:.1} s of virtual time ({:.1} s wall), {} retries, {} PB-ADV retransmissions",
+        s.done,
+        s.virtual_time_ms.unwrap() as f64 / 1000.0,
+        s.wall_time_ms as f64 / 1000.0,
+        s.retries,
+        out.retransmissions
+    );
+    assert_eq!((s.done, s.failed, s.skipped), (n, 0, 0), "{}", s.message);
+    // Mixed authentication really happened.
+    let methods: BTreeSet<&str> = events
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Authenticated { method } => Some(method.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        methods.contains("static") && methods.contains("output"),
+        "{methods:?}"
+    );
+    assert!(
+        plan.devices
+            .iter()
+            .any(|d| d.auth == rollout::AuthMethod::Cert)
+    );
+    // Provisioned once each: one `provisioned` event per device.
+    let provisioned = events
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Provisioned { .. }))
+        .count();
+    assert_eq!(provisioned, n);
+    check_nodes(&plan, &store.borrow(), &out);
+
+    // A finished plan does nothing and says so.
+    let (_, _, again, events) = run(dir.path(), &opts);
+    let s = &again.report.summary;
+    assert_eq!((s.already_done, s.done), (n, n));
+    assert!(s.message.starts_with("nothing to do"), "{}", s.message);
+    assert_eq!(s.virtual_time_ms, Some(0));
+    assert!(
+        again.nodes.is_empty(),
+        "no device of a finished plan is on the air"
+    );
+    assert!(
+        !events.events.iter().any(|e| matches!(
+            e.kind,
+            EventKind::ProvisioningStarted { .. } | EventKind::ConfiguringStarted { .. }
+        )),
+        "nothing is sent"
+    );
+}
+
+#[test]
+fn a_device_that_cannot_succeed_fails_alone_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    meshprov::tools::rollout::write_demo(dir.path(), 6, 2).unwrap();
+    // Device 2 gets a wrong static OOB value in the plan, device 3 is not in the building.
+    let plan_path = dir.path().join("plan.toml");
+    let text = std::fs::read_to_string(&plan_path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let mut seen = 0;
+    for l in &mut lines {
+        if l.starts_with("auth = \"static:") {
+            seen += 1;
+            if seen == 1 {
+                *l = format!("auth = \"static:{}\"", "ab".repeat(16));
+            }
+        }
+    }
+    let text = lines.join("\n").replace(
+        "d3e00000-0000-4000-8000-000000000003",
+        "d3e00000-0000-4000-8000-0000000000ff",
+    );
+    std::fs::write(&plan_path, text).unwrap();
+    let (plan, _store, out, _) = run(dir.path(), &SimOptions::default());
+    let s = &out.report.summary;
+    assert_eq!((s.done, s.failed), (4, 2), "{}", s.message);
+    let failed: Vec<_> = out
+        .report
+        .devices
+        .iter()
+        .filter(|d| d.stage == Stage::Failed)
+        .collect();
+    assert!(
+        failed
+            .iter()
+            .all(|d| d.failed_phase == Some(rollout::Phase::Provisioning))
+    );
+    let reasons: Vec<&str> = failed
+        .iter()
+        .map(|d| d.last_error.as_deref().unwrap())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("building file")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("onfirmation")),
+        "{reasons:?}"
+    );
+    assert_eq!(plan.devices.len(), 6);
+}
+
+/// README "Rollout performance": the 100-device building at 10 % loss with the default
+/// concurrency and with one session at a time, in the same run.
+#[test]
+#[ignore = "benchmark: cargo test --release --test rollout_sim -- --ignored --nocapture"]
+fn bench_concurrency_ratio() {
+    let mut times = Vec::new();
+    for concurrency in [None, Some(1)] {
+        let dir = tempfile::tempdir().unwrap();
+        meshprov::tools::rollout::write_demo(dir.path(), 100, 9).unwrap();
+        let opts = SimOptions {
+            seed: 9,
+            loss: Some(0.1),
+            concurrency,
+            ..SimOptions::default()
+        };
+        let (_, _, out, _) = run(dir.path(), &opts);
+        let s = &out.report.summary;
+        assert_eq!(s.done, 100, "{}", s.message);
+        let v = s.virtual_time_ms.unwrap() as f64 / 1000.0;
+        eprintln!(
+            "concurrency {:?}: {v:.1} s virtual, {:.1} s wall, {} retries, {} retransmissions",
+            concurrency.unwrap_or(16),
+            s.wall_time_ms as f64 / 1000.0,
+            s.retries,
+            out.retransmissions
+        );
+        times.push(v);
+    }
+    eprintln!(
+        "ratio (concurrency 1 / default): {:.2}",
+        times[1] / times[0]
+    );
+}
