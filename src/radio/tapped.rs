@@ -12,7 +12,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::radio::capture::{SharedTap, TapDirection, TapPacket, TapRecord};
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use crate::radio::capture::{
+    CaptureError, CaptureTap, SharedTap, TapDirection, TapPacket, TapRecord, section_comment,
+};
 use crate::radio::{AdvParams, BdAddr, ConnId, Radio, RadioError, RadioEvent};
 use crate::time::Instant;
 
@@ -21,8 +28,32 @@ use crate::time::Instant;
 /// not told for non-connectable advertising.
 pub const PROVISIONER_ADDRESS: [u8; 6] = [0xC0, 0x4D, 0x50, 0xFF, 0xFF, 0xFE];
 
+/// An RSSI as a radio reports it (dBm), clamped to what a capture's pseudo-header and the
+/// scanner hold.
+pub fn rssi_i8(dbm: i16) -> i8 {
+    dbm.clamp(i16::from(i8::MIN), i16::from(i8::MAX)) as i8
+}
+
 /// The advertising channel index recorded when the radio does not say (§ module docs).
 pub const UNKNOWN_CHANNEL: u8 = 37;
+
+/// A capture being written to a file, shared between the radio's tap and its owner.
+pub type FileCapture = Arc<Mutex<CaptureTap<BufWriter<File>>>>;
+
+/// A capture file for a real radio, in wall-clock time: creates `path` and returns its tap and
+/// the instant that is its time 0 (taken together with the capture's epoch, before the radio
+/// opens; give it to [`TappedRadio::starting_at`]).
+pub fn wall_clock_capture(
+    path: &Path,
+    radio: &str,
+) -> Result<(FileCapture, std::time::Instant), CaptureError> {
+    let start = std::time::Instant::now();
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let tap = CaptureTap::create(path, &section_comment(radio, epoch, false), epoch)?;
+    Ok((Arc::new(Mutex::new(tap)), start))
+}
 
 /// A [`Radio`] whose traffic is also reported to a tap. Behaves exactly like the radio it
 /// wraps: errors pass through unchanged, and nothing is recorded for an operation that failed.
@@ -122,9 +153,7 @@ impl<R: Radio> Radio for TappedRadio<R> {
                 from: report.address.map(|a| a.0).unwrap_or([0; 6]),
                 to: None,
                 channel: UNKNOWN_CHANNEL,
-                rssi: report
-                    .rssi
-                    .map(|r| r.clamp(i16::from(i8::MIN), i16::from(i8::MAX)) as i8),
+                rssi: report.rssi.map(rssi_i8),
                 packet: TapPacket::Adv {
                     ad_type: report.ad_type,
                     data: &report.data,

@@ -24,7 +24,7 @@ use crate::provisioning::{OobValue, Outcome, ProvisioningParams};
 use crate::radio::capture::{
     CaptureError, CaptureStats, CaptureTap, KeySidecar, SharedTap, section_comment, sidecar_path,
 };
-use crate::radio::tapped::TappedRadio;
+use crate::radio::tapped::{TappedRadio, wall_clock_capture};
 use crate::radio::unit::UnitRadio;
 use crate::radio::{Radio, RadioError};
 use crate::sim::building::Building;
@@ -633,18 +633,12 @@ where
     if let Some(log) = &key_log {
         config.key_log = Some(log.clone());
     }
-    // A recording on a real radio is in wall-clock time: the tap's time 0 and the capture's
-    // epoch are taken together, before the radio opens.
-    let start = std::time::Instant::now();
-    let epoch = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
     let capture = match &args.capture {
         None => None,
         Some(path) => {
-            let tap = CaptureTap::create(path, &section_comment(&args.radio, epoch, false), epoch)
+            let (tap, start) = wall_clock_capture(path, &args.radio)
                 .map_err(|e| usage(format!("{e}; check the --capture path")))?;
-            Some((path.clone(), Arc::new(Mutex::new(tap))))
+            Some((path.clone(), tap, start))
         }
     };
     let opts = LiveOptions {
@@ -682,8 +676,8 @@ where
         let targets = std::slice::from_ref(&target);
         let mut ask = |ev: &LiveEvent| prompt_installer(ev, &oob_tx);
         match &capture {
-            Some((_, tap)) => {
-                let mut radio = TappedRadio::starting_at(radio, tap.clone() as SharedTap, start);
+            Some((_, tap, start)) => {
+                let mut radio = TappedRadio::starting_at(radio, tap.clone() as SharedTap, *start);
                 live::provision(&mut radio, targets, &opts, sink, Some(oob_rx), &mut ask).await
             }
             None => {
@@ -696,7 +690,7 @@ where
     // is what a capture is most often wanted for.
     let capture = match capture {
         None => None,
-        Some((path, tap)) => {
+        Some((path, tap, _)) => {
             let stats = finish_capture(&tap).map_err(|e| failure(e.to_string()))?;
             let mut sidecar = KeySidecar::new(&path, &args.radio, None);
             sidecar.iv_index = iv_index;

@@ -7,9 +7,9 @@ use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use crate::radio::tapped::TappedRadio;
+use crate::radio::tapped::{TappedRadio, rssi_i8, wall_clock_capture};
 use crate::radio::unit::UnitRadio;
 use crate::radio::{Radio, RadioError, RadioEvent};
 
@@ -196,19 +196,16 @@ where
         exit_code: crate::exit::FAILURE,
         message,
     };
-    let start = std::time::Instant::now();
-    let epoch = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
+    let mut start = std::time::Instant::now();
     let capture = match &args.capture {
         None => None,
         Some(path) => {
-            let tap = CaptureTap::create(path, &section_comment(&args.radio, epoch, false), epoch)
-                .map_err(|e| ScanFailure {
-                    exit_code: crate::exit::USAGE,
-                    message: format!("{e}; check the --capture path"),
-                })?;
-            Some((path.clone(), Arc::new(Mutex::new(tap))))
+            let (tap, t0) = wall_clock_capture(path, &args.radio).map_err(|e| ScanFailure {
+                exit_code: crate::exit::USAGE,
+                message: format!("{e}; check the --capture path"),
+            })?;
+            start = t0;
+            Some((path.clone(), tap))
         }
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -274,9 +271,7 @@ pub async fn listen<R: Radio>(
             continue;
         };
         let at = crate::time::Instant::from_epoch(start.elapsed());
-        let rssi = report
-            .rssi
-            .map(|r| r.clamp(i16::from(i8::MIN), i16::from(i8::MAX)) as i8);
+        let rssi = report.rssi.map(rssi_i8);
         let address = report.address.map(|a| a.0).unwrap_or([0; 6]);
         if scanner
             .handle_ad(at, address, rssi, report.ad_type, &report.data)
