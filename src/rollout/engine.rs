@@ -20,12 +20,12 @@
 //! configured. A device the store already has is created in `committed` (resume: it is
 //! configured, or its configuration finished) or `done` (configured).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::rollout::plan::PlanLocation;
+use crate::rollout::plan::{Discovery, PlanLocation};
 use crate::time::Instant;
 use crate::uuid::DeviceUuid;
 
@@ -195,6 +195,24 @@ pub enum EventKind {
         /// Planned authentication.
         auth: String,
     },
+    /// A device that is not in the plan was heard (reported once per device, and again if it
+    /// is taken later). `taken`: the discovery rule (or the installer's
+    /// [`Command::Adopt`]) added it to the run, and a `discovered` event follows; otherwise
+    /// `reason` says why not.
+    Unplanned {
+        /// Signal strength of the loudest advert heard, dBm (`null` when the radio gives none).
+        rssi: Option<i8>,
+        /// OOB Information field of its beacon (MshPRT v1.1 §3.10.2, Table 3.55).
+        oob_info: u16,
+        /// URI hash of its beacon, hex (`null` when it has none).
+        uri_hash: Option<String>,
+        /// Whether it is now part of the run.
+        taken: bool,
+        /// Why it was taken or not, for people.
+        reason: String,
+    },
+    /// The installer chose to ignore an unplanned device ([`Command::Ignore`]).
+    Ignored,
     /// A device from an earlier run, from the store.
     Resumed {
         /// Its stage now.
@@ -353,6 +371,25 @@ pub enum Command {
     Identify(DeviceUuid),
     /// The value the installer read from the device (Output OOB).
     AnswerOob(DeviceUuid, String),
+    /// Take an unplanned device that was heard ([`EventKind::Unplanned`]) into the run, with the
+    /// plan's `[discovery]` template and authentication (even when the rule is not enabled).
+    Adopt(DeviceUuid),
+    /// Do not report or take this unplanned device again in this run.
+    Ignore(DeviceUuid),
+}
+
+/// An unprovisioned device heard on the air: an Unprovisioned Device beacon (MshPRT v1.1
+/// §3.10.2) or a PB-GATT advert with Mesh Provisioning Service data (MshPRT v1.1 §7.1.2.2.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Heard {
+    /// Its Device UUID.
+    pub uuid: DeviceUuid,
+    /// Signal strength, dBm, when the radio reports it.
+    pub rssi: Option<i8>,
+    /// OOB Information.
+    pub oob_info: u16,
+    /// URI Hash (beacons only, when present).
+    pub uri_hash: Option<[u8; 4]>,
 }
 
 /// What the driver must do.
@@ -471,6 +508,12 @@ pub struct Engine {
     /// `idle_until`, spares the scan of every device at instants where nothing can start.
     dirty: bool,
     idle_until: Option<Instant>,
+    /// The plan's rule for unplanned devices.
+    discovery: Option<Discovery>,
+    /// Unplanned devices heard and not taken: what was heard, and whether it was reported.
+    unplanned: BTreeMap<DeviceUuid, Heard>,
+    /// Unplanned devices the installer ignores.
+    ignored: BTreeSet<DeviceUuid>,
 }
 
 fn display<S: serde::Serializer>(u: &DeviceUuid, s: S) -> Result<S::Ok, S::Error> {
@@ -505,6 +548,9 @@ impl Engine {
             summarised: false,
             dirty: true,
             idle_until: None,
+            discovery: None,
+            unplanned: BTreeMap::new(),
+            ignored: BTreeSet::new(),
         };
         let already_done = devices
             .iter()
@@ -575,6 +621,122 @@ impl Engine {
                 self.emit(Some(d.uuid), EventKind::Scheduled);
             }
         }
+    }
+
+    /// Sets the plan's discovery rule (`[discovery]`): which unplanned devices
+    /// [`Engine::heard`] takes, and the template and authentication [`Command::Adopt`] gives.
+    pub fn set_discovery(&mut self, rule: Discovery) {
+        self.discovery = Some(rule);
+    }
+
+    /// Why the discovery rule does not take `h`, or `None` when it does.
+    fn refusal(&self, h: &Heard) -> Option<String> {
+        let Some(rule) = self.discovery.as_ref().filter(|r| r.enabled) else {
+            return Some("not in the plan (no [discovery] rule enabled)".into());
+        };
+        if !h.uuid.0.starts_with(&rule.uuid_prefix) {
+            return Some(format!(
+                "UUID does not start with the rule's prefix {}",
+                hex::encode(&rule.uuid_prefix)
+            ));
+        }
+        if let Some(want) = rule.uri_hash {
+            if h.uri_hash != Some(want) {
+                return Some(format!("URI hash is not the rule's {}", hex::encode(want)));
+            }
+        }
+        if let Some(min) = rule.min_rssi {
+            match h.rssi {
+                Some(r) if r >= min => {}
+                Some(r) => {
+                    return Some(format!(
+                        "heard at {r} dBm, the rule wants {min} dBm or more"
+                    ));
+                }
+                None => {
+                    return Some(format!(
+                        "the radio gives no RSSI and the rule wants {min} dBm or more"
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    /// A device was heard on the air. A planned (or ignored) device changes nothing. An
+    /// unplanned one is reported ([`EventKind::Unplanned`], once, and again when it is heard
+    /// louder) and, when the plan's discovery rule matches it, added to the run with the rule's
+    /// template and authentication. Returns whether it was added now.
+    pub fn heard(&mut self, now: Instant, h: Heard) -> bool {
+        self.handle_timeout(now);
+        if self.index.contains_key(&h.uuid) || self.ignored.contains(&h.uuid) {
+            return false;
+        }
+        let louder = |old: &Heard| match (old.rssi, h.rssi) {
+            (Some(a), Some(b)) => b > a,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        let report = match self.unplanned.get(&h.uuid) {
+            None => true,
+            Some(old) => louder(old) && self.discovery.as_ref().is_some_and(|r| r.enabled),
+        };
+        if !report {
+            return false;
+        }
+        match self.refusal(&h) {
+            Some(reason) => {
+                let quiet = self.unplanned.contains_key(&h.uuid);
+                let uuid = h.uuid;
+                let ev = Self::unplanned_event(&h, false, reason);
+                self.unplanned.insert(uuid, h);
+                if !quiet {
+                    self.emit(Some(uuid), ev);
+                }
+                false
+            }
+            None => {
+                self.take(h, "matches the plan's [discovery] rule".into());
+                true
+            }
+        }
+    }
+
+    fn unplanned_event(h: &Heard, taken: bool, reason: String) -> EventKind {
+        EventKind::Unplanned {
+            rssi: h.rssi,
+            oob_info: h.oob_info,
+            uri_hash: h.uri_hash.map(hex::encode),
+            taken,
+            reason,
+        }
+    }
+
+    /// Adds an unplanned device to the run with the discovery rule's template and auth.
+    fn take(&mut self, h: Heard, reason: String) {
+        let Some(rule) = self.discovery.clone() else {
+            return;
+        };
+        self.unplanned.remove(&h.uuid);
+        let uuid = h.uuid;
+        let ev = Self::unplanned_event(&h, true, reason);
+        self.emit(Some(uuid), ev);
+        let short = uuid.to_string();
+        self.add(EngineDevice {
+            uuid,
+            name: format!("unplanned-{}", &short[..8.min(short.len())]),
+            location: PlanLocation::default(),
+            template: rule.template.clone(),
+            auth: rule.auth.kind().to_string(),
+            stored: None,
+        });
+    }
+
+    /// Unplanned devices heard and neither taken nor ignored, loudest first.
+    pub fn unplanned(&self) -> Vec<Heard> {
+        let mut v: Vec<Heard> = self.unplanned.values().cloned().collect();
+        v.sort_by_key(|h| std::cmp::Reverse(h.rssi.unwrap_or(i8::MIN)));
+        v
     }
 
     fn t(&self) -> u64 {
@@ -989,6 +1151,35 @@ impl Engine {
                 }
                 self.actions.push_back(Action::AnswerOob { uuid: u, value });
             }
+            Command::Adopt(u) => {
+                if self.index.contains_key(&u) {
+                    return Err(format!("device {u} is already in this rollout"));
+                }
+                let Some(h) = self.unplanned.get(&u).cloned() else {
+                    return Err(format!("device {u} has not been heard in this run"));
+                };
+                if self
+                    .discovery
+                    .as_ref()
+                    .is_none_or(|r| r.template.is_empty())
+                {
+                    return Err(format!(
+                        "the plan has no [discovery] template to give device {u}: add a [discovery] section with template and auth, or add the device as a [[device]]"
+                    ));
+                }
+                self.take(h, "added by the installer".into());
+            }
+            Command::Ignore(u) => {
+                if self.index.contains_key(&u) {
+                    return Err(format!(
+                        "device {u} is in this rollout: skip or exclude it instead"
+                    ));
+                }
+                self.unplanned.remove(&u);
+                if self.ignored.insert(u) {
+                    self.emit(Some(u), EventKind::Ignored);
+                }
+            }
         }
         Ok(())
     }
@@ -1384,5 +1575,120 @@ mod tests {
                 uuid(1)
             )
         );
+    }
+
+    fn rule(enabled: bool) -> Discovery {
+        Discovery {
+            enabled,
+            uuid_prefix: vec![0xab],
+            uri_hash: None,
+            min_rssi: Some(-70),
+            template: "light".into(),
+            auth: crate::rollout::plan::AuthMethod::Output,
+        }
+    }
+
+    fn heard(first: u8, rssi: i8) -> Heard {
+        let mut b = [0u8; 16];
+        b[0] = first;
+        b[15] = 0x77;
+        Heard {
+            uuid: DeviceUuid(b),
+            rssi: Some(rssi),
+            oob_info: 0x0020,
+            uri_hash: None,
+        }
+    }
+
+    #[test]
+    fn discovery_rule_takes_matching_devices_only() {
+        let mut e = engine(1, EngineConfig::default());
+        e.set_discovery(rule(true));
+        events(&mut e);
+        // A planned device heard: nothing.
+        assert!(!e.heard(
+            Instant::ZERO,
+            Heard {
+                uuid: uuid(0),
+                ..heard(0xab, -40)
+            }
+        ));
+        assert!(events(&mut e).is_empty());
+        // Wrong prefix: reported, not taken, and only once.
+        assert!(!e.heard(Instant::ZERO, heard(0x01, -40)));
+        assert!(!e.heard(Instant::ZERO, heard(0x01, -40)));
+        let ev = events(&mut e);
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert!(
+            matches!(&ev[0], EventKind::Unplanned { taken: false, reason, .. } if reason.contains("prefix"))
+        );
+        // Right prefix but too quiet; then heard louder: taken and scheduled.
+        assert!(!e.heard(Instant::ZERO, heard(0xab, -80)));
+        assert!(
+            matches!(&events(&mut e)[0], EventKind::Unplanned { taken: false, reason, .. } if reason.contains("-80 dBm"))
+        );
+        assert_eq!(e.unplanned().len(), 2);
+        assert!(e.heard(Instant::ZERO, heard(0xab, -60)));
+        let ev = events(&mut e);
+        assert!(
+            matches!(&ev[0], EventKind::Unplanned { taken: true, .. }),
+            "{ev:?}"
+        );
+        assert!(
+            matches!(&ev[1], EventKind::Discovered { template, auth, .. } if template == "light" && auth == "output")
+        );
+        assert!(matches!(ev[2], EventKind::Scheduled));
+        let u = heard(0xab, -60).uuid;
+        assert_eq!(e.status(&u).map(|d| d.stage), Some(Stage::Scheduled));
+        assert_eq!(e.unplanned().len(), 1);
+        // Heard again: already in the run.
+        assert!(!e.heard(Instant::ZERO, heard(0xab, -30)));
+        let actions = drain(&mut e, Instant::ZERO);
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::Provision { uuid, .. } if *uuid == u))
+        );
+    }
+
+    #[test]
+    fn installer_adopts_or_ignores_unplanned_devices() {
+        let mut e = engine(1, EngineConfig::default());
+        let other = heard(0x01, -50);
+        // Without any [discovery] section, adopting is refused with what to do.
+        assert!(!e.heard(Instant::ZERO, other.clone()));
+        let err = e
+            .command(Instant::ZERO, Command::Adopt(other.uuid))
+            .unwrap_err();
+        assert!(err.contains("[discovery]"), "{err}");
+        // A disabled rule still gives the template the installer's Adopt uses.
+        e.set_discovery(rule(false));
+        e.command(Instant::ZERO, Command::Adopt(other.uuid))
+            .unwrap();
+        assert_eq!(
+            e.status(&other.uuid).map(|d| d.template.as_str()),
+            Some("light")
+        );
+        assert!(
+            e.command(Instant::ZERO, Command::Adopt(other.uuid))
+                .is_err()
+        );
+        assert!(
+            e.command(Instant::ZERO, Command::Ignore(other.uuid))
+                .is_err()
+        );
+        // Never heard: refused. Ignored: never reported again.
+        let third = heard(0x02, -50);
+        assert!(
+            e.command(Instant::ZERO, Command::Adopt(third.uuid))
+                .is_err()
+        );
+        e.heard(Instant::ZERO, third.clone());
+        e.command(Instant::ZERO, Command::Ignore(third.uuid))
+            .unwrap();
+        events(&mut e);
+        assert!(!e.heard(Instant::ZERO, heard(0x02, -20)));
+        assert!(events(&mut e).is_empty());
+        assert!(e.unplanned().is_empty());
     }
 }
