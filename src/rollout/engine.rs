@@ -640,10 +640,10 @@ impl Engine {
                 hex::encode(&rule.uuid_prefix)
             ));
         }
-        if let Some(want) = rule.uri_hash {
-            if h.uri_hash != Some(want) {
-                return Some(format!("URI hash is not the rule's {}", hex::encode(want)));
-            }
+        if let Some(want) = rule.uri_hash
+            && h.uri_hash != Some(want)
+        {
+            return Some(format!("URI hash is not the rule's {}", hex::encode(want)));
         }
         if let Some(min) = rule.min_rssi {
             match h.rssi {
