@@ -293,27 +293,11 @@ impl Store {
     }
 
     /// Records that the node at `address` holds AppKey `app_key_index` (after a successful
-    /// AppKey Add; CDB `appKeys` of the node). Idempotent.
+    /// AppKey Add; CDB `appKeys` of the node). Idempotent. The same as
+    /// [`Store::record_node_app_key`], for callers that know the node by its address.
     pub fn add_node_app_key(&mut self, address: u16, app_key_index: u16) -> Result<(), StoreError> {
         let node = self.node_by_address(address)?;
-        let tx = self.write()?;
-        let known: bool = tx.query_row(
-            "SELECT count(*) FROM app_keys WHERE idx = ?1",
-            [app_key_index],
-            |r| r.get(0),
-        )?;
-        if !known {
-            return Err(StoreError::InvalidArgument(format!(
-                "no AppKey with index {app_key_index}"
-            )));
-        }
-        tx.execute(
-            "INSERT OR IGNORE INTO node_app_keys (node, idx, updated) VALUES (?1, ?2, 0)",
-            params![&node.uuid.0[..], app_key_index],
-        )?;
-        touch(&tx)?;
-        tx.commit()?;
-        Ok(())
+        self.record_node_app_key(&node.uuid, app_key_index)
     }
 }
 

@@ -159,13 +159,24 @@ impl Store {
             .collect::<Result<_, _>>()?)
     }
 
-    /// The node accepted AppKey `app_key` (AppKey Status: Success).
+    /// The node accepted AppKey `app_key` (AppKey Status: Success). Idempotent; an AppKey
+    /// index the network does not have is refused.
     pub fn record_node_app_key(
         &mut self,
         uuid: &DeviceUuid,
         app_key: u16,
     ) -> Result<(), StoreError> {
         let tx = self.write()?;
+        let known: bool = tx.query_row(
+            "SELECT count(*) FROM app_keys WHERE idx = ?1",
+            [app_key],
+            |r| r.get(0),
+        )?;
+        if !known {
+            return Err(StoreError::InvalidArgument(format!(
+                "no AppKey with index {app_key}"
+            )));
+        }
         tx.execute(
             "INSERT OR IGNORE INTO node_app_keys (node, idx, updated) VALUES (?1, ?2, 0)",
             params![&uuid.0[..], app_key],

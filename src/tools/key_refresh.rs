@@ -428,11 +428,9 @@ pub fn key_refresh(
         resumed: setup.resumed,
     });
 
-    // The provisioner's own address: the top of the unicast space, below any node there.
-    let mut me: u16 = 0x7fff;
-    while me > 1 && store.node_by_address(me).is_ok() {
-        me -= 1;
-    }
+    // The provisioner's own address, reserved in the store (the scan this replaced looked only
+    // at primary addresses and could land inside a multi-element node's range).
+    let me = store.provisioner_address().map_err(in_store)?;
     let opts = ConfigOptions {
         seed: args.seed,
         loss: args.loss,
