@@ -53,6 +53,10 @@ use crate::provisioning::{
 use crate::time::Instant;
 use crate::uuid::DeviceUuid;
 
+/// How late the real-time driver ([`crate::live`]) wakes for a due timer, as the replay of a
+/// capture from a real radio models it: tokio's timers have a resolution of one millisecond.
+pub const LIVE_TIMER_LATENCY: Duration = Duration::from_millis(1);
+
 /// The provisioner's advertising address on the simulated air.
 pub const SIM_PROVISIONER_ADDRESS: [u8; 6] = [0xC0, 0x4D, 0x50, 0x00, 0x00, 0x00];
 
@@ -976,7 +980,16 @@ pub fn replay(input: &ReplayInput) -> Result<ReplayOutcome, ReplayError> {
             steps_here = 0;
             last_now = Some(now);
         }
-        host.handle_timeout(now);
+        // The simulator handles timers at every instant; the real-time driver when its sleep
+        // for the earliest one ends, which tokio rounds up to its millisecond tick: a packet
+        // that arrives less than that after a timer is due is handled first.
+        if sim
+            || host
+                .poll_timeout()
+                .is_some_and(|t| t + LIVE_TIMER_LATENCY <= now)
+        {
+            host.handle_timeout(now);
+        }
         // Sessions to open, in order.
         for (k, p) in plans.iter().enumerate() {
             if ids[k].is_none()
@@ -1183,7 +1196,10 @@ pub fn replay(input: &ReplayInput) -> Result<ReplayOutcome, ReplayError> {
                 next = Some(next.map_or(t, |n: Instant| n.min(t)));
             }
         };
-        consider(host.poll_timeout());
+        consider(
+            host.poll_timeout()
+                .map(|t| if sim { t } else { t + LIVE_TIMER_LATENCY }),
+        );
         consider(staged.as_ref().map(|_| ready_at));
         for (k, p) in plans.iter().enumerate() {
             if ids[k].is_none() {
