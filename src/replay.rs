@@ -579,8 +579,9 @@ pub fn parse_sidecar(text: &str) -> Result<(ReplaySpec, Vec<(String, u16, DevKey
         None | Some(serde_json::Value::Null) => {
             return Err(ReplayError::NotReplayable { format });
         }
-        Some(r) => ReplaySpec::deserialize(r)
-            .map_err(|e| ReplayError::Sidecar(format!("replay: {e}")))?,
+        Some(r) => {
+            ReplaySpec::deserialize(r).map_err(|e| ReplayError::Sidecar(format!("replay: {e}")))?
+        }
     };
     let mut keys = Vec::new();
     if let Some(list) = v.get("device_keys").and_then(serde_json::Value::as_array) {
@@ -959,7 +960,12 @@ pub fn replay(input: &ReplayInput) -> Result<ReplayOutcome, ReplayError> {
     let mut steps_here = 0u32;
     let mut last_now = None;
 
-    let diverged = |packet: u64, frame: Option<u64>, now: Instant, what: String, e: Option<&[u8]>, g: Option<&[u8]>| {
+    let diverged = |packet: u64,
+                    frame: Option<u64>,
+                    now: Instant,
+                    what: String,
+                    e: Option<&[u8]>,
+                    g: Option<&[u8]>| {
         Ok(ReplayOutcome::Diverged(Divergence {
             packet,
             frame,
@@ -1064,7 +1070,10 @@ pub fn replay(input: &ReplayInput) -> Result<ReplayOutcome, ReplayError> {
                 };
                 match tl.sent.pop_front() {
                     Some(Sent::Gatt {
-                        frame, conn: c, value, ..
+                        frame,
+                        conn: c,
+                        value,
+                        ..
                     }) => {
                         if Some(c) != conn || value != seg {
                             return diverged(
@@ -1085,7 +1094,8 @@ pub fn replay(input: &ReplayInput) -> Result<ReplayOutcome, ReplayError> {
                             packets_out,
                             Some(other.frame()),
                             now,
-                            "the replay wrote a GATT value where the capture sent an advertisement".into(),
+                            "the replay wrote a GATT value where the capture sent an advertisement"
+                                .into(),
                             Some(other.bytes()),
                             Some(&seg),
                         );

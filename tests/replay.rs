@@ -81,7 +81,10 @@ fn every_capture_replays_byte_for_byte_and_decodes() {
         }
         let sessions = spec["sessions"].as_array().unwrap().len();
         let keys = side["device_keys"].as_array().unwrap().len();
-        assert_eq!(keys, sessions, "{name}: every session provisioned its device");
+        assert_eq!(
+            keys, sessions,
+            "{name}: every session provisioned its device"
+        );
 
         // The replay.
         let input = replay::load(p, None).unwrap();
@@ -103,14 +106,18 @@ fn every_capture_replays_byte_for_byte_and_decodes() {
         // The decode: no undecodable mesh packet, transcripts verified.
         let keys_file = DecodeKeys::from_file(&replay::default_sidecar(p)).unwrap();
         let mut records = Vec::new();
-        let (summary, err) =
-            decode::decode_file(p, keys_file, DecodeOptions::default(), |r| {
-                records.push(r.to_text())
-            })
-            .unwrap();
+        let (summary, err) = decode::decode_file(p, keys_file, DecodeOptions::default(), |r| {
+            records.push(r.to_text())
+        })
+        .unwrap();
         assert!(err.is_none(), "{name}: {err:?}");
         assert_eq!(
-            summary.stats.records.get("undecodable").copied().unwrap_or(0),
+            summary
+                .stats
+                .records
+                .get("undecodable")
+                .copied()
+                .unwrap_or(0),
             0,
             "{name}:\n{}",
             records.join("\n")
@@ -150,7 +157,10 @@ fn every_capture_replays_byte_for_byte_and_decodes() {
             "no capture with {a}: {auths:?}"
         );
     }
-    assert!(drivers.contains("sim") && drivers.contains("live"), "{drivers:?}");
+    assert!(
+        drivers.contains("sim") && drivers.contains("live"),
+        "{drivers:?}"
+    );
 }
 
 /// Indices of the packets the provisioner received (PB-ADV from others, GATT notifications).
@@ -165,7 +175,8 @@ fn inbound(input: &ReplayInput) -> Vec<usize> {
                 adv_addr, ad_type, ..
             } => {
                 *ad_type == 0x29
-                    && adv_addr.map(|a| meshprov::radio::capture::format_bd_addr(&a)) != Some(me.clone())
+                    && adv_addr.map(|a| meshprov::radio::capture::format_bd_addr(&a))
+                        != Some(me.clone())
             }
             MeshPacketKind::Gatt { characteristic, .. } => !characteristic.is_data_in(),
             _ => false,
@@ -188,7 +199,12 @@ fn mutated_inbound_packets_end_in_recovery_or_a_reported_divergence() {
         let base = replay::load(&capture(name), None).unwrap();
         let ins = inbound(&base);
         assert!(ins.len() > 4, "{name}");
-        let picks = [ins[0], ins[ins.len() / 3], ins[ins.len() / 2], ins[ins.len() - 1]];
+        let picks = [
+            ins[0],
+            ins[ins.len() / 3],
+            ins[ins.len() / 2],
+            ins[ins.len() - 1],
+        ];
         for &i in &picks {
             // Dropped.
             let mut m = base.clone();
@@ -361,24 +377,21 @@ fn cli_exits_0_when_identical_and_3_naming_the_packet_when_not() {
     // The provisioner's Invite changed in every copy in the file: the attention duration.
     let input = replay::load(&src, None).unwrap();
     let me = input.spec.provisioner_address.to_ascii_uppercase();
-    let invite = input
-        .packets
-        .iter()
-        .find_map(|p| match &p.kind {
-            MeshPacketKind::Adv {
-                adv_addr: Some(a),
-                data,
-                ..
-            } if meshprov::radio::capture::format_bd_addr(a) == me
+    let invite = input.packets.iter().find_map(|p| match &p.kind {
+        MeshPacketKind::Adv {
+            adv_addr: Some(a),
+            data,
+            ..
+        } if meshprov::radio::capture::format_bd_addr(a) == me
                 // Link ID, transaction 0, Transaction Start of 2 octets, FCS, Invite (0x00).
                 && data.len() == 11
                 && data[4..8] == [0x00, 0x00, 0x00, 0x02]
                 && data[9] == 0x00 =>
-            {
-                Some((p.frame, data.clone()))
-            }
-            _ => None,
-        });
+        {
+            Some((p.frame, data.clone()))
+        }
+        _ => None,
+    });
     let (frame, invite) = invite.expect("the Invite is in the capture");
     let mut bytes = std::fs::read(&src).unwrap();
     let mut changed = 0;

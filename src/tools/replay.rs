@@ -91,11 +91,10 @@ pub fn run(a: &ReplayArgs, out: &mut dyn Write) -> Result<i32, ReplayFailure> {
     } else {
         to_text(&file, &outcome)
     };
-    out.write_all(text.as_bytes())
-        .map_err(|e| ReplayFailure {
-            exit_code: exit::FAILURE,
-            message: format!("cannot write the output: {e}"),
-        })?;
+    out.write_all(text.as_bytes()).map_err(|e| ReplayFailure {
+        exit_code: exit::FAILURE,
+        message: format!("cannot write the output: {e}"),
+    })?;
     Ok(match outcome {
         ReplayOutcome::Identical { .. } => exit::SUCCESS,
         ReplayOutcome::Diverged(_) => EXIT_DIVERGED,
