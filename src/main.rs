@@ -118,12 +118,13 @@ enum Command {
         /// Packet loss on the simulated advertising bearer, 0.0 to 0.9 (overrides the file).
         #[arg(long)]
         loss: Option<f64>,
-        /// Record the session to FILE.pcapng (Wireshark, `tshark -2`), with the network keys
-        /// and the device key in FILE.keys.json beside it (mode 0600).
+        /// Record the session (with --all, every session) to FILE.pcapng (Wireshark,
+        /// `tshark -2`), with the network keys and the device keys in FILE.keys.json beside it
+        /// (mode 0600).
         #[arg(long, value_name = "FILE.pcapng")]
         capture: Option<PathBuf>,
-        /// Also write the session secrets (seed, ECDH private key, AuthValue, randoms) to the
-        /// key sidecar: for test and development runs only.
+        /// Also write the session secrets (seed, ECDH private key, AuthValue, randoms) and
+        /// what `meshprov replay` needs to the key sidecar: for test and development runs only.
         #[arg(long, requires = "capture")]
         capture_secrets: bool,
     },

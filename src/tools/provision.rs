@@ -492,7 +492,7 @@ fn provision_sim(args: &ProvisionArgs, file: &Path) -> Result<ProvisionReport, P
         Some((path, tap)) => {
             let stats = finish_capture(&tap).map_err(|e| failure(e.to_string()))?;
             let first = run_report.as_ref().ok().and_then(|r| r.results.first());
-            let sidecar = RunKeys {
+            let mut sidecar = RunKeys {
                 building: &building,
                 store: store.as_ref().map(|(s, ..)| s),
                 net_key: net_key.as_ref(),
@@ -502,7 +502,6 @@ fn provision_sim(args: &ProvisionArgs, file: &Path) -> Result<ProvisionReport, P
                 key_log: key_log.as_deref(),
             }
             .sidecar(&path, &args.radio, epoch);
-            let mut sidecar = sidecar;
             if args.capture_secrets
                 && let Ok(r) = &run_report
             {
