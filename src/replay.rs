@@ -547,7 +547,7 @@ pub struct ReplayInput {
     /// The sidecar's replay information.
     pub spec: ReplaySpec,
     /// Device keys of the sidecar: (device UUID, address, key).
-    pub device_keys: Vec<(String, u16, DevKey)>,
+    pub device_keys: Vec<SidecarDevKey>,
     /// The capture's mesh packets, in file order.
     pub packets: Vec<MeshPacket>,
 }
@@ -566,8 +566,11 @@ pub fn default_sidecar(capture: &Path) -> PathBuf {
     crate::radio::capture::sidecar_path(capture)
 }
 
+/// A device key of the sidecar: device UUID, primary address, key.
+pub type SidecarDevKey = (String, u16, DevKey);
+
 /// Reads a sidecar's JSON text: its replay spec and device keys.
-pub fn parse_sidecar(text: &str) -> Result<(ReplaySpec, Vec<(String, u16, DevKey)>), ReplayError> {
+pub fn parse_sidecar(text: &str) -> Result<(ReplaySpec, Vec<SidecarDevKey>), ReplayError> {
     let v: serde_json::Value =
         serde_json::from_str(text).map_err(|e| ReplayError::Sidecar(format!("not JSON: {e}")))?;
     let format = v
@@ -750,7 +753,7 @@ fn timeline(input: &ReplayInput) -> Result<Timeline, ReplayError> {
                         && open_group < copies
                         && payload == data
                     {
-                        if open_group % 3 == 0 {
+                        if open_group.is_multiple_of(3) {
                             events.push(t);
                         }
                         open_group += 1;
