@@ -23,6 +23,8 @@ pub mod live;
 pub mod net;
 pub mod provisioning;
 pub mod radio;
+// Replaying recorded sessions as tests (issue 10, items 3-4).
+pub mod replay;
 pub mod rollout;
 pub mod scan;
 pub mod sim;

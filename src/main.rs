@@ -118,12 +118,13 @@ enum Command {
         /// Packet loss on the simulated advertising bearer, 0.0 to 0.9 (overrides the file).
         #[arg(long)]
         loss: Option<f64>,
-        /// Record the session to FILE.pcapng (Wireshark, `tshark -2`), with the network keys
-        /// and the device key in FILE.keys.json beside it (mode 0600).
+        /// Record the session (with --all, every session) to FILE.pcapng (Wireshark,
+        /// `tshark -2`), with the network keys and the device keys in FILE.keys.json beside it
+        /// (mode 0600).
         #[arg(long, value_name = "FILE.pcapng")]
         capture: Option<PathBuf>,
-        /// Also write the session secrets (seed, ECDH private key, AuthValue, randoms) to the
-        /// key sidecar: for test and development runs only.
+        /// Also write the session secrets (seed, ECDH private key, AuthValue, randoms) and
+        /// what `meshprov replay` needs to the key sidecar: for test and development runs only.
         #[arg(long, requires = "capture")]
         capture_secrets: bool,
     },
@@ -176,6 +177,10 @@ enum Command {
     /// Decode a capture (pcap, pcapng, btsnoop): beacons, PB-ADV links, provisioning PDUs,
     /// PB-GATT and proxy sessions, network PDUs and access messages, as a timeline.
     Decode(DecodeCli),
+    /// Replay a recorded session (a capture made with --capture --capture-secrets): the
+    /// provisioner must send byte for byte what the capture shows; exit 0 identical, 3 diverged,
+    /// 1 unreadable or not replayable.
+    Replay(ReplayCli),
     /// A manufacturer CA for certificate-based provisioning: roots, device certificates, checks.
     Ca {
         #[command(subcommand)]
@@ -213,6 +218,19 @@ struct DecodeCli {
     /// Print derived device keys.
     #[arg(long)]
     show_keys: bool,
+}
+
+/// `meshprov replay` (issue 10).
+#[derive(Debug, Args)]
+struct ReplayCli {
+    /// The capture (pcapng recorded by meshprov with --capture-secrets).
+    file: PathBuf,
+    /// Its key sidecar (default: FILE.keys.json beside it).
+    #[arg(long, value_name = "FILE.keys.json")]
+    keys: Option<PathBuf>,
+    /// One JSON object instead of the text summary.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -1019,11 +1037,6 @@ fn main() -> ExitCode {
                         &"--show-keys prints one device's key; with --all the keys go to --store",
                     );
                 }
-                if capture.is_some() {
-                    return usage_exit(
-                        &"--capture records one device's session; give its UUID instead of --all",
-                    );
-                }
                 let args = ProvisionAllArgs {
                     radio,
                     auth,
@@ -1036,6 +1049,8 @@ fn main() -> ExitCode {
                     seed,
                     loss,
                     concurrency: concurrency.unwrap_or(64),
+                    capture,
+                    capture_secrets,
                 };
                 return match tools::provision::provision_all(&args) {
                     Ok(r) => {
@@ -1195,6 +1210,22 @@ fn main() -> ExitCode {
                 eprintln!("meshprov: {}", f.message);
                 return code(f.exit_code);
             }
+        }
+        Command::Replay(r) => {
+            let args = tools::replay::ReplayArgs {
+                file: r.file,
+                keys: r.keys,
+                json: r.json,
+            };
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            return match tools::replay::run(&args, &mut out) {
+                Ok(c) => code(c),
+                Err(f) => {
+                    eprintln!("meshprov: {}", f.message);
+                    code(f.exit_code)
+                }
+            };
         }
     }
     code(exit::SUCCESS)

@@ -91,13 +91,15 @@ fn sidecar_has_keys_and_secrets_only_when_asked() {
 
     // The network's keys are what a sidecar is for.
     let plain = json(&plain_keys);
-    assert_eq!(plain["format"], "meshprov-capture-keys/1");
+    assert_eq!(plain["format"], "meshprov-capture-keys/2");
     assert_eq!(plain["net_keys"][0]["key"], NET_KEY);
     assert_eq!(plain["net_keys"][0]["index"], 0);
     assert_eq!(plain["device_keys"][0]["key"], device_key.as_str());
     assert_eq!(plain["device_keys"][0]["address"], "0x0001");
     assert_eq!(plain["device_keys"][0]["uuid"], LIGHT);
     assert!(plain["secrets"].is_null(), "{plain_keys}");
+    // The replay information goes with the secrets only.
+    assert!(plain["replay"].is_null(), "{plain_keys}");
 
     // With --capture-secrets: one session, named by the provisioner's public key.
     let v = json(&keys);

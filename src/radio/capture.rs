@@ -660,6 +660,11 @@ impl<W: Write> CaptureTap<W> {
         })
     }
 
+    /// The Unix time its record times are shifted by (its time zero).
+    pub fn epoch(&self) -> Duration {
+        self.epoch
+    }
+
     /// What was written so far.
     pub fn stats(&self) -> CaptureStats {
         CaptureStats {
@@ -779,8 +784,9 @@ pub fn sidecar_path(capture: &Path) -> PathBuf {
     capture.with_extension("keys.json")
 }
 
-/// Format name and version written in every sidecar.
-pub const SIDECAR_FORMAT: &str = "meshprov-capture-keys/1";
+/// Format name and version written in every sidecar. Version 2 added the `replay` object
+/// ([`crate::replay::ReplaySpec`]); readers accept version 1 (no replay).
+pub const SIDECAR_FORMAT: &str = "meshprov-capture-keys/2";
 
 /// A NetKey in the sidecar.
 #[derive(Clone, PartialEq, Eq, Serialize)]
@@ -875,6 +881,8 @@ pub struct KeySidecar {
     pub wireshark: Vec<String>,
     /// Session secrets: `null` unless asked for.
     pub secrets: Option<SidecarSecrets>,
+    /// What a replay needs besides the packets (with the secrets only): `null` otherwise.
+    pub replay: Option<crate::replay::ReplaySpec>,
 }
 
 impl KeySidecar {
@@ -903,6 +911,7 @@ impl KeySidecar {
             },
             wireshark: Vec::new(),
             secrets: None,
+            replay: None,
         }
     }
 

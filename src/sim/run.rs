@@ -149,6 +149,33 @@ pub struct RunReport {
     pub air: AirStats,
     /// PB-ADV retransmissions by the provisioner.
     pub retransmissions: u64,
+    /// Seed of the PB-ADV link table's RNG (Link IDs, retransmission jitter).
+    pub link_rng_seed: u64,
+    /// What the provisioner handed out (NetKey, its index, flags, IV Index).
+    pub params: ProvisioningParams,
+    /// What the driver did for each session, in the order opened (index = session id): the
+    /// inputs a replay of the run's capture needs besides the packets ([`crate::replay`]).
+    pub sessions: Vec<SessionLog>,
+}
+
+/// One session of a run as its driver ran it: when it opened, what it was configured with,
+/// the seed of its randomness and what the simulated installer answered, and when.
+#[derive(Debug, Clone)]
+pub struct SessionLog {
+    /// Index of its device in the targets.
+    pub device: usize,
+    /// When the session was opened.
+    pub opened: Instant,
+    /// PB-GATT: when the connection was ready (notifications enabled).
+    pub gatt_ready: Option<Instant>,
+    /// PB-GATT: the ATT MTU.
+    pub mtu: Option<u16>,
+    /// Seed of the session's RNG (ECDH key, random, Input OOB value).
+    pub rng_seed: u64,
+    /// Its configuration (policies; the key log is not part of it).
+    pub config: ProvisionerConfig,
+    /// Output OOB: when the installer entered the value the device showed, and the value.
+    pub output_oob: Option<(Instant, OobValue)>,
 }
 
 /// Why a run could not start.
@@ -263,12 +290,14 @@ pub fn run_with(
         iv_index: opts.iv_index.unwrap_or(building.network.iv_index),
     };
 
+    let link_rng_seed = opts.seed ^ 0x4c49_4e4b;
     let mut host = Host::new(
-        params,
+        params.clone(),
         PbAdvConfig::default(),
-        Box::new(ChaCha20Rng::seed_from_u64(opts.seed ^ 0x4c49_4e4b)),
+        Box::new(ChaCha20Rng::seed_from_u64(link_rng_seed)),
         opts.cert_verifier.clone(),
     );
+    let mut logs: Vec<SessionLog> = Vec::with_capacity(devices.len());
     // Device index by session and by air endpoint, and the installer's part per session.
     let mut waiting: VecDeque<usize> = (0..devices.len()).collect();
     let mut session_of: Vec<Option<SessionId>> = vec![None; devices.len()];
@@ -292,11 +321,22 @@ pub fn run_with(
         // Start sessions up to the limit.
         for _ in host.active()..opts.max_concurrent {
             let Some(i) = waiting.pop_front() else { break };
-            let rng = Box::new(ChaCha20Rng::seed_from_u64(
-                opts.seed.wrapping_add(2000 + i as u64),
-            ));
+            let rng_seed = opts.seed.wrapping_add(2000 + i as u64);
+            let rng = Box::new(ChaCha20Rng::seed_from_u64(rng_seed));
             let mut config = opts.config.clone();
             per_device(&devices[i].spec, &mut config);
+            let mut log = SessionLog {
+                device: i,
+                opened: now,
+                gatt_ready: None,
+                mtu: None,
+                rng_seed,
+                config: ProvisionerConfig {
+                    key_log: None,
+                    ..config.clone()
+                },
+                output_oob: None,
+            };
             let uuid = devices[i].spec.uuid;
             let name = devices[i].spec.name.clone();
             let mut installer = Installer::default();
@@ -307,11 +347,14 @@ pub fn run_with(
                     let mtu = opts.att_mtu.min(devices[i].spec.mtu);
                     devices[i].gatt_connected(me, mtu);
                     installer.gatt_ready_at = Some(now + Duration::from_millis(150));
+                    log.gatt_ready = installer.gatt_ready_at;
+                    log.mtu = Some(mtu);
                     host.open_gatt(now, uuid, name, config, rng, mtu)
                 }
             };
             debug_assert_eq!(id.0, device_of.len());
             device_of.push(i);
+            logs.push(log);
             installers.push(installer);
             session_of[i] = Some(id);
             live.insert(i);
@@ -387,6 +430,7 @@ pub fn run_with(
                 {
                     inst.output_pending = false;
                     if let Some(v) = dev.displayed().cloned() {
+                        logs[k].output_oob = Some((now, v.clone()));
                         let _ = host.provide_output_oob(now, SessionId(k), v);
                         progress = true;
                     }
@@ -492,5 +536,8 @@ pub fn run_with(
         virtual_time,
         air: air.stats(),
         retransmissions,
+        link_rng_seed,
+        params,
+        sessions: logs,
     })
 }

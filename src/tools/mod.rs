@@ -7,5 +7,7 @@ pub mod key_refresh;
 pub mod keys;
 pub mod node;
 pub mod provision;
+// `meshprov replay` (issue 10).
+pub mod replay;
 pub mod rollout;
 pub mod scan;

@@ -462,6 +462,12 @@ fn provision_sim(args: &ProvisionArgs, file: &Path) -> Result<ProvisionReport, P
             Some((path.clone(), Arc::new(Mutex::new(tap))))
         }
     };
+    // With the secrets, the certificate verdicts are kept for the replay.
+    let verdicts: crate::replay::VerdictLog = Arc::default();
+    let verifier = match (verifier, args.capture_secrets) {
+        (Some(v), true) => Some(crate::replay::recording_verifier(v, verdicts.clone())),
+        (v, _) => v,
+    };
     let opts = RunOptions {
         config,
         cert_verifier: verifier,
@@ -486,7 +492,7 @@ fn provision_sim(args: &ProvisionArgs, file: &Path) -> Result<ProvisionReport, P
         Some((path, tap)) => {
             let stats = finish_capture(&tap).map_err(|e| failure(e.to_string()))?;
             let first = run_report.as_ref().ok().and_then(|r| r.results.first());
-            let sidecar = RunKeys {
+            let mut sidecar = RunKeys {
                 building: &building,
                 store: store.as_ref().map(|(s, ..)| s),
                 net_key: net_key.as_ref(),
@@ -496,6 +502,22 @@ fn provision_sim(args: &ProvisionArgs, file: &Path) -> Result<ProvisionReport, P
                 key_log: key_log.as_deref(),
             }
             .sidecar(&path, &args.radio, epoch);
+            if args.capture_secrets
+                && let Ok(r) = &run_report
+            {
+                let verdicts = match verdicts.lock() {
+                    Ok(v) => v.clone(),
+                    Err(p) => p.into_inner().clone(),
+                };
+                sidecar.replay = Some(crate::replay::sim_spec(
+                    &building,
+                    &[args.uuid],
+                    &opts,
+                    r,
+                    epoch,
+                    &verdicts,
+                ));
+            }
             let keys = sidecar_path(&path);
             sidecar.write(&keys).map_err(|e| failure(e.to_string()))?;
             Some(CaptureSummary {
@@ -633,6 +655,11 @@ where
     if let Some(log) = &key_log {
         config.key_log = Some(log.clone());
     }
+    let verdicts: crate::replay::VerdictLog = Arc::default();
+    let verifier = match (verifier, args.capture_secrets) {
+        (Some(v), true) => Some(crate::replay::recording_verifier(v, verdicts.clone())),
+        (v, _) => v,
+    };
     let capture = match &args.capture {
         None => None,
         Some(path) => {
@@ -654,7 +681,16 @@ where
         deadline: Duration::from_secs(120),
         discovery_timeout: Duration::from_secs(30),
         cert_verifier: verifier,
-        seed: None,
+        // Recording the secrets: the run's randomness comes from one fresh seed drawn from the
+        // operating system, written to the sidecar, so that the session can be replayed.
+        seed: match args.capture_secrets {
+            true => {
+                let mut b = [0u8; 8];
+                getrandom::fill(&mut b).map_err(|e| failure(format!("no randomness: {e}")))?;
+                Some(u64::from_le_bytes(b))
+            }
+            false => None,
+        },
     };
     let target = LiveTarget {
         uuid: args.uuid,
@@ -671,8 +707,10 @@ where
         None => &mut memory,
     };
     let (oob_tx, oob_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut adv_interval = Duration::from_millis(20);
     let live_report = rt.block_on(async {
         let radio = open().await?;
+        adv_interval = radio.adv_interval();
         let targets = std::slice::from_ref(&target);
         let mut ask = |ev: &LiveEvent| prompt_installer(ev, &oob_tx);
         match &capture {
@@ -707,6 +745,30 @@ where
                 // One device per run: every session logged is its.
                 let uuid = args.uuid.to_string();
                 sidecar.set_secrets(None, &log.entries(), |_| Some(uuid.clone()));
+            }
+            if let Some(seed) = opts.seed {
+                let epoch = match tap.lock() {
+                    Ok(t) => t.epoch(),
+                    Err(p) => p.into_inner().epoch(),
+                };
+                let address = live_report
+                    .as_ref()
+                    .ok()
+                    .and_then(|r| r.results.first())
+                    .and_then(|r| r.outcome.as_ref().ok())
+                    .map(|o| o.address);
+                sidecar.replay = Some(crate::replay::live_spec(
+                    &opts,
+                    &target,
+                    seed,
+                    adv_interval,
+                    epoch,
+                    address,
+                    &match verdicts.lock() {
+                        Ok(v) => v.clone(),
+                        Err(p) => p.into_inner().clone(),
+                    },
+                ));
             }
             sidecar.fill_wireshark_options();
             let keys = sidecar_path(&path);
@@ -923,6 +985,10 @@ pub struct ProvisionAllArgs {
     pub loss: Option<f64>,
     /// Sessions at once (1..=64 on PB-ADV: one `Links` table).
     pub concurrency: usize,
+    /// Record the whole run to this pcapng file (and its key sidecar beside it).
+    pub capture: Option<PathBuf>,
+    /// Also write the session secrets and the replay information to the sidecar.
+    pub capture_secrets: bool,
 }
 
 /// One device of a batch that was not provisioned.
@@ -1071,9 +1137,29 @@ pub fn provision_all(args: &ProvisionAllArgs) -> Result<ProvisionAllReport, Prov
         }
         None => (None, None),
     };
+    let mut config = policy.config.clone();
+    let key_log = args.capture_secrets.then(|| Arc::new(KeyLogBuffer::new()));
+    if let Some(log) = &key_log {
+        config.key_log = Some(log.clone());
+    }
+    let verdicts: crate::replay::VerdictLog = Arc::default();
+    let verifier = match (policy.verifier.clone(), args.capture_secrets) {
+        (Some(v), true) => Some(crate::replay::recording_verifier(v, verdicts.clone())),
+        (v, _) => v,
+    };
+    let epoch = capture_epoch();
+    let capture = match &args.capture {
+        None => None,
+        Some(path) => {
+            let tap = CaptureTap::create(path, &section_comment(&args.radio, epoch, true), epoch)
+                .map_err(|e| usage(format!("{e}; check the --capture path")))?;
+            Some((path.clone(), Arc::new(Mutex::new(tap))))
+        }
+    };
     let opts = RunOptions {
-        config: policy.config.clone(),
-        cert_verifier: policy.verifier.clone(),
+        config,
+        cert_verifier: verifier,
+        tap: capture.as_ref().map(|(_, t)| t.clone() as SharedTap),
         net_key,
         iv_index,
         bearer: args.bearer,
@@ -1099,6 +1185,45 @@ pub fn provision_all(args: &ProvisionAllArgs) -> Result<ProvisionAllReport, Prov
         );
     })
     .map_err(|e| usage(e.to_string()))?;
+    if let Some((path, tap)) = &capture {
+        finish_capture(tap).map_err(|e| failure(e.to_string()))?;
+        let mut s = KeySidecar::new(path, &args.radio, Some(epoch));
+        s.iv_index = report.params.iv_index;
+        if !add_store_keys(&mut s, store.as_ref().map(|(st, _)| st)) {
+            s.add_net_key(report.params.net_key_index, &report.params.net_key);
+        }
+        for r in &report.results {
+            if let Ok(o) = &r.outcome {
+                s.add_device_key(o.address, o.elements, &r.uuid, &o.device_key);
+            }
+        }
+        if let Some(log) = &key_log {
+            s.set_secrets(Some(args.seed), &log.entries(), |session| {
+                // The device that received this provisioner public key: 0x03 ‖ X ‖ Y.
+                report
+                    .results
+                    .iter()
+                    .find(|r| {
+                        r.device_transcript.iter().any(|e| {
+                            e.direction == crate::provisioning::Direction::Received
+                                && e.bytes.first() == Some(&0x03)
+                                && e.bytes.get(1..) == Some(session)
+                        })
+                    })
+                    .map(|r| r.uuid.to_string())
+            });
+            let verdicts = match verdicts.lock() {
+                Ok(v) => v.clone(),
+                Err(p) => p.into_inner().clone(),
+            };
+            s.replay = Some(crate::replay::sim_spec(
+                &building, &targets, &opts, &report, epoch, &verdicts,
+            ));
+        }
+        s.fill_wireshark_options();
+        s.write(&sidecar_path(path))
+            .map_err(|e| failure(e.to_string()))?;
+    }
     let mut failed = Vec::new();
     let mut nodes = Vec::new();
     for r in &report.results {
