@@ -8,4 +8,5 @@ pub mod keys;
 pub mod node;
 pub mod provision;
 pub mod rollout;
+pub mod tui_glue;
 pub mod scan;
