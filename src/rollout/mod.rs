@@ -478,7 +478,9 @@ pub fn transcript_names(t: &[crate::provisioning::TranscriptEntry]) -> Vec<Strin
                 crate::provisioning::Direction::Sent => '>',
                 crate::provisioning::Direction::Received => '<',
             };
-            let since = first.map_or(std::time::Duration::ZERO, |f| e.at.saturating_duration_since(f));
+            let since = first.map_or(std::time::Duration::ZERO, |f| {
+                e.at.saturating_duration_since(f)
+            });
             format!(
                 "{dir} {} ({} B, +{:.3} s)",
                 e.name(),

@@ -8,5 +8,5 @@ pub mod keys;
 pub mod node;
 pub mod provision;
 pub mod rollout;
-pub mod tui_glue;
 pub mod scan;
+pub mod tui_glue;

@@ -350,8 +350,11 @@ fn run_plan(args: &RolloutArgs, front: Front<'_>) -> Result<(Plan, RolloutReport
         Front::Headless(o) => o,
         Front::Tui { speed } => {
             let sim = radio.starts_with("sim:");
-            let label = if sim {
-                format!("{radio} (seed {}, {speed}x)", args.seed)
+            let label = if let Some(file) = radio.strip_prefix("sim:") {
+                let name = Path::new(file)
+                    .file_name()
+                    .map_or(file.into(), |n| n.to_string_lossy());
+                format!("sim {name} (seed {}, {speed}× speed)", args.seed)
             } else {
                 radio.clone()
             };
@@ -547,10 +550,11 @@ pub const LATE_DEVICE: usize = 7;
 
 /// When the late device is switched on, seconds into the run: after its six attempts (60 s
 /// each, the plan's `provision_timeout_s`) and their backoffs (2 + 4 + 8 + 16 + 32 s) are
-/// spent at about 422 s, so that it fails; a retry then succeeds within its first attempt.
-pub const LATE_POWER_ON_S: u64 = 450;
+/// spent at about 422 s (later if the installer pauses: no attempt starts while paused), so
+/// that it fails; a retry right away succeeds in its third attempt, when the device is on.
+pub const LATE_POWER_ON_S: u64 = 600;
 
-const LATE_NOTE: &str = "the late device: switched on 7.5 minutes into the run";
+const LATE_NOTE: &str = "the late device: switched on 10 minutes into the run";
 
 /// Writes the demo's building, CA and plan into `dir` (`n` devices, randomness from `seed`),
 /// every device switched on from the start (the tests' building).
@@ -605,9 +609,7 @@ pub fn write_demo_with(dir: &Path, n: usize, seed: u64, late: bool) -> Result<()
         if late && i == LATE_DEVICE {
             // Its circuit is switched on late: every attempt of the run's first minutes goes
             // unanswered and it fails; the installer retries it once it is on.
-            building.push_str(&format!(
-                "power_on_s = {LATE_POWER_ON_S}   # {LATE_NOTE}\n"
-            ));
+            building.push_str(&format!("power_on_s = {LATE_POWER_ON_S}   # {LATE_NOTE}\n"));
         }
         // Every fifth device has a certificate, every third of the rest shows an Output OOB
         // number, the others have a static OOB value on their label.

@@ -333,7 +333,10 @@ pub fn updates(ev: &RolloutEvent, model: &ViewModel, opts: MapOptions) -> Vec<Up
             }
             out.push(log(
                 Level::Info,
-                format!("{name}: resumed from the store ({})", view_stage(*s).label()),
+                format!(
+                    "{name}: resumed from the store ({})",
+                    view_stage(*s).label()
+                ),
             ));
         }
         EventKind::Scheduled => out.push(stage(u, Stage::Scheduled)),
@@ -545,7 +548,10 @@ pub fn updates(ev: &RolloutEvent, model: &ViewModel, opts: MapOptions) -> Vec<Up
         EventKind::Excluded => {
             out.push(stage(u, Stage::Excluded));
             out.push(Update::PromptDone(u));
-            out.push(log(Level::Warn, format!("{name}: excluded from the network")));
+            out.push(log(
+                Level::Warn,
+                format!("{name}: excluded from the network"),
+            ));
         }
         EventKind::Identify { how } => {
             out.push(log(Level::Info, format!("{name}: identify: {how}")));
@@ -829,7 +835,10 @@ impl Drop for TuiObserver {
 
 impl Observer for TuiObserver {
     fn event(&mut self, ev: &RolloutEvent) {
-        let uuid = ev.uuid.as_deref().and_then(|u| u.parse::<DeviceUuid>().ok());
+        let uuid = ev
+            .uuid
+            .as_deref()
+            .and_then(|u| u.parse::<DeviceUuid>().ok());
         // The template's requests, listed (pending) when configuration first starts; the
         // mapping then marks them running, done or failed.
         if let (EventKind::ConfiguringStarted { .. }, Some(d), Some(names)) =
@@ -931,10 +940,7 @@ impl Observer for TuiObserver {
         if finished && !self.finished && !self.quitting {
             let c = lock(&self.state).app.model.devices.counts();
             let text = if c.failed + c.skipped == 0 {
-                format!(
-                    "finished: all {} devices done; q quits",
-                    c.total()
-                )
+                format!("finished: all {} devices done; q quits", c.total())
             } else {
                 format!(
                     "finished: {} of {} devices done, {} failed, {} skipped; r on a failed device retries it, q quits",
@@ -944,7 +950,11 @@ impl Observer for TuiObserver {
                     c.skipped
                 )
             };
-            let level = if c.failed > 0 { Level::Warn } else { Level::Info };
+            let level = if c.failed > 0 {
+                Level::Warn
+            } else {
+                Level::Info
+            };
             self.log(level, text);
         }
         self.finished = finished;
@@ -1027,7 +1037,10 @@ fn check(engine: &Engine, c: &Command) -> Result<(), String> {
             if s.stage == EngineStage::Provisioning {
                 Ok(())
             } else {
-                Err(format!("{} has no session waiting for an OOB value", s.name))
+                Err(format!(
+                    "{} has no session waiting for an OOB value",
+                    s.name
+                ))
             }
         }
         Command::Adopt(u) => {
@@ -1262,10 +1275,12 @@ mod tests {
         );
         assert_eq!(m.devices.get(&u).unwrap().stage, Stage::Done);
         assert_eq!(m.devices.counts().done, 1);
-        assert!(m.details[&u]
-            .config_steps
-            .iter()
-            .all(|s| s.status == StepStatus::Done));
+        assert!(
+            m.details[&u]
+                .config_steps
+                .iter()
+                .all(|s| s.status == StepStatus::Done)
+        );
         assert!(m.log.iter().any(|l| l.text.starts_with("light 1: done")));
     }
 
@@ -1490,7 +1505,8 @@ mod tests {
         assert_eq!((e.direction, e.len), (Direction::ToDevice, 0));
         assert!(transcript_entry("? nonsense").is_none());
         assert!(transcript_entry("").is_none());
-        let c = composition_view("cid 05f1 pid 0001 vid 0001 crpl 32 elements [0000 0002 1000] [1000]");
+        let c =
+            composition_view("cid 05f1 pid 0001 vid 0001 crpl 32 elements [0000 0002 1000] [1000]");
         assert_eq!(c.ids, "cid 05f1 pid 0001 vid 0001 crpl 32");
         assert_eq!(c.elements.len(), 2);
         assert_eq!(c.elements[0].models, ["0000", "0002", "1000"]);
