@@ -254,6 +254,7 @@ fn the_demo_in_the_terminal_ui() {
     });
     assert!(s.contains("light 1-02"), "{s}");
     tmux.keys(&["2"]);
+    tmux.keys(&["c"]);
     tmux.keys(&["/"]);
     tmux.text("light 1-02");
     tmux.keys(&["Enter"]);
