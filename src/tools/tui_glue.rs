@@ -1369,7 +1369,7 @@ mod tests {
         let b = &m.discovery[0];
         assert_eq!((b.uuid, b.rssi), (u, -61));
         assert_eq!(b.uri_hash.as_deref(), Some("0a0b0c0d"));
-        assert!(b.oob_info.contains("uri"), "{}", b.oob_info);
+        assert!(b.oob_info.contains("URI"), "{}", b.oob_info);
         // Adopted: it leaves the discovery screen and becomes a row.
         feed(
             &mut m,
