@@ -305,7 +305,7 @@ pub async fn run<R: Radio>(
         for c in observer.tick(&engine) {
             let _ = engine.command(now, c);
         }
-        if engine.is_finished() {
+        if engine.is_finished() && !observer.keep_running() {
             break;
         }
         // Nothing to start: wait for the next backoff to end (or a moment, for commands).

@@ -56,6 +56,7 @@ use crate::host::{CertVerifier, NodeRecord, NodeSink};
 use crate::provisioning::{AuthPolicy, OobValue, ProvisionerConfig, RecordsPolicy};
 use crate::sim::run::BearerChoice;
 use crate::store::{Location, NetworkOptions, NodeState, Store, StoreError};
+use crate::time::Instant;
 use crate::uuid::DeviceUuid;
 
 /// Why a rollout could not run (a device that fails is not an error: it is in the report).
@@ -97,6 +98,24 @@ pub trait Observer {
         let _ = engine;
         Vec::new()
     }
+    // --- pacing and keeping the run open (the terminal UI, issue 9) ---
+    /// The simulated driver is about to move virtual time from `now` to `next` (`None`:
+    /// nothing is scheduled). Returns the instant to move to: `next` by default (unpaced, as
+    /// fast as the CPU goes), or an earlier instant (never before `now`) when the observer
+    /// has commands to hand over at once; `None` ends a run that has nothing scheduled. An
+    /// observer that shows the run to a person sleeps here so that virtual time follows wall
+    /// time at a chosen speed. The real-time driver does not call it (its time is the wall's).
+    fn pace(&mut self, now: Instant, next: Option<Instant>) -> Option<Instant> {
+        let _ = now;
+        next
+    }
+    /// Whether the run must go on once every device is finished: a terminal UI keeps it open
+    /// until the installer quits (a retry there continues the run). The drivers then keep
+    /// ticking (the simulated one through [`Observer::pace`]) instead of returning.
+    fn keep_running(&self) -> bool {
+        false
+    }
+    // --- end pacing ---
 }
 
 /// An observer that keeps the events (tests, `--report`).
@@ -448,15 +467,26 @@ pub fn engine_config(plan: &Plan) -> EngineConfig {
     }
 }
 
-/// The names of a session's transcript: `> Provisioning Invite`, `< Provisioning Capabilities`.
+/// A session's transcript, one line per PDU with its length and its time from the first PDU:
+/// `> Provisioning Invite (2 B, +0.000 s)`, `< Provisioning Capabilities (12 B, +0.041 s)`
+/// (`>` sent, `<` received; the terminal UI draws its timeline from these lines).
 pub fn transcript_names(t: &[crate::provisioning::TranscriptEntry]) -> Vec<String> {
+    let first = t.first().map(|e| e.at);
     t.iter()
         .map(|e| {
             let dir = match e.direction {
                 crate::provisioning::Direction::Sent => '>',
                 crate::provisioning::Direction::Received => '<',
             };
-            format!("{dir} {}", e.name())
+            let since = first.map_or(std::time::Duration::ZERO, |f| {
+                e.at.saturating_duration_since(f)
+            });
+            format!(
+                "{dir} {} ({} B, +{:.3} s)",
+                e.name(),
+                e.bytes.len(),
+                since.as_secs_f64()
+            )
         })
         .collect()
 }

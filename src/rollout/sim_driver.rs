@@ -725,7 +725,12 @@ pub fn run(
                     .as_ref()
                     .is_some_and(|d| d.poll_timeout_with(&air).is_some())
         });
-        if engine.is_finished() && host.is_idle() && staged.is_none() && net_out.is_empty() {
+        if engine.is_finished()
+            && host.is_idle()
+            && staged.is_none()
+            && net_out.is_empty()
+            && !observer.keep_running()
+        {
             break;
         }
         if changed {
@@ -755,6 +760,8 @@ pub fn run(
                 consider(d.poll_timeout_with(&air));
             }
         }
+        // Paced for a person (Observer::pace: the terminal UI); unpaced by default.
+        let next = observer.pace(now, next).map(|t| t.max(now));
         let Some(t) = next else { break };
         if t > deadline {
             if !stopped_by_deadline {

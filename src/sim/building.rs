@@ -31,6 +31,7 @@
 //! room = "lobby"
 //! ecdh_ms = 50        # the device CPU's time for a P-256 ECDH (default 50)
 //! beacon_interval_ms = 5000   # overrides [air] beacon_interval_ms
+//! power_on_s = 240    # switched on this long into the run (default 0): silent and deaf before
 //! elements = 2
 //! algorithms = ["cmac", "hmac"]
 //! static_oob = "00112233445566778899aabbccddeeff"       # 16 or 32 bytes
@@ -178,6 +179,7 @@ struct RawDevice {
     room: Option<String>,
     ecdh_ms: Option<u64>,
     beacon_interval_ms: Option<u64>,
+    power_on_s: Option<u64>,
     elements: Option<u8>,
     algorithms: Option<Vec<String>>,
     static_oob: Option<String>,
@@ -266,6 +268,9 @@ pub struct DeviceSpec {
     /// How often it sends its Unprovisioned Device beacon while unprovisioned and without a
     /// link (MshPRT v1.1 §3.10.2; the device chooses). Zero: never.
     pub beacon_interval: Duration,
+    /// When it is switched on, from the start of the simulation (a circuit the electrician
+    /// powers late): before that it neither hears nor sends anything. Zero: from the start.
+    pub power_on: Duration,
     /// Number of elements (1..=255).
     pub elements: u8,
     /// Offers BTM_ECDH_P256_CMAC_AES128_AES_CCM.
@@ -656,6 +661,16 @@ impl Building {
                     ));
                 }
             };
+            let power_on = match d.power_on_s {
+                None => Duration::ZERO,
+                Some(s) if s <= 86_400 => Duration::from_secs(s),
+                Some(s) => {
+                    return Err(invalid(
+                        format!("{at}.power_on_s"),
+                        format!("{s} is not in 0..=86400 (seconds)"),
+                    ));
+                }
+            };
             let device_beacon_interval = match d.beacon_interval_ms {
                 None => beacon_interval,
                 Some(ms) if ms <= 3_600_000 => Duration::from_millis(ms),
@@ -819,6 +834,7 @@ impl Building {
                 room: d.room,
                 ecdh,
                 beacon_interval: device_beacon_interval,
+                power_on,
                 elements,
                 cmac,
                 hmac,

@@ -463,11 +463,13 @@ pub struct VirtualDevice {
     /// Whether its scanner passes network PDUs on once it is a node (default true); see
     /// [`VirtualDevice::set_network_listening`].
     net_listen: bool,
+    /// Switched on ([`DeviceSpec::power_on`] passed): before, it hears and sends nothing.
+    powered: bool,
 }
 
 /// What a device's [`AirPresence`] depends on: provisioned, its link, a link in its table,
-/// a GATT connection, listening to network PDUs.
-type PresenceKey = (bool, Option<LinkId>, bool, bool, bool);
+/// a GATT connection, listening to network PDUs, switched on.
+type PresenceKey = (bool, Option<LinkId>, bool, bool, bool, bool);
 
 /// A fresh provisionee and PB-ADV link table for `spec`.
 fn provisionee(spec: &DeviceSpec, seed: u64) -> (Device, Links) {
@@ -493,6 +495,7 @@ impl VirtualDevice {
     /// A virtual device whose randomness comes from `seed`.
     pub fn new(spec: DeviceSpec, endpoint: EndpointId, seed: u64) -> Self {
         let (device, links) = provisionee(&spec, seed);
+        let powered = spec.power_on.is_zero();
         Self {
             spec,
             endpoint,
@@ -515,6 +518,7 @@ impl VirtualDevice {
             proxy: None,
             proxy_error: None,
             net_listen: true,
+            powered,
         }
     }
 
@@ -582,7 +586,8 @@ impl VirtualDevice {
         }
         AirPresence {
             filter: RxFilter::Patterns(patterns),
-            beaconing: self.node.is_none()
+            beaconing: self.powered
+                && self.node.is_none()
                 && self.spec.pb_adv
                 && !self.spec.beacon_interval.is_zero()
                 && self.link.is_none()
@@ -599,6 +604,7 @@ impl VirtualDevice {
             self.links.is_empty(),
             self.gatt.is_some(),
             self.net_listen,
+            self.powered,
         );
         if self.presence.is_some() && self.presence_of == Some(key) {
             return;
@@ -645,6 +651,8 @@ impl VirtualDevice {
         state: DeviceState,
     ) -> Self {
         let mut d = Self::new(spec, endpoint, seed);
+        // A node from an earlier run was switched on long ago.
+        d.powered = true;
         d.set_provisioned(state);
         d
     }
@@ -818,6 +826,13 @@ impl VirtualDevice {
 
     /// Takes one delivery addressed to this device.
     pub fn handle_delivery(&mut self, now: Instant, delivery: &Delivery) {
+        // Switched off (a circuit powered late): nothing reaches it.
+        if !self.powered {
+            if now < Instant::ZERO + self.spec.power_on {
+                return;
+            }
+            self.powered = true;
+        }
         match delivery {
             Delivery::Adv { ad_type, data, .. }
                 if *ad_type == AD_TYPE_PB_ADV && self.spec.pb_adv =>

@@ -11,3 +11,4 @@ pub mod provision;
 pub mod replay;
 pub mod rollout;
 pub mod scan;
+pub mod tui_glue;

@@ -23,13 +23,17 @@ pub struct RolloutArgs {
     /// The plan (TOML; README "Rollout plans").
     #[arg(value_name = "PLAN.toml")]
     pub plan: PathBuf,
-    /// No terminal UI (also the default when stdout is not a terminal; the terminal UI is
-    /// issue 9's, and until it lands every run is headless).
+    /// No terminal UI: one line per event on stdout (also when stdout is not a terminal, and
+    /// with --json).
     #[arg(long)]
     pub headless: bool,
-    /// One JSON object per event on stdout (schema in README).
+    /// One JSON object per event on stdout (schema in README); implies --headless.
     #[arg(long)]
     pub json: bool,
+    /// Simulated radio in the terminal UI: virtual seconds per wall second (headless runs are
+    /// not paced).
+    #[arg(long, value_name = "X", default_value_t = DEFAULT_SPEED)]
+    pub speed: f64,
     /// Write each device's outcome and phase timings to this JSON file.
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
@@ -60,14 +64,21 @@ pub struct DemoArgs {
     /// No terminal UI (see `rollout --headless`).
     #[arg(long)]
     pub headless: bool,
-    /// JSON lines on stdout.
+    /// JSON lines on stdout (implies --headless).
     #[arg(long)]
     pub json: bool,
+    /// In the terminal UI: simulated seconds per wall second (the default shows the 30-device
+    /// building's two minutes in about twelve seconds).
+    #[arg(long, value_name = "X", default_value_t = DEFAULT_SPEED)]
+    pub speed: f64,
     /// Where to write the building, the plan, the CA and the store (`DIR/network.db`); the
     /// same DIR again resumes. Default: a new temporary directory.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 }
+
+/// Virtual seconds per wall second of a simulated run in the terminal UI (`--speed`).
+pub const DEFAULT_SPEED: f64 = 10.0;
 
 /// What the front end prints.
 struct Printer {
@@ -262,12 +273,24 @@ fn write_report(path: &Path, plan: &Plan, report: &RolloutReport) -> Result<(), 
 /// Runs a plan as `args` say, printing as it goes; returns the process exit code.
 pub fn rollout(args: &RolloutArgs) -> i32 {
     let mut printer = Printer::new(args.json);
-    if !args.headless && std::io::stdout().is_terminal() {
-        eprintln!(
-            "meshprov: the terminal UI is coming (issue 9); running headless (--headless says so explicitly)"
+    // --- the terminal UI (issue 9) ---
+    let tui = !args.headless && !args.json && std::io::stdout().is_terminal();
+    if tui && !(args.speed.is_finite() && args.speed > 0.0 && args.speed <= 10_000.0) {
+        return fail(
+            &RolloutError::Usage(format!(
+                "invalid --speed {}: give simulated seconds per wall second, more than 0 and at most 10000",
+                args.speed
+            )),
+            args.json,
         );
     }
-    match run_plan(args, &mut printer) {
+    let front = if tui {
+        Front::Tui { speed: args.speed }
+    } else {
+        Front::Headless(&mut printer)
+    };
+    // --- end terminal UI ---
+    match run_plan(args, front) {
         Ok((plan, report)) => {
             if let Some(path) = &args.report
                 && let Err(e) = write_report(path, &plan, &report)
@@ -294,10 +317,13 @@ fn fail(e: &RolloutError, json: bool) -> i32 {
     e.exit_code()
 }
 
-fn run_plan(
-    args: &RolloutArgs,
-    observer: &mut dyn Observer,
-) -> Result<(Plan, RolloutReport), RolloutError> {
+/// Who watches the run: the headless printer, or the terminal UI.
+enum Front<'a> {
+    Headless(&'a mut dyn Observer),
+    Tui { speed: f64 },
+}
+
+fn run_plan(args: &RolloutArgs, front: Front<'_>) -> Result<(Plan, RolloutReport), RolloutError> {
     if let Some(l) = args.loss.filter(|l| !(0.0..=0.9).contains(l)) {
         return Err(RolloutError::Usage(format!(
             "invalid --loss {l}: give a probability from 0.0 to 0.9"
@@ -318,6 +344,56 @@ fn run_plan(
     let store = rollout::open_store(&plan, &mut rng)?;
     let store: SharedStore = std::rc::Rc::new(std::cell::RefCell::new(store));
     let prepared = rollout::prepare(&plan, &mut store.borrow_mut(), &mut rng)?;
+    // --- the terminal UI (issue 9) ---
+    let mut tui_observer: Option<crate::tools::tui_glue::TuiObserver> = None;
+    let observer: &mut dyn Observer = match front {
+        Front::Headless(o) => o,
+        Front::Tui { speed } => {
+            let sim = radio.starts_with("sim:");
+            let label = if let Some(file) = radio.strip_prefix("sim:") {
+                let name = Path::new(file)
+                    .file_name()
+                    .map_or(file.into(), |n| n.to_string_lossy());
+                format!("sim {name} (seed {}, {speed}× speed)", args.seed)
+            } else {
+                radio.clone()
+            };
+            let templates = plan.templates.clone();
+            let resolved = prepared.resolved.clone();
+            let by_uuid: std::collections::BTreeMap<_, _> = plan
+                .devices
+                .iter()
+                .map(|d| (d.uuid, d.template.clone()))
+                .collect();
+            let steps: crate::tools::tui_glue::StepNames = Box::new(move |u, address| {
+                by_uuid
+                    .get(u)
+                    .and_then(|t| templates.get(t))
+                    .map(|t| {
+                        rollout::template::requests(t, address, &resolved)
+                            .iter()
+                            .map(rollout::template::request_name)
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            });
+            let started = crate::tools::tui_glue::TuiObserver::start(
+                &prepared.devices,
+                crate::tools::tui_glue::TuiOptions {
+                    network: plan.network_name.clone(),
+                    radio: label,
+                    speed: sim.then_some(speed),
+                    // On the simulated radio the simulated installer reads Output OOB values
+                    // and types Input OOB ones: the prompts go to the log, not into dialogs.
+                    prompts: !sim,
+                },
+                Some(steps),
+            )
+            .map_err(|e| RolloutError::Usage(format!("cannot open the terminal UI: {e}")))?;
+            tui_observer.insert(started)
+        }
+    };
+    // --- end terminal UI ---
     let report = if let Some(file) = radio.strip_prefix("sim:") {
         let building =
             Building::load(Path::new(file)).map_err(|e| RolloutError::Usage(e.to_string()))?;
@@ -350,6 +426,12 @@ fn run_plan(
             "unknown radio '{radio}': use sim:FILE.toml, meshd-unit:DIR, bluez or bluez:hciN"
         )));
     };
+    // The terminal back (the view's last frame showed the final state), then the summary.
+    if let Some(t) = tui_observer.as_mut()
+        && let Some(line) = t.finish()
+    {
+        println!("{line}");
+    }
     Ok((plan, report))
 }
 
@@ -461,8 +543,28 @@ default_ttl = 5
     p
 }
 
-/// Writes the demo's building, CA and plan into `dir` (`n` devices, randomness from `seed`).
+/// The demo device whose circuit is switched on late (`light 1-02`, when the demo has more
+/// than this many devices): its attempts are spent before it is on, so it fails, and a retry
+/// (the terminal UI's `r`, or rerunning the demo on its directory) provisions it.
+pub const LATE_DEVICE: usize = 7;
+
+/// When the late device is switched on, seconds into the run: after its six attempts (60 s
+/// each, the plan's `provision_timeout_s`) and their backoffs (2 + 4 + 8 + 16 + 32 s) are
+/// spent at about 422 s (later if the installer pauses: no attempt starts while paused), so
+/// that it fails; a retry right away succeeds in its third attempt, when the device is on.
+pub const LATE_POWER_ON_S: u64 = 600;
+
+const LATE_NOTE: &str = "the late device: switched on 10 minutes into the run";
+
+/// Writes the demo's building, CA and plan into `dir` (`n` devices, randomness from `seed`),
+/// every device switched on from the start (the tests' building).
 pub fn write_demo(dir: &Path, n: usize, seed: u64) -> Result<(), RolloutError> {
+    write_demo_with(dir, n, seed, false)
+}
+
+/// [`write_demo`], with the late device ([`LATE_DEVICE`], switched on [`LATE_POWER_ON_S`]
+/// into the run) when `late` is set: `meshprov demo`'s building.
+pub fn write_demo_with(dir: &Path, n: usize, seed: u64, late: bool) -> Result<(), RolloutError> {
     use rand_chacha::ChaCha20Rng;
     use rand_chacha::rand_core::{Rng, SeedableRng};
     let io = |p: &Path, e: std::io::Error| RolloutError::Usage(format!("{}: {e}", p.display()));
@@ -504,6 +606,11 @@ pub fn write_demo(dir: &Path, n: usize, seed: u64) -> Result<(), RolloutError> {
             "\n[[device]]\nuuid = \"{uuid}\"\nname = \"{name}\"\nfloor = {floor}\nroom = \"{room}\"\necdh_ms = {}\n",
             if i % 4 == 0 { 120 } else { 18 }
         ));
+        if late && i == LATE_DEVICE {
+            // Its circuit is switched on late: every attempt of the run's first minutes goes
+            // unanswered and it fails; the installer retries it once it is on.
+            building.push_str(&format!("power_on_s = {LATE_POWER_ON_S}   # {LATE_NOTE}\n"));
+        }
         // Every fifth device has a certificate, every third of the rest shows an Output OOB
         // number, the others have a static OOB value on their label.
         let auth = if i % 5 == 0 {
@@ -574,8 +681,20 @@ pub fn demo(args: &DemoArgs) -> i32 {
     };
     let plan = dir.join("plan.toml");
     let resuming = plan.exists();
-    if !resuming && let Err(e) = write_demo(&dir, args.devices, args.seed) {
+    if !resuming && let Err(e) = write_demo_with(&dir, args.devices, args.seed, true) {
         return fail(&e, args.json);
+    }
+    // On a rerun the late device's circuit has long been on (the simulation's clock starts
+    // again at zero with every run).
+    let building = dir.join("building.toml");
+    if resuming
+        && let Ok(text) = std::fs::read_to_string(&building)
+        && text.contains(LATE_NOTE)
+    {
+        let kept: Vec<&str> = text.lines().filter(|l| !l.contains(LATE_NOTE)).collect();
+        if let Err(e) = std::fs::write(&building, kept.join("\n") + "\n") {
+            eprintln!("meshprov: {}: {e}", building.display());
+        }
     }
     let say = |s: String| {
         if args.json {
@@ -598,6 +717,7 @@ pub fn demo(args: &DemoArgs) -> i32 {
         concurrency: None,
         seed: args.seed,
         loss: None,
+        speed: args.speed,
     });
     say(format!(
         "report in {}; run `meshprov demo --dir {}` again to resume it, `meshprov node list --store {}` to see the nodes",

@@ -1,0 +1,299 @@
+//! The terminal UI end to end: the real `meshprov demo` binary in a tmux pane (120×40), driven
+//! by keys and read back from the pane's text at every step — progress, pause, a filter, a
+//! device's detail, the retry of the demo's late device, and quitting (the confirmation while
+//! work runs, the store left consistent, the terminal given back).
+//!
+//! Every wait has a time limit; the tmux server runs on a socket of its own and is killed by
+//! its pid at the end. Without tmux the test fails when `CI` is set (the house rule for
+//! external tools) and is skipped with a message otherwise.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A tmux server of our own (its socket name), killed with the test.
+struct Tmux {
+    socket: String,
+    pid: Option<u32>,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "e2e"])
+            .unwrap_or_default()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "e2e"];
+        args.extend_from_slice(keys);
+        self.run(&args).expect("tmux send-keys");
+        // Give the UI a frame to react.
+        std::thread::sleep(Duration::from_millis(150));
+    }
+
+    fn text(&self, text: &str) {
+        self.run(&["send-keys", "-t", "e2e", "-l", text])
+            .expect("tmux send-keys -l");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+
+    fn alternate_on(&self) -> bool {
+        self.run(&["display", "-p", "-t", "e2e", "#{alternate_on}"])
+            .is_some_and(|s| s.trim() == "1")
+    }
+
+    /// Waits until the screen satisfies `ok` (at most `secs`); returns it, or fails with the
+    /// last screen and what was waited for.
+    fn wait(&self, what: &str, secs: u64, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {secs} s waiting for {what}; the screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+        if let Some(pid) = self.pid {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
+}
+
+fn have_tmux() -> bool {
+    match Command::new("tmux").arg("-V").output() {
+        Ok(o) if o.status.success() => true,
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "tmux is needed for this test (CI installs it)"
+            );
+            eprintln!("skipped: tmux is not installed");
+            false
+        }
+    }
+}
+
+/// The dashboard's count of a category (`done 12`, `failed 1`), if the dashboard is shown.
+fn count(screen: &str, label: &str) -> Option<u32> {
+    let at = screen.find(&format!("{label} "))?;
+    screen[at + label.len() + 1..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Rows of the device table: the lines that hold a demo device's name and a short UUID.
+fn device_rows(screen: &str) -> Vec<&str> {
+    screen
+        .lines()
+        .filter(|l| {
+            l.contains('…')
+                && ["light ", "sensor ", "switch "]
+                    .iter()
+                    .any(|n| l.contains(n))
+        })
+        .collect()
+}
+
+fn shell_quote(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
+}
+
+#[test]
+fn the_demo_in_the_terminal_ui() {
+    if !have_tmux() {
+        return;
+    }
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let mut tmux = Tmux {
+        socket: format!("meshprov-e2e-{}", std::process::id()),
+        pid: None,
+    };
+    // After the binary: its exit code, whether the line discipline is cooked again, then a
+    // pause so the pane can be read.
+    let cmd = format!(
+        "TERM=xterm-256color {} demo --dir {} --speed 30; echo EXIT=$?; \
+         stty -a | grep -o -- '-*icanon' | sed 's/^/STTY:/'; sleep 60",
+        shell_quote(Path::new(env!("CARGO_BIN_EXE_meshprov"))),
+        shell_quote(&dir)
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "e2e",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        &cmd,
+    ])
+    .expect("tmux new-session");
+    tmux.pid = tmux
+        .run(&["display", "-p", "-t", "e2e", "#{pid}"])
+        .and_then(|s| s.trim().parse().ok());
+
+    // 1. The dashboard, and progress: the done count rises.
+    let s = tmux.wait("the dashboard, running", 20, |s| {
+        s.contains("1 Dashboard") && s.contains("running") && count(s, "done").is_some()
+    });
+    assert!(tmux.alternate_on(), "not on the alternate screen:\n{s}");
+    assert!(s.contains("demo") && s.contains("running"), "{s}");
+    let first = count(&s, "done").unwrap();
+    let s = tmux.wait("devices done", 20, |s| {
+        count(s, "done").is_some_and(|d| d >= first + 6)
+    });
+    assert!(s.contains("devices/min"), "no throughput:\n{s}");
+
+    // 2. Pause: the screen says so and the counts stop once the sessions under way end. Kept
+    //    short: no attempt starts while paused, so a pause delays the late light's failure
+    //    (switched on at 600 s, it must fail first, at 422 s plus the pause).
+    tmux.keys(&["Space"]);
+    tmux.wait("paused", 5, |s| s.contains("paused"));
+    let mut last = (u32::MAX, u32::MAX);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = tmux.screen();
+        let now = (
+            count(&s, "done").unwrap_or(0),
+            count(&s, "in progress").unwrap_or(0),
+        );
+        if now == last {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "counts still move while paused:\n{s}"
+        );
+        last = now;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let paused_done = last.0;
+    std::thread::sleep(Duration::from_millis(1000));
+    let s = tmux.screen();
+    assert_eq!(
+        count(&s, "done"),
+        Some(paused_done),
+        "done moved while paused:\n{s}"
+    );
+    assert!(s.contains("paused"), "{s}");
+
+    tmux.keys(&["Space"]);
+    tmux.wait("running again", 5, |s| s.contains("running"));
+
+    // 3. The device table filtered by text: only the sensors (while the run goes on).
+    tmux.keys(&["2"]);
+    tmux.keys(&["/"]);
+    tmux.text("sensor");
+    tmux.keys(&["Enter"]);
+    let s = tmux.wait("the filtered table", 5, |s| !device_rows(s).is_empty());
+    let rows = device_rows(&s);
+    assert!(
+        rows.iter()
+            .all(|r| r.contains("sensor ") && !r.contains("light ") && !r.contains("switch ")),
+        "rows that are not sensors:\n{s}"
+    );
+    // The demo's 30 devices have 10 sensors; all fit on the screen.
+    assert_eq!(rows.len(), 10, "{s}");
+
+    // 4. The detail of a device that is done: its transcript and Composition Data.
+    // Static OOB devices (no certificate records before the Invite), stage category done
+    // (`f` cycles all → failed → in progress → waiting → done).
+    tmux.keys(&["/"]);
+    tmux.text("static");
+    tmux.keys(&["Enter"]);
+    tmux.keys(&["f", "f", "f", "f"]);
+    let s = tmux.wait("done static devices", 5, |s| {
+        let rows = device_rows(s);
+        !rows.is_empty()
+            && rows
+                .iter()
+                .all(|r| r.contains(" done ") && r.contains("static"))
+    });
+    assert!(!device_rows(&s).iter().any(|r| r.contains("cert")), "{s}");
+    tmux.keys(&["Enter"]);
+    let s = tmux.wait("the detail", 5, |s| {
+        s.contains("Provisioning transcript") && s.contains("Invite")
+    });
+    assert!(s.contains("Capabilities") && s.contains("Complete"), "{s}");
+    assert!(
+        s.contains("cid ") && s.contains("element 0"),
+        "no Composition Data:\n{s}"
+    );
+    assert!(s.contains("AppKey Add"), "no configuration steps:\n{s}");
+
+    // 5. The late light (switched on 10 minutes into the run) fails; retry it.
+    tmux.keys(&["1"]);
+    let s = tmux.wait("the late device to fail", 40, |s| {
+        count(s, "failed") == Some(1)
+    });
+    assert!(s.contains("light 1-02"), "{s}");
+    tmux.keys(&["2"]);
+    tmux.keys(&["c"]);
+    tmux.keys(&["/"]);
+    tmux.text("light 1-02");
+    tmux.keys(&["Enter"]);
+    let s = tmux.wait("the failed row", 5, |s| device_rows(s).len() == 1);
+    assert!(device_rows(&s)[0].contains("failed"), "{s}");
+    tmux.keys(&["r"]);
+    let s = tmux.wait("the retried row", 5, |s| {
+        device_rows(s).len() == 1 && !device_rows(s)[0].contains("failed")
+    });
+    let row = device_rows(&s)[0].to_string();
+    assert!(
+        ["scheduled", "provisioning", "retrying"]
+            .iter()
+            .any(|st| row.contains(st)),
+        "{row}"
+    );
+
+    // 6. Quit while it runs: asked first; then the terminal is back, and the exit code says
+    //    that not every device is done (the run was stopped).
+    tmux.keys(&["q"]);
+    let s = tmux.wait("the quit question", 5, |s| {
+        s.contains("quit") && s.contains("y")
+    });
+    assert!(tmux.alternate_on(), "{s}");
+    tmux.keys(&["y"]);
+    let s = tmux.wait("the end", 20, |s| s.contains("STTY:"));
+    assert!(!tmux.alternate_on(), "still on the alternate screen:\n{s}");
+    assert!(s.contains("STTY:icanon"), "still raw:\n{s}");
+    assert!(s.contains("EXIT=3"), "{s}");
+    assert!(s.contains("(stopped)"), "no summary line:\n{s}");
+    assert!(!s.contains("1 Dashboard"), "{s}");
+    // The store is consistent: a rerun resumes and finishes the building (headless).
+    let out = Command::new(env!("CARGO_BIN_EXE_meshprov"))
+        .args(["demo", "--headless", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("devices done"), "{stdout}");
+    eprintln!("tui_e2e: {:.1} s", t0.elapsed().as_secs_f64());
+}
