@@ -8,7 +8,7 @@
 //!
 //! The functions live in the main crate so that they run on the stable toolchain:
 //! `tests/fuzz/fuzz_targets/NAME.rs` (cargo-fuzz, nightly) is a three-line wrapper around
-//! [`NAME`](self) and `tests/fuzz_smoke.rs` runs each of them over its seed corpus
+//! `meshprov::fuzzing::NAME` and `tests/fuzz_smoke.rs` runs each of them over its seed corpus
 //! (`tests/fuzz/corpus/NAME/`) and a few thousand seeded random mutations in `cargo test`.
 //! [`TARGETS`] lists them by name.
 //!
