@@ -18,6 +18,9 @@ pub mod config_host;
 // Capture decoding (issue 10).
 pub mod decode;
 pub mod exit;
+// Fuzz target bodies, shared by tests/fuzz (cargo-fuzz) and tests/fuzz_smoke.rs (issue 11).
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host;
 pub mod live;
 pub mod net;
