@@ -775,9 +775,8 @@ impl TuiObserver {
     pub fn finish(&mut self) -> Option<String> {
         lock(&self.state).close = true;
         if let Some(ui) = self.ui.take() {
-            match ui.join() {
-                Ok(Err(e)) => eprintln!("meshprov: terminal: {e}"),
-                Ok(Ok(())) | Err(_) => {}
+            if let Ok(Err(e)) = ui.join() {
+                eprintln!("meshprov: terminal: {e}");
             }
         }
         let _ = meshprov_tui::terminal::restore_terminal();
