@@ -48,8 +48,11 @@ use crate::wire::pb_adv::{GenericProvisioningPdu, PbAdvPdu, TransactionStart, se
 use crate::wire::prov::{Algorithm, Capabilities, ProvisioningPdu, Start};
 use crate::wire::proxy::{ProxyConfigMessage, ProxyMessageType, ProxyPdu};
 
+/// A fuzz target body.
+pub type Target = fn(&[u8]);
+
 /// Every target: its name (the cargo-fuzz target and corpus directory) and its function.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("prov_pdu", prov_pdu),
     ("pb_adv", pb_adv),
     ("proxy_sar", proxy_sar),
@@ -668,7 +671,7 @@ pub fn network(data: &[u8]) {
                 let mut i = 0u32;
                 while let Some(t) = peer.poll_transmit() {
                     i += 1;
-                    if bits & 8 != 0 && i % 2 == 0 {
+                    if bits & 8 != 0 && i.is_multiple_of(2) {
                         continue;
                     }
                     if bits & 16 != 0 {

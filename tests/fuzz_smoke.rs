@@ -623,7 +623,7 @@ fn regenerate_seeds() {
                 format!("dev {i}"),
                 i as i32,
                 "lobby".to_string(),
-                i as usize,
+                i,
                 ["cert", "static:00112233445566778899aabbccddeeff", "output"][i].to_string(),
             )
         })
