@@ -903,6 +903,328 @@ fn node_commands_go_through_a_gatt_proxy_over_bluez() {
     );
 }
 
+/// The firmware of one device of the rollout test: a provisionee behind the fake's PB-GATT
+/// service (meshprov's device role, Static OOB `static_oob`, two elements), then — once
+/// provisioned — a node that advertises its Node Identity on the Mesh Proxy service and runs
+/// meshprov's network, transport, Configuration Server and proxy server layers behind it.
+/// Only the writes to its own characteristics are read. Runs until `stop`; returns its address
+/// and the Config requests it answered.
+fn gatt_node_firmware(
+    bus: &str,
+    ble_address: &str,
+    uuid: [u8; 16],
+    static_oob: [u8; 16],
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (u16, Vec<String>) {
+    use meshprov::bearer::pb_gatt::PbGattLink;
+    use meshprov::net::config::{CompositionPage0, ConfigMessage};
+    use meshprov::net::config_server::ConfigServer;
+    use meshprov::net::network::{IvIndex, MemorySeqSource, NetworkConfig, NetworkLayer};
+    use meshprov::net::proxy::{ProxyServer, ProxyServerConfig};
+    use meshprov::net::transport::{
+        AccessSend, Destination, KeySelect, KeyUsed, Transport, TransportConfig, TransportEvent,
+    };
+    use meshprov::provisioning::{Device, DeviceConfig, DeviceEvent};
+    use meshprov::wire::{
+        Algorithms, Capabilities, InputOobActions, OobType, OutputOobActions, PublicKeyType,
+    };
+    use rand_chacha::ChaCha20Rng;
+    use rand_chacha::rand_core::SeedableRng;
+
+    let mut ch = dbus::channel::Channel::open_private(bus).unwrap();
+    ch.register().unwrap();
+    let conn = dbus::blocking::Connection::from(ch);
+    let fake = conn.with_proxy("org.bluez", "/org/bluez/hci0", Duration::from_secs(5));
+    let own_path = format!("/org/bluez/hci0/dev_{}/", ble_address.replace(':', "_"));
+    let mut seen = 0;
+    // The writes to this device since the last call.
+    let mut writes = |seen: &mut usize| -> Vec<Vec<u8>> {
+        let (st,): (String,) = fake
+            .method_call("org.meshprov.FakeBluez", "State", ())
+            .unwrap();
+        let st: Value = serde_json::from_str(&st).unwrap();
+        let all = st["writes"].as_array().unwrap().clone();
+        let mine = all[*seen..]
+            .iter()
+            .filter(|w| w["path"].as_str().unwrap_or("").starts_with(&own_path))
+            .map(|w| ::hex::decode(w["data"].as_str().unwrap()).unwrap())
+            .collect();
+        *seen = all.len();
+        mine
+    };
+    let notify = |value: Vec<u8>| {
+        let () = conn
+            .with_proxy("org.bluez", "/org/bluez/hci0", Duration::from_secs(5))
+            .method_call("org.meshprov.FakeBluez", "Notify", (ble_address, value))
+            .unwrap();
+    };
+    let caps = Capabilities {
+        num_elements: 2,
+        algorithms: Algorithms::CMAC_AES128 | Algorithms::HMAC_SHA256,
+        public_key_type: PublicKeyType::EMPTY,
+        oob_type: OobType::STATIC_OOB_AVAILABLE,
+        output_oob_size: 0,
+        output_oob_action: OutputOobActions::EMPTY,
+        input_oob_size: 0,
+        input_oob_action: InputOobActions::EMPTY,
+    };
+    let mut config = DeviceConfig::new(uuid, caps);
+    config.static_oob = Some(static_oob.to_vec());
+    let mut device = Device::new(
+        config,
+        Box::new(ChaCha20Rng::seed_from_u64(u64::from(uuid[15]))),
+    );
+    let mut link = PbGattLink::new(67);
+    let epoch = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(80);
+    let mut keys = None;
+    while keys.is_none() {
+        assert!(
+            Instant::now() < deadline && !stop.load(std::sync::atomic::Ordering::Relaxed),
+            "{ble_address} was not provisioned"
+        );
+        for data in writes(&mut seen) {
+            let now = meshprov::time::Instant::from_epoch(epoch.elapsed());
+            if let Some(pdu) = link.handle_data(now, &data).expect("a proxy PDU") {
+                device.handle_pdu(now, &pdu);
+            }
+        }
+        while let Some(pdu) = device.poll_transmit() {
+            link.send(&pdu);
+        }
+        while let Some(seg) = link.poll_transmit() {
+            notify(seg);
+        }
+        while let Some(ev) = device.poll_event() {
+            match ev {
+                DeviceEvent::Provisioned {
+                    device_key,
+                    net_key,
+                    address,
+                    iv_index,
+                    ..
+                } => keys = Some((device_key, net_key, address, iv_index)),
+                DeviceEvent::Failed(e) => panic!("{ble_address} failed: {e}"),
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let Some((dev_key, net_key, unicast, iv_index)) = keys else {
+        unreachable!()
+    };
+    // A provisioned node: its Mesh Proxy service, advertised with its Node Identity.
+    let random = [uuid[15]; 8];
+    let hash = mesh_crypto::beacon::node_identity_hash(
+        &mesh_crypto::toolbox::identity_key(&net_key),
+        &random,
+        unicast,
+    );
+    let () = fake
+        .method_call(
+            "org.meshprov.FakeBluez",
+            "Become",
+            (
+                ble_address,
+                "1828",
+                format!("01{}{}", ::hex::encode(hash), ::hex::encode(random)),
+            ),
+        )
+        .unwrap();
+    let mut net = NetworkLayer::new(
+        NetworkConfig::default(),
+        IvIndex {
+            index: iv_index,
+            update: false,
+        },
+        MemorySeqSource::new(),
+    );
+    net.add_subnet(0, &net_key);
+    net.add_element(unicast);
+    net.add_element(unicast + 1);
+    let mut transport = Transport::new(TransportConfig::default(), net);
+    transport.add_dev_key(unicast, dev_key);
+    let page0 = CompositionPage0::parse(
+        &::hex::decode("590034120100 0a000300 0000 0200 0000 0010 0000 0100 0010".replace(' ', ""))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut server = ConfigServer::new(page0, unicast, 0, net_key.clone());
+    let mut proxy = ProxyServer::new(67, unicast, ProxyServerConfig::default());
+    let mut served = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+        let now = meshprov::time::Instant::from_epoch(epoch.elapsed());
+        for data in writes(&mut seen) {
+            // A new connection starts a new proxy session (the old one's state is gone).
+            if proxy.handle_data(now, &data, &mut transport).is_err() {
+                proxy = ProxyServer::new(67, unicast, ProxyServerConfig::default());
+                let _ = proxy.handle_data(now, &data, &mut transport);
+            }
+        }
+        transport.handle_timeout(now);
+        while let Some(ev) = transport.poll_event() {
+            let TransportEvent::Access(m) = ev else {
+                continue;
+            };
+            if m.key != KeyUsed::Dev(unicast) || m.dst != unicast {
+                continue;
+            }
+            let Ok(request) = ConfigMessage::parse_pdu(&m.access_pdu) else {
+                continue;
+            };
+            served.push(format!("{request:?}").chars().take(40).collect());
+            if let Some(reply) = server.handle(m.net_key_index, &request).reply {
+                let send = AccessSend::new(
+                    m.net_key_index,
+                    unicast,
+                    Destination::Address(m.src),
+                    KeySelect::Dev,
+                    reply.to_pdu(),
+                );
+                transport.send_access(now, send).unwrap();
+            }
+        }
+        while let Some(t) = transport.poll_transmit() {
+            proxy.route_own(&t, transport.network());
+        }
+        while let Some(value) = proxy.poll_transmit() {
+            // The client may have disconnected meanwhile: notifications are then refused.
+            let _ = conn
+                .with_proxy("org.bluez", "/org/bluez/hci0", Duration::from_secs(5))
+                .method_call::<(), _, _, _>(
+                    "org.meshprov.FakeBluez",
+                    "Notify",
+                    (ble_address, value),
+                );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (unicast, served)
+}
+
+/// `meshprov rollout --radio bluez` with a two-device plan against the fake bluetoothd: each
+/// device provisioned over PB-GATT, then configured (AppKey Add, Model App Bind) and verified
+/// (Composition Data) through a GATT proxy connection to the node itself, found by its Node
+/// Identity advert — BlueZ sends no mesh adverts, so this is the only way to the nodes.
+#[test]
+fn a_rollout_over_bluez_provisions_over_pb_gatt_and_configures_through_the_proxy() {
+    if !tools_present() {
+        return;
+    }
+    let uuids = [
+        "7b2c1a90000040008000000000000c01",
+        "7b2c1a90000040008000000000000c02",
+    ];
+    let addresses = ["D0:00:00:00:00:21", "D0:00:00:00:00:22"];
+    let oob = [0x3c_u8; 16];
+    let devices: Vec<Value> = uuids
+        .iter()
+        .zip(addresses)
+        .enumerate()
+        .map(|(i, (u, a))| {
+            json!({"address": a, "rssi": -50 - i as i64, "delay_ms": 40 + 20 * i as u64,
+                   "service_data": {"1827": format!("{u}{OOB}")},
+                   "gatt": {"service": "1827", "mtu": 69, "echo": false}})
+        })
+        .collect();
+    let fake = FakeBluez::start(Some(adapter(json!({ "devices": devices }))), false);
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.toml");
+    let mut text = format!(
+        r#"
+[network]
+name = "bluez"
+store = "net.db"
+
+[provisioner]
+unicast_ranges = ["0200-02FF"]
+
+[policy]
+auth = ["static"]
+bearer = "gatt"
+gatt_connections = 1
+configure_concurrency = 1
+retries = 2
+provision_timeout_s = 30
+configure_timeout_s = 30
+
+[templates.light]
+app_keys = ["lights"]
+bind = [{{ element = 0, model = "1000", app_key = "lights" }}]
+"#
+    );
+    for u in uuids {
+        text.push_str(&format!(
+            "\n[[device]]\nuuid = \"{u}\"\nauth = \"static:{}\"\ntemplate = \"light\"\nelements = 2\n",
+            ::hex::encode(oob)
+        ));
+    }
+    std::fs::write(&plan, text).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let firmware: Vec<_> = uuids
+        .iter()
+        .zip(addresses)
+        .map(|(u, a)| {
+            let (bus, stop) = (fake.address.clone(), stop.clone());
+            let mut uuid = [0u8; 16];
+            uuid.copy_from_slice(&::hex::decode(u).unwrap());
+            std::thread::spawn(move || gatt_node_firmware(&bus, a, uuid, oob, stop))
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let (code, out, err) = fake.meshprov(&[
+        "rollout",
+        plan.to_str().unwrap(),
+        "--radio",
+        "bluez:hci0",
+        "--json",
+    ]);
+    let wall = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let served: Vec<(u16, Vec<String>)> = firmware
+        .into_iter()
+        .map(|f| f.join().expect("a node's firmware"))
+        .collect();
+    assert_eq!(
+        code,
+        0,
+        "stdout {out}\nstderr {err}\nfake: {}",
+        fake.mock_log()
+    );
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "summary", "{out}");
+    assert_eq!(summary["done"], 2, "{out}");
+    let store = meshprov::store::Store::open(&dir.path().join("net.db")).unwrap();
+    for ((u, (address, requests)), _) in uuids.iter().zip(&served).zip(addresses) {
+        let node = store.node_by_uuid(&u.parse().unwrap()).unwrap();
+        assert_eq!(node.state, meshprov::store::NodeState::Configured);
+        assert_eq!(node.address, *address, "the node's own idea of its address");
+        assert_eq!(store.node_bindings(&node.uuid).unwrap().len(), 1);
+        // AppKey Add, Model App Bind, Composition Data Get: each answered by the node itself,
+        // through its proxy (retries may repeat one).
+        assert!(requests.len() >= 3, "{u}: {requests:?}");
+        assert!(
+            requests.iter().any(|r| r.starts_with("AppKeyAdd"))
+                && requests.iter().any(|r| r.starts_with("ModelAppBind"))
+                && requests.iter().any(|r| r.starts_with("CompositionDataGet")),
+            "{u}: {requests:?}"
+        );
+    }
+    let authenticated = events
+        .iter()
+        .filter(|e| e["event"] == "authenticated" && e["method"] == "static")
+        .count();
+    assert_eq!(authenticated, 2, "{out}");
+    eprintln!(
+        "rollout of 2 devices over the fake BlueZ (PB-GATT, then the GATT proxy): {:.1} s wall time",
+        wall.as_secs_f64()
+    );
+}
+
 mod inside {
     //! The halves that run in the child, on the fake's bus.
     use super::*;
