@@ -246,12 +246,29 @@ fn run_meshprov(bus: &str, dir: &Path, args: &[&str]) -> (i32, String, String) {
         .stderr(std::fs::File::create(&err).unwrap())
         .spawn()
         .expect("meshprov");
-    let status = wait_limited(&mut child, PROCESS_LIMIT, "meshprov");
-    (
-        status.code().unwrap_or(-1),
-        std::fs::read_to_string(out).unwrap_or_default(),
-        std::fs::read_to_string(err).unwrap_or_default(),
-    )
+    let read = || {
+        (
+            std::fs::read_to_string(&out).unwrap_or_default(),
+            std::fs::read_to_string(&err).unwrap_or_default(),
+        )
+    };
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if start.elapsed() > PROCESS_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            let (o, e) = read();
+            panic!(
+                "meshprov ran longer than {PROCESS_LIMIT:?} and was killed\nstdout:\n{o}\nstderr:\n{e}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (o, e) = read();
+    (status.code().unwrap_or(-1), o, e)
 }
 
 /// `meshprov provision LIGHT --radio bluez EXTRA…` (PB-GATT unless EXTRA says otherwise)
@@ -695,7 +712,10 @@ fn the_command_line_provisions_over_pb_gatt_through_bluez_by_default() {
 /// network, transport, Configuration Server and proxy server layers (the same ones the
 /// simulated building's nodes run). It reads Data In writes from the fake, answers Config
 /// requests secured with its device key, and notifies Filter Status and its replies on
-/// Data Out. Runs until `stop`; returns the Config requests it answered.
+/// Data Out. Runs until `stop`; returns the Config requests it answered. `only` keeps the
+/// writes whose characteristic path starts with it (several devices on one fake), from the
+/// `seen`-th write on.
+#[allow(clippy::too_many_arguments)]
 fn proxy_node_firmware(
     bus: &str,
     ble_address: &str,
@@ -703,6 +723,8 @@ fn proxy_node_firmware(
     unicast: u16,
     iv_index: u32,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    only: Option<&str>,
+    mut seen: usize,
 ) -> Vec<String> {
     use meshprov::net::config::{CompositionPage0, ConfigMessage};
     use meshprov::net::config_server::ConfigServer;
@@ -727,6 +749,7 @@ fn proxy_node_firmware(
     );
     net.add_subnet(0, &net_key);
     net.add_element(unicast);
+    net.add_element(unicast + 1);
     let mut transport = Transport::new(TransportConfig::default(), net);
     transport.add_dev_key(unicast, dev_key);
     // CID 0x0059, PID 0x1234, VID 1, CRPL 10, features Relay|Proxy; the primary element with
@@ -740,7 +763,6 @@ fn proxy_node_firmware(
     let mut server = ConfigServer::new(page0, unicast, 0, net_key.clone());
     let mut proxy = ProxyServer::new(67, unicast, ProxyServerConfig::default());
     let epoch = Instant::now();
-    let mut seen = 0;
     let mut served = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(80);
     while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
@@ -751,6 +773,9 @@ fn proxy_node_firmware(
         let st: Value = serde_json::from_str(&st).unwrap();
         let writes = st["writes"].as_array().unwrap();
         for w in &writes[seen..] {
+            if only.is_some_and(|p| !w["path"].as_str().unwrap_or("").starts_with(p)) {
+                continue;
+            }
             let data = ::hex::decode(w["data"].as_str().unwrap()).unwrap();
             proxy
                 .handle_data(now, &data, &mut transport)
@@ -784,9 +809,12 @@ fn proxy_node_firmware(
             proxy.route_own(&t, transport.network());
         }
         while let Some(value) = proxy.poll_transmit() {
-            let () = fake
-                .method_call("org.meshprov.FakeBluez", "Notify", (ble_address, value))
-                .unwrap();
+            // Refused when the client has disconnected meanwhile (notifications off).
+            let _ = fake.method_call::<(), _, _, _>(
+                "org.meshprov.FakeBluez",
+                "Notify",
+                (ble_address, value),
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -853,7 +881,7 @@ fn node_commands_go_through_a_gatt_proxy_over_bluez() {
         let (bus, stop) = (fake.address.clone(), stop.clone());
         let keys = (net_key.clone(), dev_key.clone());
         std::thread::spawn(move || {
-            proxy_node_firmware(&bus, "D0:00:00:00:00:03", keys, 1, iv, stop)
+            proxy_node_firmware(&bus, "D0:00:00:00:00:03", keys, 1, iv, stop, None, 0)
         })
     };
     let started = std::time::Instant::now();
@@ -917,13 +945,6 @@ fn gatt_node_firmware(
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> (u16, Vec<String>) {
     use meshprov::bearer::pb_gatt::PbGattLink;
-    use meshprov::net::config::{CompositionPage0, ConfigMessage};
-    use meshprov::net::config_server::ConfigServer;
-    use meshprov::net::network::{IvIndex, MemorySeqSource, NetworkConfig, NetworkLayer};
-    use meshprov::net::proxy::{ProxyServer, ProxyServerConfig};
-    use meshprov::net::transport::{
-        AccessSend, Destination, KeySelect, KeyUsed, Transport, TransportConfig, TransportEvent,
-    };
     use meshprov::provisioning::{Device, DeviceConfig, DeviceEvent};
     use meshprov::wire::{
         Algorithms, Capabilities, InputOobActions, OobType, OutputOobActions, PublicKeyType,
@@ -938,7 +959,7 @@ fn gatt_node_firmware(
     let own_path = format!("/org/bluez/hci0/dev_{}/", ble_address.replace(':', "_"));
     let mut seen = 0;
     // The writes to this device since the last call.
-    let mut writes = |seen: &mut usize| -> Vec<Vec<u8>> {
+    let writes = |seen: &mut usize| -> Vec<Vec<u8>> {
         let (st,): (String,) = fake
             .method_call("org.meshprov.FakeBluez", "State", ())
             .unwrap();
@@ -1031,74 +1052,16 @@ fn gatt_node_firmware(
             ),
         )
         .unwrap();
-    let mut net = NetworkLayer::new(
-        NetworkConfig::default(),
-        IvIndex {
-            index: iv_index,
-            update: false,
-        },
-        MemorySeqSource::new(),
+    let served = proxy_node_firmware(
+        bus,
+        ble_address,
+        (net_key, dev_key),
+        unicast,
+        iv_index,
+        stop,
+        Some(own_path.as_str()),
+        seen,
     );
-    net.add_subnet(0, &net_key);
-    net.add_element(unicast);
-    net.add_element(unicast + 1);
-    let mut transport = Transport::new(TransportConfig::default(), net);
-    transport.add_dev_key(unicast, dev_key);
-    let page0 = CompositionPage0::parse(
-        &::hex::decode("590034120100 0a000300 0000 0200 0000 0010 0000 0100 0010".replace(' ', ""))
-            .unwrap(),
-    )
-    .unwrap();
-    let mut server = ConfigServer::new(page0, unicast, 0, net_key.clone());
-    let mut proxy = ProxyServer::new(67, unicast, ProxyServerConfig::default());
-    let mut served = Vec::new();
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
-        let now = meshprov::time::Instant::from_epoch(epoch.elapsed());
-        for data in writes(&mut seen) {
-            // A new connection starts a new proxy session (the old one's state is gone).
-            if proxy.handle_data(now, &data, &mut transport).is_err() {
-                proxy = ProxyServer::new(67, unicast, ProxyServerConfig::default());
-                let _ = proxy.handle_data(now, &data, &mut transport);
-            }
-        }
-        transport.handle_timeout(now);
-        while let Some(ev) = transport.poll_event() {
-            let TransportEvent::Access(m) = ev else {
-                continue;
-            };
-            if m.key != KeyUsed::Dev(unicast) || m.dst != unicast {
-                continue;
-            }
-            let Ok(request) = ConfigMessage::parse_pdu(&m.access_pdu) else {
-                continue;
-            };
-            served.push(format!("{request:?}").chars().take(40).collect());
-            if let Some(reply) = server.handle(m.net_key_index, &request).reply {
-                let send = AccessSend::new(
-                    m.net_key_index,
-                    unicast,
-                    Destination::Address(m.src),
-                    KeySelect::Dev,
-                    reply.to_pdu(),
-                );
-                transport.send_access(now, send).unwrap();
-            }
-        }
-        while let Some(t) = transport.poll_transmit() {
-            proxy.route_own(&t, transport.network());
-        }
-        while let Some(value) = proxy.poll_transmit() {
-            // The client may have disconnected meanwhile: notifications are then refused.
-            let _ = conn
-                .with_proxy("org.bluez", "/org/bluez/hci0", Duration::from_secs(5))
-                .method_call::<(), _, _, _>(
-                    "org.meshprov.FakeBluez",
-                    "Notify",
-                    (ble_address, value),
-                );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
     (unicast, served)
 }
 

@@ -107,6 +107,9 @@ pub struct Mux {
     /// GATT connection of each provisioning session (by [`SessionId`]).
     conns: Vec<Option<ConnId>>,
     waiting: Vec<GattWait>,
+    /// The address of each device heard with a PB-GATT advert (a session that starts later
+    /// connects at once: a radio may report an advert only once).
+    heard_gatt: std::collections::BTreeMap<DeviceUuid, BdAddr>,
     discovery_timeout: Duration,
     /// The host's next PB-ADV advert.
     staged: Option<Vec<u8>>,
@@ -144,6 +147,7 @@ impl Mux {
             epoch: std::time::Instant::now(),
             conns: Vec::new(),
             waiting: Vec::new(),
+            heard_gatt: std::collections::BTreeMap::new(),
             discovery_timeout,
             staged: None,
             net_out: VecDeque::new(),
@@ -298,6 +302,18 @@ impl Mux {
                 error: ProvisioningError::Timeout,
             });
         }
+        if let Some((host, _)) = prov.as_mut() {
+            // Sessions whose device was heard already connect now.
+            let (known, keep): (Vec<GattWait>, Vec<GattWait>) = std::mem::take(&mut self.waiting)
+                .into_iter()
+                .partition(|w| self.heard_gatt.contains_key(&w.uuid));
+            self.waiting = keep;
+            for w in known {
+                if let Some(address) = self.heard_gatt.get(&w.uuid).copied() {
+                    self.start_gatt(radio, host, w, address).await;
+                }
+            }
+        }
         if let Some((host, sink)) = prov.as_mut() {
             while host.drive(now, *sink) {}
             while let Some((id, seg)) = host.poll_gatt_transmit() {
@@ -446,6 +462,35 @@ impl Mux {
         Ok(())
     }
 
+    /// Connects to a waiting PB-GATT session's device and opens its session.
+    async fn start_gatt<R: Radio>(
+        &mut self,
+        radio: &mut R,
+        host: &mut Host,
+        w: GattWait,
+        address: BdAddr,
+    ) {
+        let uuid = w.uuid;
+        match radio.connect(address, UUID_MESH_PROVISIONING).await {
+            Ok((conn, mtu)) => {
+                let now = self.now();
+                let id = host.open_gatt(now, w.uuid, w.name, w.config, w.rng, mtu);
+                host.gatt_ready(now, id);
+                self.bind(id, Some(conn));
+                self.events
+                    .push_back(MuxEvent::GattOpened { uuid, session: id });
+            }
+            Err(e) => {
+                // The address may be stale: the next advert tells.
+                self.heard_gatt.remove(&uuid);
+                self.events.push_back(MuxEvent::GattFailed {
+                    uuid,
+                    error: ProvisioningError::Unreachable(e.to_string()),
+                });
+            }
+        }
+    }
+
     async fn handle_radio<R: Radio, S: SeqSource>(
         &mut self,
         radio: &mut R,
@@ -504,27 +549,18 @@ impl Mux {
                     oob_info: sd.oob_info().0,
                     uri_hash: sd.uri_hash,
                 });
-                let (Some(address), Some(host)) = (r.address, prov) else {
+                let Some(address) = r.address else {
+                    return;
+                };
+                self.heard_gatt.insert(uuid, address);
+                let Some(host) = prov else {
                     return;
                 };
                 let Some(k) = self.waiting.iter().position(|w| w.uuid == uuid) else {
                     return;
                 };
                 let w = self.waiting.remove(k);
-                match radio.connect(address, UUID_MESH_PROVISIONING).await {
-                    Ok((conn, mtu)) => {
-                        let now = self.now();
-                        let id = host.open_gatt(now, w.uuid, w.name, w.config, w.rng, mtu);
-                        host.gatt_ready(now, id);
-                        self.bind(id, Some(conn));
-                        self.events
-                            .push_back(MuxEvent::GattOpened { uuid, session: id });
-                    }
-                    Err(e) => self.events.push_back(MuxEvent::GattFailed {
-                        uuid,
-                        error: ProvisioningError::Unreachable(e.to_string()),
-                    }),
-                }
+                self.start_gatt(radio, host, w, address).await;
             }
             RadioEvent::Adv(_) => {}
             RadioEvent::Gatt { conn, data } => {

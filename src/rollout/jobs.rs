@@ -65,6 +65,27 @@ pub(crate) fn start<S: SeqSource>(
     })
 }
 
+/// A job that did not end within `policy.configure_timeout_s` (`how` says more, or is empty):
+/// the phase failed, to be retried.
+pub(crate) fn timed_out(
+    engine: &mut Engine,
+    now: Instant,
+    uuid: &DeviceUuid,
+    phase: Phase,
+    how: &str,
+) {
+    engine.phase_failed(
+        now,
+        uuid,
+        phase,
+        format!(
+            "{} took longer than policy.configure_timeout_s{how}",
+            phase.as_str()
+        ),
+        true,
+    );
+}
+
 /// A finished job's results to the engine: configured, or verified (its Composition Data
 /// checked against `target`'s element count and template, and recorded in the store), or the
 /// phase failed with the reason.

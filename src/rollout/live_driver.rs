@@ -95,6 +95,10 @@ impl Default for LiveRolloutOptions {
 /// How long a proxy connection may take to set up its filter before another node is tried.
 const PROXY_SETUP: Duration = Duration::from_secs(10);
 
+/// How long a proxy connection is kept without any node being configured through it (the
+/// next node's configuration usually follows at once).
+const PROXY_IDLE: Duration = Duration::from_secs(2);
+
 #[derive(Default)]
 struct Run {
     session: Option<SessionId>,
@@ -116,6 +120,11 @@ struct ProxyChoice {
     /// Node Identity adverts heard (a node advertises it for a while after provisioning, and
     /// a radio may report it once): the latest per address.
     identities: BTreeMap<BdAddr, ([u8; 8], [u8; 8])>,
+    /// The node connected to, and its unicast address when it was chosen by its identity.
+    connected_to: Option<BdAddr>,
+    node: Option<u16>,
+    /// Since when no node has been configured through the connection.
+    idle_since: Option<Instant>,
     /// Since when the connection has been waiting for its filter set-up.
     connecting_since: Option<Instant>,
 }
@@ -339,6 +348,7 @@ pub async fn run<R: Radio>(
                     // Requests in flight are retried through the next connection.
                     proxy.network = None;
                     proxy.connecting_since = None;
+                    proxy.node = None;
                 }
                 MuxEvent::Host(HostEvent::OutputOobRequested {
                     session,
@@ -405,22 +415,15 @@ pub async fn run<R: Radio>(
                             // Committed, Complete not seen: configuring it tells whether it
                             // got its keys.
                             Some((a, n)) => engine.provisioned(now, &uuid, *a, *n),
-                            None => match run.abort_reason.take() {
-                                Some(reason) => engine.phase_failed(
-                                    now,
-                                    &uuid,
-                                    Phase::Provisioning,
-                                    reason,
-                                    false,
-                                ),
-                                None => engine.phase_failed(
-                                    now,
-                                    &uuid,
-                                    Phase::Provisioning,
-                                    e.user_message(),
-                                    retryable(e),
-                                ),
-                            },
+                            // A reason of the driver's own (nobody to read Output OOB) is
+                            // final; the session's error is retried when the link failed.
+                            None => {
+                                let (reason, again) = match run.abort_reason.take() {
+                                    Some(reason) => (reason, false),
+                                    None => (e.user_message(), retryable(e)),
+                                };
+                                engine.phase_failed(now, &uuid, Phase::Provisioning, reason, again);
+                            }
                         },
                         None => {}
                     }
@@ -477,16 +480,7 @@ pub async fn run<R: Radio>(
                 } else {
                     ""
                 };
-                engine.phase_failed(
-                    now,
-                    uuid,
-                    job.phase,
-                    format!(
-                        "{} took longer than policy.configure_timeout_s{how}",
-                        job.phase.as_str()
-                    ),
-                    true,
-                );
+                jobs::timed_out(&mut engine, now, uuid, job.phase, how);
                 continue;
             }
             let Some(t) = targets.get(uuid) else { continue };
@@ -502,70 +496,86 @@ pub async fn run<R: Radio>(
             );
         }
 
-        // 4. The proxy: the node itself (Node Identity, above), else a node of the subnet;
-        // kept while nodes are being configured, closed when none is.
-        let configuring = runs.values().any(|r| r.job.is_some());
-        if proxy_mode && !configuring && mux.proxy().is_some() {
-            mux.disconnect_proxy(radio).await;
-            proxy.network = None;
-            proxy.connecting_since = None;
-        }
-        if proxy_mode && configuring {
-            match (mux.proxy(), proxy.connecting_since) {
-                (None, _) => {
-                    // A node being configured (or verified) that advertises its identity.
-                    let configured: Vec<u16> = runs
+        // 4. The proxy: the node being configured itself (by its Node Identity), else any node
+        // of the subnet (by Network ID); kept while nodes are being configured through it,
+        // closed after PROXY_IDLE without any.
+        if proxy_mode {
+            // The nodes being configured (or verified), and the one that advertises itself.
+            let configured: Vec<u16> = runs
+                .iter()
+                .filter(|(_, r)| r.job.is_some())
+                .filter_map(|(u, _)| engine.status(u).and_then(|s| s.address))
+                .collect();
+            let itself = proxy
+                .identities
+                .iter()
+                .find_map(|(address, (hash, random))| {
+                    configured
                         .iter()
-                        .filter(|(_, r)| r.job.is_some())
-                        .filter_map(|(u, _)| engine.status(u).and_then(|s| s.address))
-                        .collect();
-                    let itself = proxy
-                        .identities
-                        .iter()
-                        .find(|(_, (hash, random))| {
-                            configured.iter().any(|a| {
-                                mesh_crypto::beacon::node_identity_hash(&identity_key, random, *a)
-                                    == *hash
-                            })
+                        .find(|a| {
+                            mesh_crypto::beacon::node_identity_hash(&identity_key, random, **a)
+                                == *hash
                         })
-                        .map(|(address, _)| *address);
-                    if let Some(address) = itself {
-                        proxy.identities.remove(&address);
-                        connect_proxy(
-                            &mut mux,
-                            radio,
-                            &mut conf,
-                            &mut proxy,
-                            address,
-                            own_address,
-                            prepared,
-                            now,
-                        )
-                        .await?;
-                    } else if let Some((address, since)) = proxy.network
-                        && now.saturating_duration_since(since) >= PROXY_IDENTITY_GRACE
-                    {
-                        connect_proxy(
-                            &mut mux,
-                            radio,
-                            &mut conf,
-                            &mut proxy,
-                            address,
-                            own_address,
-                            prepared,
-                            now,
-                        )
-                        .await?;
+                        .map(|a| (*address, *a))
+                });
+            if configured.is_empty() {
+                proxy.idle_since.get_or_insert(now);
+            } else {
+                proxy.idle_since = None;
+            }
+            let idle = proxy
+                .idle_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= PROXY_IDLE);
+            let unanswered = proxy
+                .connecting_since
+                .is_some_and(|t| now.saturating_duration_since(t) > PROXY_SETUP);
+            // A proxy that is a node no longer being configured gives way to a node that is
+            // and that advertises itself (a node's own proxy needs no relay to reach it).
+            let elsewhere = proxy.node.is_some_and(|n| !configured.contains(&n))
+                && itself.is_some_and(|(_, a)| Some(a) != proxy.node);
+            if mux.proxy().is_some() && (idle || unanswered || elsewhere) {
+                mux.disconnect_proxy(radio).await;
+                if unanswered && let Some(a) = proxy.connected_to {
+                    // Its filter set-up was not answered: another node next time.
+                    proxy.identities.remove(&a);
+                }
+                proxy.network = None;
+                proxy.connecting_since = None;
+                proxy.node = None;
+            }
+            if mux.proxy().is_some() && mux.proxy_ready() {
+                proxy.connecting_since = None;
+            }
+            if mux.proxy().is_none() && !configured.is_empty() {
+                let network = proxy
+                    .network
+                    .filter(|(_, since)| {
+                        now.saturating_duration_since(*since) >= PROXY_IDENTITY_GRACE
+                    })
+                    .map(|(address, _)| (address, None));
+                let choice = itself.map(|(address, a)| (address, Some(a))).or(network);
+                if let Some((address, node)) = choice {
+                    let client = ProxyClientConfig {
+                        address: own_address,
+                        net_key_index: prepared.net_key_index,
+                        ..ProxyClientConfig::default()
+                    };
+                    match mux.connect_proxy(radio, &mut conf, address, client).await {
+                        Ok(()) => {
+                            proxy.connecting_since = Some(now);
+                            proxy.connected_to = Some(address);
+                            proxy.node = node;
+                        }
+                        // This node cannot be reached: wait for another advert.
+                        Err(
+                            crate::live::LiveError::Radio(_) | crate::live::LiveError::Proxy(_),
+                        ) => {
+                            proxy.identities.remove(&address);
+                            proxy.network = None;
+                        }
+                        Err(e) => return Err(RolloutError::Radio(e.to_string())),
                     }
                 }
-                (Some(_), Some(_)) if mux.proxy_ready() => proxy.connecting_since = None,
-                (Some(_), Some(t)) if now.saturating_duration_since(t) > PROXY_SETUP => {
-                    // The filter was never set up: try another node.
-                    mux.disconnect_proxy(radio).await;
-                    proxy.network = None;
-                    proxy.connecting_since = None;
-                }
-                _ => {}
             }
         }
 
@@ -621,34 +631,4 @@ fn progress(engine: &mut Engine, now: Instant, uuid: &DeviceUuid, k: EventKind) 
         k @ EventKind::Capabilities { .. } => engine.capabilities(now, uuid, k),
         _ => {}
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn connect_proxy<R: Radio>(
-    mux: &mut Mux,
-    radio: &mut R,
-    conf: &mut ConfigHost<SharedSeq>,
-    proxy: &mut ProxyChoice,
-    address: BdAddr,
-    own_address: u16,
-    prepared: &Prepared,
-    now: Instant,
-) -> Result<(), RolloutError> {
-    let client = ProxyClientConfig {
-        address: own_address,
-        net_key_index: prepared.net_key_index,
-        ..ProxyClientConfig::default()
-    };
-    match mux.connect_proxy(radio, conf, address, client).await {
-        Ok(()) => {
-            proxy.connecting_since = Some(now);
-        }
-        // This node cannot be reached: wait for another advert.
-        Err(crate::live::LiveError::Radio(_) | crate::live::LiveError::Proxy(_)) => {
-            proxy.network = None;
-            proxy.connecting_since = None;
-        }
-        Err(e) => return Err(RolloutError::Radio(e.to_string())),
-    }
-    Ok(())
 }

@@ -700,16 +700,7 @@ pub fn run(
             runs[i].deadline = None;
             muting.push((now + MUTE_AFTER, i));
             if !done {
-                engine.phase_failed(
-                    now,
-                    &uuid,
-                    phase,
-                    format!(
-                        "{} took longer than policy.configure_timeout_s",
-                        phase.as_str()
-                    ),
-                    true,
-                );
+                jobs::timed_out(&mut engine, now, &uuid, phase, "");
                 continue;
             }
             jobs::finish(
