@@ -1068,7 +1068,9 @@ fn gatt_node_firmware(
 /// `meshprov rollout --radio bluez` with a two-device plan against the fake bluetoothd: each
 /// device provisioned over PB-GATT, then configured (AppKey Add, Model App Bind) and verified
 /// (Composition Data) through a GATT proxy connection to the node itself, found by its Node
-/// Identity advert — BlueZ sends no mesh adverts, so this is the only way to the nodes.
+/// Identity advert — BlueZ sends no mesh adverts, so this is the only way to the nodes. A third
+/// device that is not in the plan is heard through its PB-GATT advert and reported
+/// (`unplanned`, not taken).
 #[test]
 fn a_rollout_over_bluez_provisions_over_pb_gatt_and_configures_through_the_proxy() {
     if !tools_present() {
@@ -1090,6 +1092,10 @@ fn a_rollout_over_bluez_provisions_over_pb_gatt_and_configures_through_the_proxy
                    "gatt": {"service": "1827", "mtu": 69, "echo": false}})
         })
         .collect();
+    // And a device that is not in the plan: reported, not taken (the plan has no rule).
+    let mut devices = devices;
+    devices.push(json!({"address": "D0:00:00:00:00:29", "rssi": -71, "delay_ms": 30,
+                        "service_data": {"1827": format!("7b2c1a90000040008000000000000c09{OOB}")}}));
     let fake = FakeBluez::start(Some(adapter(json!({ "devices": devices }))), false);
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("plan.toml");
@@ -1182,6 +1188,14 @@ bind = [{{ element = 0, model = "1000", app_key = "lights" }}]
         .filter(|e| e["event"] == "authenticated" && e["method"] == "static")
         .count();
     assert_eq!(authenticated, 2, "{out}");
+    let unplanned: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "unplanned")
+        .collect();
+    assert_eq!(unplanned.len(), 1, "{out}");
+    assert_eq!(unplanned[0]["uuid"], "7b2c1a90-0000-4000-8000-000000000c09");
+    assert_eq!(unplanned[0]["taken"], false);
+    assert_eq!(unplanned[0]["rssi"], -71);
     eprintln!(
         "rollout of 2 devices over the fake BlueZ (PB-GATT, then the GATT proxy): {:.1} s wall time",
         wall.as_secs_f64()
