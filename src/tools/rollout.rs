@@ -34,7 +34,7 @@ pub struct RolloutArgs {
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
     /// The radio, overriding the plan's `provisioner.radio`: `sim:FILE.toml`,
-    /// `meshd-unit:DIR`, `bluez` or `bluez:hciN`.
+    /// `meshd-unit:DIR`, `bluez`, `bluez:hciN` or `btleplug` (cargo feature).
     #[arg(long, value_name = "RADIO")]
     pub radio: Option<String>,
     /// PB-ADV sessions at once, overriding the plan's `policy.concurrency` (1–64).
@@ -417,9 +417,11 @@ fn run_plan(
             &live_options(args),
             observer,
         )?
+    } else if radio == "btleplug" {
+        btleplug(&plan, store, &prepared, &live_options(args), observer)?
     } else {
         return Err(RolloutError::Usage(format!(
-            "unknown radio '{radio}': use sim:FILE.toml, meshd-unit:DIR, bluez or bluez:hciN"
+            "unknown radio '{radio}': use sim:FILE.toml, meshd-unit:DIR, bluez, bluez:hciN or btleplug"
         )));
     };
     Ok((plan, report))
@@ -464,6 +466,42 @@ fn bluez(
             .map_err(|e| RolloutError::Radio(e.to_string()))?;
         rollout::live_driver::run(&mut r, plan, store, prepared, &opts, observer).await
     })
+}
+
+/// The btleplug radio (cargo feature `btleplug`): PB-GATT, and Config messages through a GATT
+/// proxy, as on BlueZ.
+#[cfg(feature = "btleplug")]
+fn btleplug(
+    plan: &Plan,
+    store: SharedStore,
+    prepared: &rollout::Prepared,
+    opts: &rollout::live_driver::LiveRolloutOptions,
+    observer: &mut dyn Observer,
+) -> Result<RolloutReport, RolloutError> {
+    let opts = rollout::live_driver::LiveRolloutOptions {
+        config_bearer: rollout::live_driver::ConfigBearer::Proxy,
+        ..opts.clone()
+    };
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut r = crate::radio::btleplug::BtleplugRadio::open()
+            .await
+            .map_err(|e| RolloutError::Radio(e.to_string()))?;
+        rollout::live_driver::run(&mut r, plan, store, prepared, &opts, observer).await
+    })
+}
+
+#[cfg(not(feature = "btleplug"))]
+fn btleplug(
+    _plan: &Plan,
+    _store: SharedStore,
+    _prepared: &rollout::Prepared,
+    _opts: &rollout::live_driver::LiveRolloutOptions,
+    _observer: &mut dyn Observer,
+) -> Result<RolloutReport, RolloutError> {
+    Err(RolloutError::Usage(
+        "this meshprov was built without the btleplug radio: rebuild with `cargo build --release --features btleplug`, or use --radio bluez".into(),
+    ))
 }
 
 #[cfg(not(target_os = "linux"))]
