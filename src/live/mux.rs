@@ -288,7 +288,7 @@ impl Mux {
         &mut self,
         radio: &mut R,
         mut prov: Option<(&mut Host, &mut dyn NodeSink)>,
-        mut conf: Option<&mut ConfigHost<S>>,
+        conf: Option<&mut ConfigHost<S>>,
     ) -> Result<(), LiveError> {
         let now = self.now();
         let limit = self.discovery_timeout;
@@ -335,7 +335,7 @@ impl Mux {
             }
         }
         let mut lost: Option<String> = None;
-        if let Some(c) = conf.as_deref_mut() {
+        if let Some(c) = conf {
             c.drive(now);
             while let Some(t) = c.poll_transmit() {
                 match self.proxy.as_mut() {

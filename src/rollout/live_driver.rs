@@ -333,10 +333,10 @@ pub async fn run<R: Radio>(
                         continue;
                     }
                     match data {
-                        ProxyServiceData::NetworkId(id) if id == network_id => {
-                            if proxy.network.is_none() {
-                                proxy.network = Some((address, now));
-                            }
+                        ProxyServiceData::NetworkId(id)
+                            if id == network_id && proxy.network.is_none() =>
+                        {
+                            proxy.network = Some((address, now));
                         }
                         ProxyServiceData::NodeIdentity { hash, random } => {
                             proxy.identities.insert(address, (hash, random));
@@ -469,7 +469,7 @@ pub async fn run<R: Radio>(
             }
             let Some(job) = run.job else { continue };
             let done = job.done(&conf);
-            if !done && !run.deadline.is_some_and(|d| now >= d) {
+            if !done && run.deadline.is_none_or(|d| now < d) {
                 continue;
             }
             run.job = None;
