@@ -1099,7 +1099,7 @@ fn a_rollout_over_bluez_provisions_over_pb_gatt_and_configures_through_the_proxy
     let fake = FakeBluez::start(Some(adapter(json!({ "devices": devices }))), false);
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("plan.toml");
-    let mut text = format!(
+    let mut text = String::from(
         r#"
 [network]
 name = "bluez"
@@ -1119,8 +1119,8 @@ configure_timeout_s = 30
 
 [templates.light]
 app_keys = ["lights"]
-bind = [{{ element = 0, model = "1000", app_key = "lights" }}]
-"#
+bind = [{ element = 0, model = "1000", app_key = "lights" }]
+"#,
     );
     for u in uuids {
         text.push_str(&format!(
