@@ -7,8 +7,11 @@
 //! beacons); sessions on PB-GATT wait for the device's connectable advert with Mesh
 //! Provisioning Service data (0x1827, §7.1.2.2.1) to learn its address, then connect.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
+
+mod mux;
+pub use mux::{Mux, MuxEvent};
 
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
@@ -18,15 +21,12 @@ use crate::bearer::pb_adv::PbAdvConfig;
 use crate::config_host::ConfigHost;
 use crate::host::{CertVerifier, Host, HostEvent, NodeSink, SessionId};
 use crate::net::config::ConfigMessage;
-use crate::net::network::SeqSource;
-use crate::net::proxy::{ProxyClient, ProxyClientConfig, ProxyEvent};
+use crate::net::network::{MemorySeqSource, SeqSource};
+use crate::net::proxy::ProxyClientConfig;
 use crate::provisioning::{
     OobValue, Outcome, ProvisionerConfig, ProvisioningError, ProvisioningParams, TranscriptEntry,
 };
-use crate::radio::{
-    AD_TYPE_MESH_MESSAGE, AD_TYPE_PB_ADV, AdvParams, BdAddr, ConnId, Radio, RadioError, RadioEvent,
-    UUID_MESH_PROVISIONING, UUID_MESH_PROXY,
-};
+use crate::radio::{BdAddr, Radio, RadioError, RadioEvent};
 use crate::sim::configure::ConfigResult;
 use crate::sim::run::BearerChoice;
 use crate::time::Instant;
@@ -155,9 +155,12 @@ pub enum LiveError {
     Proxy(String),
 }
 
+/// No Config host, for loops that only provision.
+const NO_CONF: Option<&mut ConfigHost<MemorySeqSource>> = None;
+
 enum Pending {
     /// Waiting for its connectable advert (PB-GATT).
-    Discovering { since: Instant },
+    Discovering,
     /// Connected or on PB-ADV: a host session.
     Session(SessionId),
     /// Never started (the deadline came first) or discovery failed.
@@ -165,46 +168,40 @@ enum Pending {
 }
 
 /// Provisions `targets` over `radio`, committing each node to `sink` before its keys go on
-/// air. `oob` carries the installer's Output OOB answers (session and value).
+/// air. `oob` carries the installer's Output OOB answers (session and value). A loop over a
+/// [`Mux`] with the provisioning host alone.
 pub async fn provision<R: Radio>(
     radio: &mut R,
     targets: &[LiveTarget],
     opts: &LiveOptions,
     sink: &mut dyn NodeSink,
-    mut oob: Option<mpsc::UnboundedReceiver<(SessionId, OobValue)>>,
+    oob: Option<mpsc::UnboundedReceiver<(SessionId, OobValue)>>,
     on_event: &mut dyn FnMut(&LiveEvent),
 ) -> Result<LiveReport, LiveError> {
-    let epoch = std::time::Instant::now();
-    let clock = move || Instant::from_epoch(epoch.elapsed());
-    let seeded = |k: u64| -> ChaCha20Rng {
-        match opts.seed {
-            Some(s) => ChaCha20Rng::seed_from_u64(s.wrapping_add(k)),
-            None => {
-                ChaCha20Rng::from_rng(&mut rand_chacha::rand_core::UnwrapErr(getrandom::SysRng))
-            }
-        }
-    };
+    let mut mux = Mux::new(opts.discovery_timeout);
+    if let Some(rx) = oob {
+        mux.set_oob_answers(rx);
+    }
+    let seeded = |k: u64| -> ChaCha20Rng { session_rng(opts.seed, k) };
     let mut host = Host::new(
         opts.params.clone(),
         opts.pb_adv.clone(),
         Box::new(seeded(0x4c49_4e4b)),
         opts.cert_verifier.clone(),
     );
-    let deadline = clock() + opts.deadline;
+    let deadline = mux.now() + opts.deadline;
     let mut waiting: VecDeque<usize> = (0..targets.len()).collect();
     let mut pending: Vec<Option<Pending>> = (0..targets.len()).map(|_| None).collect();
-    let mut target_of: Vec<usize> = Vec::new();
-    let mut conn_of: Vec<Option<ConnId>> = Vec::new();
-    let mut staged: Option<Vec<u8>> = None;
-    let mut next_adv = clock();
+    let mut target_of: BTreeMap<SessionId, usize> = BTreeMap::new();
+    let index_of = |uuid: &DeviceUuid| targets.iter().position(|t| t.uuid == *uuid);
 
     loop {
-        let now = clock();
+        let now = mux.now();
         // Start sessions up to the limit.
         let running = pending
             .iter()
             .filter(|p| match p {
-                Some(Pending::Discovering { .. }) => true,
+                Some(Pending::Discovering) => true,
                 Some(Pending::Session(id)) => host.session(*id).is_some_and(|s| !s.is_finished()),
                 _ => false,
             })
@@ -213,158 +210,76 @@ pub async fn provision<R: Radio>(
             let Some(i) = waiting.pop_front() else { break };
             let t = &targets[i];
             on_event(&LiveEvent::Started { uuid: t.uuid });
+            let rng = Box::new(seeded(2000 + i as u64));
             pending[i] = Some(match opts.bearer {
                 BearerChoice::Adv => {
-                    let rng = Box::new(seeded(2000 + i as u64));
-                    let id = host.open_adv(now, t.uuid, t.name.clone(), t.config.clone(), rng);
-                    target_of.push(i);
-                    conn_of.push(None);
+                    let id = mux.open_adv(&mut host, t.uuid, t.name.clone(), t.config.clone(), rng);
+                    target_of.insert(id, i);
                     Pending::Session(id)
                 }
-                BearerChoice::Gatt => Pending::Discovering { since: now },
+                BearerChoice::Gatt => {
+                    mux.await_gatt(t.uuid, t.name.clone(), t.config.clone(), rng);
+                    Pending::Discovering
+                }
             });
         }
-        // Discovery time-outs.
-        for p in pending.iter_mut() {
-            if let Some(Pending::Discovering { since }) = p
-                && now.saturating_duration_since(*since) > opts.discovery_timeout
-            {
-                *p = Some(Pending::Failed(ProvisioningError::Timeout));
-            }
-        }
 
-        // Settle the host at this instant.
-        while host.drive(now, sink) {}
-        while let Some((id, seg)) = host.poll_gatt_transmit() {
-            if let Some(conn) = conn_of[id.0] {
-                radio.gatt_write(conn, &seg).await?;
-            }
-        }
-        while let Some(ev) = host.poll_event() {
+        mux.settle(radio, Some((&mut host, &mut *sink)), NO_CONF)
+            .await?;
+        while let Some(ev) = mux.poll_event() {
             match ev {
-                HostEvent::OutputOobRequested {
+                MuxEvent::Host(HostEvent::OutputOobRequested {
                     session,
                     action,
                     size,
-                } => on_event(&LiveEvent::OutputOobRequested {
+                }) => on_event(&LiveEvent::OutputOobRequested {
                     session,
-                    uuid: targets[target_of[session.0]].uuid,
+                    uuid: targets[target_of[&session]].uuid,
                     action,
                     size,
                 }),
-                HostEvent::InputOobDisplay {
+                MuxEvent::Host(HostEvent::InputOobDisplay {
                     session,
                     value,
                     action,
-                } => on_event(&LiveEvent::InputOobDisplay {
-                    uuid: targets[target_of[session.0]].uuid,
+                }) => on_event(&LiveEvent::InputOobDisplay {
+                    uuid: targets[target_of[&session]].uuid,
                     value,
                     action,
                 }),
-                HostEvent::Finished { session } => {
+                MuxEvent::Host(HostEvent::Finished { session }) => {
                     let ok = host
                         .session(session)
                         .is_some_and(|s| matches!(s.result, Some(Ok(_))));
                     on_event(&LiveEvent::Finished {
-                        uuid: targets[target_of[session.0]].uuid,
+                        uuid: targets[target_of[&session]].uuid,
                         ok,
                     });
-                    if let Some(conn) = conn_of[session.0].take() {
-                        // The device drops the connection itself after Complete.
-                        let _ = radio.disconnect(conn).await;
+                }
+                MuxEvent::GattOpened { uuid, session } => {
+                    if let Some(i) = index_of(&uuid) {
+                        target_of.insert(session, i);
+                        pending[i] = Some(Pending::Session(session));
                     }
                 }
+                MuxEvent::GattFailed { uuid, error } => {
+                    if let Some(i) = index_of(&uuid) {
+                        pending[i] = Some(Pending::Failed(error));
+                    }
+                }
+                _ => {}
             }
         }
-        if staged.is_none() {
-            staged = host.poll_adv_transmit(now);
-        }
-        if now >= next_adv
-            && let Some(p) = staged.take()
-        {
-            radio
-                .advertise(AD_TYPE_PB_ADV, &p, AdvParams::default())
-                .await?;
-            next_adv = now + radio.adv_interval();
-            continue;
-        }
 
-        let all_started = waiting.is_empty()
-            && pending
-                .iter()
-                .all(|p| !matches!(p, Some(Pending::Discovering { .. })));
-        if (all_started && host.is_idle() && staged.is_none()) || now >= deadline {
+        let all_started = waiting.is_empty() && mux.gatt_waiting() == 0;
+        if (all_started && host.is_idle() && mux.adverts_queued() == 0) || now >= deadline {
             break;
         }
-
-        // Sleep until the next deadline or until something arrives.
-        let mut wake = deadline;
-        if let Some(t) = host.poll_timeout() {
-            wake = wake.min(t);
-        }
-        if staged.is_some() {
-            wake = wake.min(next_adv);
-        }
-        if pending
-            .iter()
-            .any(|p| matches!(p, Some(Pending::Discovering { .. })))
-        {
-            wake = wake.min(now + Duration::from_millis(250));
-        }
-        let sleep = wake.saturating_duration_since(now);
-        tokio::select! {
-            ev = radio.next_event() => {
-                let now = clock();
-                match ev? {
-                    RadioEvent::Adv(r) if r.ad_type == AD_TYPE_PB_ADV => host.handle_adv(now, &r.data),
-                    RadioEvent::Adv(r) if r.ad_type == AD_TYPE_SERVICE_DATA_16 => {
-                        // Mesh Provisioning Service data: UUID16 0x1827, Device UUID, OOB info.
-                        if let (Some(address), [lo, hi, rest @ ..]) = (r.address, r.data.as_slice())
-                            && u16::from_le_bytes([*lo, *hi]) == UUID_MESH_PROVISIONING
-                            && rest.len() >= 16
-                            && let Some(i) = targets.iter().position(|t| t.uuid.0[..] == rest[..16])
-                            && matches!(pending[i], Some(Pending::Discovering { .. }))
-                        {
-                            pending[i] = Some(connect_gatt(radio, &mut host, now, address, &targets[i], &seeded, i)
-                                .await
-                                .map(|(id, conn)| {
-                                    target_of.push(i);
-                                    conn_of.push(Some(conn));
-                                    Pending::Session(id)
-                                })
-                                .unwrap_or_else(|e| Pending::Failed(ProvisioningError::Unreachable(e.to_string()))));
-                        }
-                    }
-                    RadioEvent::Adv(_) => {}
-                    RadioEvent::Gatt { conn, data } => {
-                        if let Some(k) = conn_of.iter().position(|c| *c == Some(conn)) {
-                            host.handle_gatt(now, SessionId(k), &data);
-                        }
-                    }
-                    RadioEvent::Disconnected(conn) => {
-                        if let Some(k) = conn_of.iter().position(|c| *c == Some(conn)) {
-                            conn_of[k] = None;
-                            host.handle_gatt_disconnected(now, SessionId(k));
-                        }
-                    }
-                }
-            }
-            Some((session, value)) = async {
-                match &mut oob {
-                    Some(rx) => rx.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                // A late or wrong answer fails that session with a typed error.
-                let _ = host.provide_output_oob(clock(), session, value);
-            }
-            () = tokio::time::sleep(sleep) => {
-                host.handle_timeout(clock());
-            }
-        }
+        mux.wait(radio, Some(&mut host), NO_CONF, Some(deadline))
+            .await?;
     }
 
-    let now = clock();
+    let now = mux.now();
     let retransmissions = host.retransmissions();
     let mut sessions: Vec<Option<crate::host::Session>> =
         host.into_sessions().into_iter().map(Some).collect();
@@ -381,15 +296,24 @@ pub async fn provision<R: Radio>(
                 None => failed(t.uuid, ProvisioningError::Timeout),
             },
             Some(Pending::Failed(e)) => failed(t.uuid, e),
-            Some(Pending::Discovering { .. }) | None => failed(t.uuid, ProvisioningError::Timeout),
+            Some(Pending::Discovering) | None => failed(t.uuid, ProvisioningError::Timeout),
         };
         results.push(r);
     }
     Ok(LiveReport {
         results,
-        elapsed: epoch.elapsed(),
+        elapsed: now.since_epoch(),
         retransmissions,
     })
+}
+
+/// A session's randomness: from `seed` and `k` in tests, from the operating system otherwise
+/// (ephemeral keys must be unpredictable).
+pub fn session_rng(seed: Option<u64>, k: u64) -> ChaCha20Rng {
+    match seed {
+        Some(s) => ChaCha20Rng::seed_from_u64(s.wrapping_add(k)),
+        None => ChaCha20Rng::from_rng(&mut rand_chacha::rand_core::UnwrapErr(getrandom::SysRng)),
+    }
 }
 
 fn failed(uuid: DeviceUuid, e: ProvisioningError) -> LiveResult {
@@ -399,22 +323,6 @@ fn failed(uuid: DeviceUuid, e: ProvisioningError) -> LiveResult {
         elapsed: Duration::ZERO,
         transcript: Vec::new(),
     }
-}
-
-async fn connect_gatt<R: Radio>(
-    radio: &mut R,
-    host: &mut Host,
-    now: Instant,
-    address: BdAddr,
-    t: &LiveTarget,
-    seeded: &impl Fn(u64) -> ChaCha20Rng,
-    i: usize,
-) -> Result<(SessionId, ConnId), RadioError> {
-    let (conn, mtu) = radio.connect(address, UUID_MESH_PROVISIONING).await?;
-    let rng = Box::new(seeded(2000 + i as u64));
-    let id = host.open_gatt(now, t.uuid, t.name.clone(), t.config.clone(), rng, mtu);
-    host.gatt_ready(now, id);
-    Ok((id, conn))
 }
 
 /// Sends Config requests in real time over `radio` and waits for their status messages:
@@ -457,12 +365,6 @@ pub async fn configure_via_proxy<R: Radio, S: SeqSource>(
     run_config(radio, host, requests, deadline, on_result, Some(via)).await
 }
 
-/// The open proxy connection of [`run_config`].
-struct ProxyLink {
-    conn: ConnId,
-    client: ProxyClient,
-}
-
 async fn run_config<R: Radio, S: SeqSource>(
     radio: &mut R,
     host: &mut ConfigHost<S>,
@@ -471,139 +373,50 @@ async fn run_config<R: Radio, S: SeqSource>(
     on_result: &mut dyn FnMut(&ConfigResult),
     via: Option<&ProxyVia>,
 ) -> Result<Vec<ConfigResult>, LiveError> {
-    let epoch = std::time::Instant::now();
-    let clock = move || Instant::from_epoch(epoch.elapsed());
-    let end = clock() + deadline;
-    let mut proxy = match via {
-        None => None,
-        Some(v) => {
-            let (conn, mtu) = radio.connect(v.address, UUID_MESH_PROXY).await?;
-            let mut client = ProxyClient::new(v.client.clone());
-            if let Err(e) = client.connect(clock(), mtu, host.transport_mut()) {
-                let _ = radio.disconnect(conn).await;
-                return Err(LiveError::Proxy(e.to_string()));
-            }
-            Some(ProxyLink { conn, client })
-        }
-    };
-    let result = config_loop(
-        radio,
-        host,
-        requests,
-        end,
-        on_result,
-        &clock,
-        proxy.as_mut(),
-    )
-    .await;
-    if let Some(p) = proxy {
-        // The connection is ours to end, whatever happened; a radio that is gone already is
-        // not news.
-        let _ = radio.disconnect(p.conn).await;
+    let mut mux = Mux::new(Duration::ZERO);
+    let end = mux.now() + deadline;
+    if let Some(v) = via {
+        mux.connect_proxy(radio, host, v.address, v.client.clone())
+            .await?;
     }
+    let result = config_loop(radio, host, requests, end, on_result, &mut mux).await;
+    mux.disconnect_proxy(radio).await;
     result
 }
 
+/// [`run_config`]'s loop over a [`Mux`] with the Config host alone.
 async fn config_loop<R: Radio, S: SeqSource>(
     radio: &mut R,
     host: &mut ConfigHost<S>,
     requests: &[(u16, ConfigMessage)],
     end: Instant,
     on_result: &mut dyn FnMut(&ConfigResult),
-    clock: &impl Fn() -> Instant,
-    mut proxy: Option<&mut ProxyLink>,
+    mux: &mut Mux,
 ) -> Result<Vec<ConfigResult>, LiveError> {
     let first = host.results().len();
     let mut ids = Vec::with_capacity(requests.len());
     for (node, m) in requests {
-        ids.push(host.request(clock(), *node, m.clone()).map_err(|e| {
+        ids.push(host.request(mux.now(), *node, m.clone()).map_err(|e| {
             LiveError::Config(format!("request to 0x{node:04x} cannot be sent: {e}"))
         })?);
     }
     let mut reported = first;
-    // Copies of network PDUs waiting for the radio: (due, pdu).
-    let mut out: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
-    let mut next_adv = clock();
     loop {
-        let now = clock();
-        host.drive(now);
-        while let Some(t) = host.poll_transmit() {
-            match proxy.as_deref_mut() {
-                // Over GATT a PDU is written once: the link is reliable (§6.1).
-                Some(p) => p
-                    .client
-                    .send_network_pdu(&t.pdu)
-                    .map_err(|e| LiveError::Proxy(e.to_string()))?,
-                None => {
-                    for k in 0..u32::from(t.transmissions.max(1)) {
-                        out.push_back((now + t.interval * k, t.pdu.clone()));
-                    }
-                }
-            }
-        }
-        if let Some(p) = proxy.as_deref_mut() {
-            while let Some(ev) = p.client.poll_event() {
-                if let ProxyEvent::Failed(e) = ev {
-                    return Err(LiveError::Proxy(e.to_string()));
-                }
-            }
-            while let Some(value) = p.client.poll_transmit() {
-                radio.gatt_write(p.conn, &value).await?;
+        let now = mux.now();
+        mux.settle(radio, None, Some(&mut *host)).await?;
+        while let Some(ev) = mux.poll_event() {
+            if let MuxEvent::ProxyLost(reason) = ev {
+                return Err(LiveError::Proxy(reason));
             }
         }
         while reported < host.results().len() && !host.is_pending(reported) {
             on_result(&host.results()[reported]);
             reported += 1;
         }
-        if now >= next_adv
-            && let Some(i) = out.iter().position(|(t, _)| *t <= now)
-            && let Some((_, pdu)) = out.remove(i)
-        {
-            radio
-                .advertise(AD_TYPE_MESH_MESSAGE, &pdu, AdvParams::default())
-                .await?;
-            next_adv = now + radio.adv_interval();
-            continue;
-        }
-        if (host.pending() == 0 && out.is_empty()) || now >= end {
+        if (host.pending() == 0 && mux.adverts_queued() == 0) || now >= end {
             break;
         }
-        let mut wake = end;
-        if let Some(t) = host.poll_timeout() {
-            wake = wake.min(t);
-        }
-        if let Some(t) = proxy.as_deref().and_then(|p| p.client.poll_timeout()) {
-            wake = wake.min(t);
-        }
-        if let Some(t) = out.iter().map(|(t, _)| *t).min() {
-            wake = wake.min(t.max(next_adv));
-        }
-        let sleep = wake.saturating_duration_since(now);
-        tokio::select! {
-            ev = radio.next_event() => match (ev?, proxy.as_deref_mut()) {
-                (RadioEvent::Adv(r), None) if r.ad_type == AD_TYPE_MESH_MESSAGE => {
-                    host.handle_network_pdu(clock(), &r.data);
-                }
-                (RadioEvent::Gatt { conn, data }, Some(p)) if conn == p.conn => {
-                    // A failure is also queued as an event, handled above.
-                    let _ = p.client.handle_notification(clock(), &data, host.transport_mut());
-                }
-                (RadioEvent::Disconnected(conn), Some(p)) if conn == p.conn => {
-                    p.client.disconnected();
-                    return Err(LiveError::Proxy(
-                        "the proxy node closed the connection".into(),
-                    ));
-                }
-                _ => {}
-            },
-            () = tokio::time::sleep(sleep) => {
-                let now = clock();
-                host.handle_timeout(now);
-                if let Some(p) = proxy.as_deref_mut() {
-                    p.client.handle_timeout(now, host.transport_mut());
-                }
-            }
-        }
+        mux.wait(radio, None, Some(&mut *host), Some(end)).await?;
     }
     while reported < host.results().len() {
         on_result(&host.results()[reported]);
@@ -666,7 +479,7 @@ pub async fn find_proxy<R: Radio>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::radio::AdReport;
+    use crate::radio::{AdReport, AdvParams, UUID_MESH_PROXY};
     use std::collections::VecDeque;
 
     /// Adverts heard one after another, then silence.

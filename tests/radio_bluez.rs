@@ -246,12 +246,29 @@ fn run_meshprov(bus: &str, dir: &Path, args: &[&str]) -> (i32, String, String) {
         .stderr(std::fs::File::create(&err).unwrap())
         .spawn()
         .expect("meshprov");
-    let status = wait_limited(&mut child, PROCESS_LIMIT, "meshprov");
-    (
-        status.code().unwrap_or(-1),
-        std::fs::read_to_string(out).unwrap_or_default(),
-        std::fs::read_to_string(err).unwrap_or_default(),
-    )
+    let read = || {
+        (
+            std::fs::read_to_string(&out).unwrap_or_default(),
+            std::fs::read_to_string(&err).unwrap_or_default(),
+        )
+    };
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if start.elapsed() > PROCESS_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            let (o, e) = read();
+            panic!(
+                "meshprov ran longer than {PROCESS_LIMIT:?} and was killed\nstdout:\n{o}\nstderr:\n{e}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (o, e) = read();
+    (status.code().unwrap_or(-1), o, e)
 }
 
 /// `meshprov provision LIGHT --radio bluez EXTRA…` (PB-GATT unless EXTRA says otherwise)
@@ -695,7 +712,10 @@ fn the_command_line_provisions_over_pb_gatt_through_bluez_by_default() {
 /// network, transport, Configuration Server and proxy server layers (the same ones the
 /// simulated building's nodes run). It reads Data In writes from the fake, answers Config
 /// requests secured with its device key, and notifies Filter Status and its replies on
-/// Data Out. Runs until `stop`; returns the Config requests it answered.
+/// Data Out. Runs until `stop`; returns the Config requests it answered. `only` keeps the
+/// writes whose characteristic path starts with it (several devices on one fake), from the
+/// `seen`-th write on.
+#[allow(clippy::too_many_arguments)]
 fn proxy_node_firmware(
     bus: &str,
     ble_address: &str,
@@ -703,6 +723,8 @@ fn proxy_node_firmware(
     unicast: u16,
     iv_index: u32,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    only: Option<&str>,
+    mut seen: usize,
 ) -> Vec<String> {
     use meshprov::net::config::{CompositionPage0, ConfigMessage};
     use meshprov::net::config_server::ConfigServer;
@@ -727,6 +749,7 @@ fn proxy_node_firmware(
     );
     net.add_subnet(0, &net_key);
     net.add_element(unicast);
+    net.add_element(unicast + 1);
     let mut transport = Transport::new(TransportConfig::default(), net);
     transport.add_dev_key(unicast, dev_key);
     // CID 0x0059, PID 0x1234, VID 1, CRPL 10, features Relay|Proxy; the primary element with
@@ -740,7 +763,6 @@ fn proxy_node_firmware(
     let mut server = ConfigServer::new(page0, unicast, 0, net_key.clone());
     let mut proxy = ProxyServer::new(67, unicast, ProxyServerConfig::default());
     let epoch = Instant::now();
-    let mut seen = 0;
     let mut served = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(80);
     while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
@@ -751,6 +773,9 @@ fn proxy_node_firmware(
         let st: Value = serde_json::from_str(&st).unwrap();
         let writes = st["writes"].as_array().unwrap();
         for w in &writes[seen..] {
+            if only.is_some_and(|p| !w["path"].as_str().unwrap_or("").starts_with(p)) {
+                continue;
+            }
             let data = ::hex::decode(w["data"].as_str().unwrap()).unwrap();
             proxy
                 .handle_data(now, &data, &mut transport)
@@ -784,9 +809,12 @@ fn proxy_node_firmware(
             proxy.route_own(&t, transport.network());
         }
         while let Some(value) = proxy.poll_transmit() {
-            let () = fake
-                .method_call("org.meshprov.FakeBluez", "Notify", (ble_address, value))
-                .unwrap();
+            // Refused when the client has disconnected meanwhile (notifications off).
+            let _ = fake.method_call::<(), _, _, _>(
+                "org.meshprov.FakeBluez",
+                "Notify",
+                (ble_address, value),
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -853,7 +881,7 @@ fn node_commands_go_through_a_gatt_proxy_over_bluez() {
         let (bus, stop) = (fake.address.clone(), stop.clone());
         let keys = (net_key.clone(), dev_key.clone());
         std::thread::spawn(move || {
-            proxy_node_firmware(&bus, "D0:00:00:00:00:03", keys, 1, iv, stop)
+            proxy_node_firmware(&bus, "D0:00:00:00:00:03", keys, 1, iv, stop, None, 0)
         })
     };
     let started = std::time::Instant::now();
@@ -900,6 +928,277 @@ fn node_commands_go_through_a_gatt_proxy_over_bluez() {
     eprintln!(
         "node composition through the fake BlueZ's GATT proxy: {:.2} s wall time (with discovery)",
         composition_time.as_secs_f64()
+    );
+}
+
+/// The firmware of one device of the rollout test: a provisionee behind the fake's PB-GATT
+/// service (meshprov's device role, Static OOB `static_oob`, two elements), then — once
+/// provisioned — a node that advertises its Node Identity on the Mesh Proxy service and runs
+/// meshprov's network, transport, Configuration Server and proxy server layers behind it.
+/// Only the writes to its own characteristics are read. Runs until `stop`; returns its address
+/// and the Config requests it answered.
+fn gatt_node_firmware(
+    bus: &str,
+    ble_address: &str,
+    uuid: [u8; 16],
+    static_oob: [u8; 16],
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (u16, Vec<String>) {
+    use meshprov::bearer::pb_gatt::PbGattLink;
+    use meshprov::provisioning::{Device, DeviceConfig, DeviceEvent};
+    use meshprov::wire::{
+        Algorithms, Capabilities, InputOobActions, OobType, OutputOobActions, PublicKeyType,
+    };
+    use rand_chacha::ChaCha20Rng;
+    use rand_chacha::rand_core::SeedableRng;
+
+    let mut ch = dbus::channel::Channel::open_private(bus).unwrap();
+    ch.register().unwrap();
+    let conn = dbus::blocking::Connection::from(ch);
+    let fake = conn.with_proxy("org.bluez", "/org/bluez/hci0", Duration::from_secs(5));
+    let own_path = format!("/org/bluez/hci0/dev_{}/", ble_address.replace(':', "_"));
+    let mut seen = 0;
+    // The writes to this device since the last call.
+    let writes = |seen: &mut usize| -> Vec<Vec<u8>> {
+        let (st,): (String,) = fake
+            .method_call("org.meshprov.FakeBluez", "State", ())
+            .unwrap();
+        let st: Value = serde_json::from_str(&st).unwrap();
+        let all = st["writes"].as_array().unwrap().clone();
+        let mine = all[*seen..]
+            .iter()
+            .filter(|w| w["path"].as_str().unwrap_or("").starts_with(&own_path))
+            .map(|w| ::hex::decode(w["data"].as_str().unwrap()).unwrap())
+            .collect();
+        *seen = all.len();
+        mine
+    };
+    let notify = |value: Vec<u8>| {
+        let () = conn
+            .with_proxy("org.bluez", "/org/bluez/hci0", Duration::from_secs(5))
+            .method_call("org.meshprov.FakeBluez", "Notify", (ble_address, value))
+            .unwrap();
+    };
+    let caps = Capabilities {
+        num_elements: 2,
+        algorithms: Algorithms::CMAC_AES128 | Algorithms::HMAC_SHA256,
+        public_key_type: PublicKeyType::EMPTY,
+        oob_type: OobType::STATIC_OOB_AVAILABLE,
+        output_oob_size: 0,
+        output_oob_action: OutputOobActions::EMPTY,
+        input_oob_size: 0,
+        input_oob_action: InputOobActions::EMPTY,
+    };
+    let mut config = DeviceConfig::new(uuid, caps);
+    config.static_oob = Some(static_oob.to_vec());
+    let mut device = Device::new(
+        config,
+        Box::new(ChaCha20Rng::seed_from_u64(u64::from(uuid[15]))),
+    );
+    let mut link = PbGattLink::new(67);
+    let epoch = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(80);
+    let mut keys = None;
+    while keys.is_none() {
+        assert!(
+            Instant::now() < deadline && !stop.load(std::sync::atomic::Ordering::Relaxed),
+            "{ble_address} was not provisioned"
+        );
+        for data in writes(&mut seen) {
+            let now = meshprov::time::Instant::from_epoch(epoch.elapsed());
+            if let Some(pdu) = link.handle_data(now, &data).expect("a proxy PDU") {
+                device.handle_pdu(now, &pdu);
+            }
+        }
+        while let Some(pdu) = device.poll_transmit() {
+            link.send(&pdu);
+        }
+        while let Some(seg) = link.poll_transmit() {
+            notify(seg);
+        }
+        while let Some(ev) = device.poll_event() {
+            match ev {
+                DeviceEvent::Provisioned {
+                    device_key,
+                    net_key,
+                    address,
+                    iv_index,
+                    ..
+                } => keys = Some((device_key, net_key, address, iv_index)),
+                DeviceEvent::Failed(e) => panic!("{ble_address} failed: {e}"),
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let Some((dev_key, net_key, unicast, iv_index)) = keys else {
+        unreachable!()
+    };
+    // A provisioned node: its Mesh Proxy service, advertised with its Node Identity.
+    let random = [uuid[15]; 8];
+    let hash = mesh_crypto::beacon::node_identity_hash(
+        &mesh_crypto::toolbox::identity_key(&net_key),
+        &random,
+        unicast,
+    );
+    let () = fake
+        .method_call(
+            "org.meshprov.FakeBluez",
+            "Become",
+            (
+                ble_address,
+                "1828",
+                format!("01{}{}", ::hex::encode(hash), ::hex::encode(random)),
+            ),
+        )
+        .unwrap();
+    let served = proxy_node_firmware(
+        bus,
+        ble_address,
+        (net_key, dev_key),
+        unicast,
+        iv_index,
+        stop,
+        Some(own_path.as_str()),
+        seen,
+    );
+    (unicast, served)
+}
+
+/// `meshprov rollout --radio bluez` with a two-device plan against the fake bluetoothd: each
+/// device provisioned over PB-GATT, then configured (AppKey Add, Model App Bind) and verified
+/// (Composition Data) through a GATT proxy connection to the node itself, found by its Node
+/// Identity advert — BlueZ sends no mesh adverts, so this is the only way to the nodes. A third
+/// device that is not in the plan is heard through its PB-GATT advert and reported
+/// (`unplanned`, not taken).
+#[test]
+fn a_rollout_over_bluez_provisions_over_pb_gatt_and_configures_through_the_proxy() {
+    if !tools_present() {
+        return;
+    }
+    let uuids = [
+        "7b2c1a90000040008000000000000c01",
+        "7b2c1a90000040008000000000000c02",
+    ];
+    let addresses = ["D0:00:00:00:00:21", "D0:00:00:00:00:22"];
+    let oob = [0x3c_u8; 16];
+    let devices: Vec<Value> = uuids
+        .iter()
+        .zip(addresses)
+        .enumerate()
+        .map(|(i, (u, a))| {
+            json!({"address": a, "rssi": -50 - i as i64, "delay_ms": 40 + 20 * i as u64,
+                   "service_data": {"1827": format!("{u}{OOB}")},
+                   "gatt": {"service": "1827", "mtu": 69, "echo": false}})
+        })
+        .collect();
+    // And a device that is not in the plan: reported, not taken (the plan has no rule).
+    let mut devices = devices;
+    devices.push(json!({"address": "D0:00:00:00:00:29", "rssi": -71, "delay_ms": 30,
+                        "service_data": {"1827": format!("7b2c1a90000040008000000000000c09{OOB}")}}));
+    let fake = FakeBluez::start(Some(adapter(json!({ "devices": devices }))), false);
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.toml");
+    let mut text = String::from(
+        r#"
+[network]
+name = "bluez"
+store = "net.db"
+
+[provisioner]
+unicast_ranges = ["0200-02FF"]
+
+[policy]
+auth = ["static"]
+bearer = "gatt"
+gatt_connections = 1
+configure_concurrency = 1
+retries = 2
+provision_timeout_s = 30
+configure_timeout_s = 30
+
+[templates.light]
+app_keys = ["lights"]
+bind = [{ element = 0, model = "1000", app_key = "lights" }]
+"#,
+    );
+    for u in uuids {
+        text.push_str(&format!(
+            "\n[[device]]\nuuid = \"{u}\"\nauth = \"static:{}\"\ntemplate = \"light\"\nelements = 2\n",
+            ::hex::encode(oob)
+        ));
+    }
+    std::fs::write(&plan, text).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let firmware: Vec<_> = uuids
+        .iter()
+        .zip(addresses)
+        .map(|(u, a)| {
+            let (bus, stop) = (fake.address.clone(), stop.clone());
+            let mut uuid = [0u8; 16];
+            uuid.copy_from_slice(&::hex::decode(u).unwrap());
+            std::thread::spawn(move || gatt_node_firmware(&bus, a, uuid, oob, stop))
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let (code, out, err) = fake.meshprov(&[
+        "rollout",
+        plan.to_str().unwrap(),
+        "--radio",
+        "bluez:hci0",
+        "--json",
+    ]);
+    let wall = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let served: Vec<(u16, Vec<String>)> = firmware
+        .into_iter()
+        .map(|f| f.join().expect("a node's firmware"))
+        .collect();
+    assert_eq!(
+        code,
+        0,
+        "stdout {out}\nstderr {err}\nfake: {}",
+        fake.mock_log()
+    );
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "summary", "{out}");
+    assert_eq!(summary["done"], 2, "{out}");
+    let store = meshprov::store::Store::open(&dir.path().join("net.db")).unwrap();
+    for ((u, (address, requests)), _) in uuids.iter().zip(&served).zip(addresses) {
+        let node = store.node_by_uuid(&u.parse().unwrap()).unwrap();
+        assert_eq!(node.state, meshprov::store::NodeState::Configured);
+        assert_eq!(node.address, *address, "the node's own idea of its address");
+        assert_eq!(store.node_bindings(&node.uuid).unwrap().len(), 1);
+        // AppKey Add, Model App Bind, Composition Data Get: each answered by the node itself,
+        // through its proxy (retries may repeat one).
+        assert!(requests.len() >= 3, "{u}: {requests:?}");
+        assert!(
+            requests.iter().any(|r| r.starts_with("AppKeyAdd"))
+                && requests.iter().any(|r| r.starts_with("ModelAppBind"))
+                && requests.iter().any(|r| r.starts_with("CompositionDataGet")),
+            "{u}: {requests:?}"
+        );
+    }
+    let authenticated = events
+        .iter()
+        .filter(|e| e["event"] == "authenticated" && e["method"] == "static")
+        .count();
+    assert_eq!(authenticated, 2, "{out}");
+    let unplanned: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "unplanned")
+        .collect();
+    assert_eq!(unplanned.len(), 1, "{out}");
+    assert_eq!(unplanned[0]["uuid"], "7b2c1a90-0000-4000-8000-000000000c09");
+    assert_eq!(unplanned[0]["taken"], false);
+    assert_eq!(unplanned[0]["rssi"], -71);
+    eprintln!(
+        "rollout of 2 devices over the fake BlueZ (PB-GATT, then the GATT proxy): {:.1} s wall time",
+        wall.as_secs_f64()
     );
 }
 

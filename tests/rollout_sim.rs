@@ -288,3 +288,236 @@ fn bench_concurrency_ratio() {
         times[1] / times[0]
     );
 }
+
+const SHARED_OOB: &str = "00112233445566778899aabbccddeeff";
+
+/// A building with one planned light and three unplanned devices: `cafe…01` on the
+/// provisioner's floor (heard at -50 dBm), `cafe…02` a floor away (-65 dBm), `beef…03` on the
+/// provisioner's floor with another prefix. The plan's discovery rule (`rule`) is appended.
+fn discovery_building(dir: &Path, rule: &str) {
+    let device = |uuid: &str, floor: i32, elements: usize| {
+        let mut d = format!(
+            "\n[[device]]\nuuid = \"{uuid}\"\nname = \"d-{floor}\"\nfloor = {floor}\nstatic_oob = \"{SHARED_OOB}\"\n"
+        );
+        for _ in 0..elements {
+            d.push_str("[[device.element]]\nmodels = [\"0000\", \"0002\", \"1000\"]\n");
+        }
+        d
+    };
+    let mut building = String::from(
+        "[air]\nloss = 0.0\nmax_floors = 2\nbeacon_interval_ms = 500\n\n[provisioner]\nfloor = 0\n",
+    );
+    building.push_str(&device("aa000000-0000-4000-8000-000000000001", 0, 1));
+    building.push_str(&device("cafe0000-0000-4000-8000-000000000001", 0, 2));
+    building.push_str(&device("cafe0000-0000-4000-8000-000000000002", 1, 1));
+    building.push_str(&device("beef0000-0000-4000-8000-000000000003", 0, 1));
+    std::fs::write(dir.join("building.toml"), building).unwrap();
+    std::fs::write(
+        dir.join("plan.toml"),
+        format!(
+            r#"
+[network]
+name = "discovery"
+store = "net.db"
+
+[provisioner]
+# Two ranges, filled in this order: the second one is used once the first is full.
+unicast_ranges = ["0100-0101", "0010-001F"]
+radio = "sim:building.toml"
+
+[policy]
+auth = ["static"]
+
+[templates.light]
+app_keys = ["lights"]
+bind = [{{ element = 0, model = "1000", app_key = "lights" }}]
+
+[templates.found]
+app_keys = ["found"]
+bind = [{{ element = 0, model = "1000", app_key = "found" }}]
+default_ttl = 7
+
+[[device]]
+uuid = "aa000000-0000-4000-8000-000000000001"
+auth = "static:{SHARED_OOB}"
+template = "light"
+elements = 1
+{rule}
+"#
+        ),
+    )
+    .unwrap();
+}
+
+fn unplanned_events(events: &Collect) -> Vec<(String, bool, String)> {
+    events
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Unplanned { taken, reason, .. } => {
+                Some((e.uuid.clone().unwrap_or_default(), *taken, reason.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn sim_node<'a>(out: &'a SimOutcome, uuid: &str) -> &'a meshprov::sim::node::VirtualDevice {
+    let u: meshprov::uuid::DeviceUuid = uuid.parse().unwrap();
+    &out.nodes
+        .iter()
+        .find(|(d, _)| *d == u)
+        .unwrap_or_else(|| panic!("{uuid} is not on the air"))
+        .1
+}
+
+/// With no discovery rule, unplanned devices heard beaconing are reported (`unplanned`,
+/// `taken: false`) and left alone: their virtual devices are still unprovisioned.
+#[test]
+fn unplanned_devices_are_reported_and_untouched_without_a_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    discovery_building(dir.path(), "");
+    let (_, store, out, events) = run(dir.path(), &SimOptions::default());
+    let s = &out.report.summary;
+    assert_eq!((s.devices, s.done), (1, 1), "{}", s.message);
+    let heard = unplanned_events(&events);
+    let uuids: BTreeSet<&str> = heard.iter().map(|(u, _, _)| u.as_str()).collect();
+    assert_eq!(
+        uuids,
+        BTreeSet::from([
+            "cafe0000-0000-4000-8000-000000000001",
+            "cafe0000-0000-4000-8000-000000000002",
+            "beef0000-0000-4000-8000-000000000003",
+        ]),
+        "{heard:?}"
+    );
+    assert_eq!(heard.len(), 3, "each reported once: {heard:?}");
+    assert!(heard.iter().all(|(_, taken, _)| !taken), "{heard:?}");
+    assert!(
+        heard
+            .iter()
+            .all(|(_, _, r)| r.contains("no [discovery] rule")),
+        "{heard:?}"
+    );
+    for u in [
+        "cafe0000-0000-4000-8000-000000000001",
+        "cafe0000-0000-4000-8000-000000000002",
+        "beef0000-0000-4000-8000-000000000003",
+    ] {
+        assert!(
+            matches!(
+                sim_node(&out, u).state(),
+                meshprov::sim::node::DeviceState::Unprovisioned
+            ),
+            "{u} was touched"
+        );
+        assert!(store.borrow().node_by_uuid(&u.parse().unwrap()).is_err());
+    }
+    assert_eq!(store.borrow().nodes().unwrap().len(), 1);
+}
+
+/// With the rule on (UUID prefix `cafe`, at least -60 dBm), exactly the matching unplanned
+/// device is provisioned and configured with the rule's template; the others are reported with
+/// the reason and untouched. Addresses come from the plan's first range, then its second. A
+/// rerun finds the taken node in the store and does not provision it again.
+#[test]
+fn the_discovery_rule_takes_exactly_the_matching_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    discovery_building(
+        dir.path(),
+        &format!(
+            "[discovery]\nenabled = true\nuuid_prefix = \"cafe\"\nmin_rssi = -60\ntemplate = \"found\"\nauth = \"static:{SHARED_OOB}\"\n"
+        ),
+    );
+    let (plan, store, out, events) = run(dir.path(), &SimOptions::default());
+    let s = &out.report.summary;
+    assert_eq!((s.devices, s.done, s.failed), (2, 2, 0), "{}", s.message);
+    let heard = unplanned_events(&events);
+    let taken: Vec<&str> = heard
+        .iter()
+        .filter(|(_, t, _)| *t)
+        .map(|(u, _, _)| u.as_str())
+        .collect();
+    assert_eq!(
+        taken,
+        vec!["cafe0000-0000-4000-8000-000000000001"],
+        "{heard:?}"
+    );
+    let reason = |u: &str| {
+        heard
+            .iter()
+            .find(|(x, _, _)| x == u)
+            .map(|(_, _, r)| r.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        reason("cafe0000-0000-4000-8000-000000000002").contains("-65 dBm"),
+        "{heard:?}"
+    );
+    assert!(
+        reason("beef0000-0000-4000-8000-000000000003").contains("prefix"),
+        "{heard:?}"
+    );
+    // The taken device: provisioned once, configured as the rule's template says.
+    let found: meshprov::uuid::DeviceUuid = "cafe0000-0000-4000-8000-000000000001".parse().unwrap();
+    let node = store.borrow().node_by_uuid(&found).unwrap();
+    assert_eq!(node.state, NodeState::Configured);
+    let server = sim_node(&out, "cafe0000-0000-4000-8000-000000000001")
+        .config_server()
+        .expect("provisioned");
+    assert_eq!(server.primary(), node.address);
+    assert_eq!(server.default_ttl(), 7);
+    let k = store.borrow().app_key_by_name("found").unwrap().unwrap();
+    assert!(server.app_keys().contains_key(&k));
+    assert!(
+        server
+            .model(node.address, plan.templates["found"].bindings[0].model)
+            .unwrap()
+            .bindings
+            .contains(&k)
+    );
+    let provisioned = events
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Provisioned { .. }))
+        .count();
+    assert_eq!(provisioned, 2);
+    // The others are untouched.
+    for u in [
+        "cafe0000-0000-4000-8000-000000000002",
+        "beef0000-0000-4000-8000-000000000003",
+    ] {
+        assert!(matches!(
+            sim_node(&out, u).state(),
+            meshprov::sim::node::DeviceState::Unprovisioned
+        ));
+    }
+    // Addresses: inside the plan's ranges, the first range used first (its first address).
+    let addresses: BTreeSet<u16> = store
+        .borrow()
+        .nodes()
+        .unwrap()
+        .iter()
+        .map(|n| n.address)
+        .collect();
+    assert!(addresses.contains(&0x0100), "{addresses:?}");
+    assert!(
+        addresses
+            .iter()
+            .all(|a| (0x0100..=0x0101).contains(a) || (0x0010..=0x001f).contains(a)),
+        "{addresses:?}"
+    );
+
+    // A rerun: both are done; the taken node is not in the plan, is not heard (it no longer
+    // beacons) and is not provisioned again.
+    let (_, _, again, events) = run(dir.path(), &SimOptions::default());
+    assert_eq!(again.report.summary.already_done, 1);
+    assert!(
+        !events
+            .events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::ProvisioningStarted { .. })),
+        "nothing is provisioned again"
+    );
+    assert!(store.borrow().node_by_uuid(&found).is_ok());
+}

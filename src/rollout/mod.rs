@@ -33,6 +33,7 @@
 //! all configured does nothing and says so.
 
 pub mod engine;
+mod jobs;
 pub mod live_driver;
 pub mod plan;
 pub mod sim_driver;
@@ -156,8 +157,9 @@ impl RolloutReport {
 /// Exit code of a rollout in which some planned devices are not done.
 pub const EXIT_INCOMPLETE: i32 = 3;
 
-/// Opens the plan's store, creating it with the plan's network (name, unicast range) if it
-/// does not exist yet; `rng` makes the NetKey of a new network.
+/// Opens the plan's store, creating it with the plan's network (name, unicast ranges) if it
+/// does not exist yet, and makes the plan's `unicast_ranges` this provisioner's, in the plan's
+/// order; `rng` makes the NetKey of a new network.
 pub fn open_store(plan: &Plan, rng: &mut dyn rand_core::CryptoRng) -> Result<Store, RolloutError> {
     if let Some(dir) = plan.store.parent()
         && !dir.as_os_str().is_empty()
@@ -173,15 +175,96 @@ pub fn open_store(plan: &Plan, rng: &mut dyn rand_core::CryptoRng) -> Result<Sto
         }
         store.create_network_with(&plan.network_name, None, &options, rng)?;
     }
+    // The plan's ranges, in its order, are this provisioner's (a plan that changed them since
+    // the store was made moves the allocation; nodes keep their addresses).
+    if !plan.unicast_ranges.is_empty() {
+        let mut current = store.unicast_ranges()?;
+        let mut wanted = plan.unicast_ranges.clone();
+        current.sort();
+        wanted.sort();
+        if current != wanted || plan.unicast_ranges.len() > 1 {
+            store
+                .set_unicast_ranges(&plan.unicast_ranges)
+                .map_err(|e| {
+                    RolloutError::Usage(format!(
+                        "{}: provisioner.unicast_ranges: {e}",
+                        plan.path.display()
+                    ))
+                })?;
+        }
+    }
     Ok(store)
+}
+
+/// What a driver needs to provision and configure one device of the run: a planned device,
+/// or an unplanned one the `[discovery]` rule (or the installer) takes, which gets the rule's
+/// authentication and template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Its UUID.
+    pub uuid: DeviceUuid,
+    /// Its name (an unplanned device's is `unplanned-` and the start of its UUID).
+    pub name: String,
+    /// How it is authenticated.
+    pub auth: AuthMethod,
+    /// Its template.
+    pub template: String,
+    /// The element count it must report, when the plan says.
+    pub elements: Option<u8>,
+    /// Whether it is a `[[device]]` of the plan.
+    pub planned: bool,
+}
+
+impl Target {
+    /// A planned device.
+    pub fn planned(d: &PlannedDevice) -> Self {
+        Self {
+            uuid: d.uuid,
+            name: d.name.clone(),
+            auth: d.auth.clone(),
+            template: d.template.clone(),
+            elements: d.elements,
+            planned: true,
+        }
+    }
+
+    /// An unplanned device, as the plan's `[discovery]` rule gives it (the same name, template
+    /// and authentication as [`Engine::heard`] and [`Command::Adopt`] give it).
+    pub fn unplanned(plan: &Plan, uuid: DeviceUuid) -> Self {
+        let short = uuid.to_string();
+        Self {
+            uuid,
+            name: format!("unplanned-{}", &short[..8.min(short.len())]),
+            auth: plan.discovery.auth.clone(),
+            template: plan.discovery.template.clone(),
+            elements: None,
+            planned: false,
+        }
+    }
+}
+
+/// Whether a node in the store that is not in the plan belongs to the run: it was taken by the
+/// discovery rule (or adopted) in an earlier run, which named it `unplanned-…`, or the plan's
+/// enabled rule matches its UUID; and the plan has a `[discovery]` template to finish it with.
+pub fn stored_unplanned_belongs(plan: &Plan, node: &crate::store::Node) -> bool {
+    let rule = &plan.discovery;
+    !rule.template.is_empty()
+        && (node.name.starts_with("unplanned-")
+            || (rule.enabled && node.uuid.0.starts_with(&rule.uuid_prefix)))
 }
 
 /// What a driver needs besides the plan: the engine's devices with their stored stage, the
 /// template names resolved in the store, the network's key and IV Index, the certificate
 /// verifier.
 pub struct Prepared {
-    /// The devices for [`Engine::new`].
+    /// The devices for [`Engine::new`]: the plan's, then the unplanned nodes of earlier runs
+    /// that are not configured yet ([`stored_unplanned_belongs`]).
     pub devices: Vec<EngineDevice>,
+    /// How to provision and configure each of `devices` (same order).
+    pub targets: Vec<Target>,
+    /// Nodes in the store that are not in the plan (taken by discovery in an earlier run, or
+    /// provisioned by other means): never provisioned again, even when heard beaconing.
+    pub stored_elsewhere: std::collections::BTreeSet<DeviceUuid>,
     /// AppKeys and groups by name.
     pub resolved: template::Resolved,
     /// The NetKey handed out.
@@ -221,17 +304,15 @@ pub fn prepare(
     let resolved =
         template::Resolved::from_store(store, plan.templates.values(), plan.net_key_index, rng)?;
     let mut devices = Vec::with_capacity(plan.devices.len());
+    let mut targets = Vec::with_capacity(plan.devices.len());
+    let stage_of = |n: &crate::store::Node| match n.state {
+        NodeState::Configured => Stage::Done,
+        NodeState::Excluded => Stage::Excluded,
+        NodeState::Provisioned | NodeState::Unconfirmed => Stage::Committed,
+    };
     for d in &plan.devices {
         let stored = match store.node_by_uuid(&d.uuid) {
-            Ok(n) => Some((
-                n.address,
-                n.elements,
-                match n.state {
-                    NodeState::Configured => Stage::Done,
-                    NodeState::Excluded => Stage::Excluded,
-                    NodeState::Provisioned | NodeState::Unconfirmed => Stage::Committed,
-                },
-            )),
+            Ok(n) => Some((n.address, n.elements, stage_of(&n))),
             Err(StoreError::NoSuchNode(_)) => None,
             Err(e) => return Err(e.into()),
         };
@@ -243,6 +324,34 @@ pub fn prepare(
             auth: d.auth.kind().to_string(),
             stored,
         });
+        targets.push(Target::planned(d));
+    }
+    // Nodes that are not in the plan: an unplanned device taken in an earlier run that did not
+    // get configured is finished now (with the discovery template, never provisioned again);
+    // every other one is left alone and is not provisioned again when heard.
+    let planned: std::collections::BTreeSet<DeviceUuid> =
+        plan.devices.iter().map(|d| d.uuid).collect();
+    let mut stored_elsewhere = std::collections::BTreeSet::new();
+    for n in store.nodes()? {
+        if planned.contains(&n.uuid) {
+            continue;
+        }
+        stored_elsewhere.insert(n.uuid);
+        if stage_of(&n) == Stage::Committed && stored_unplanned_belongs(plan, &n) {
+            let t = Target {
+                name: n.name.clone(),
+                ..Target::unplanned(plan, n.uuid)
+            };
+            devices.push(EngineDevice {
+                uuid: n.uuid,
+                name: n.name.clone(),
+                location: plan::PlanLocation::default(),
+                template: t.template.clone(),
+                auth: t.auth.kind().to_string(),
+                stored: Some((n.address, n.elements, Stage::Committed)),
+            });
+            targets.push(t);
+        }
     }
     let verifier = match &plan.policy.trust {
         Some(dir)
@@ -271,6 +380,8 @@ pub fn prepare(
     };
     Ok(Prepared {
         devices,
+        targets,
+        stored_elsewhere,
         resolved,
         net_key,
         net_key_index: plan.net_key_index,

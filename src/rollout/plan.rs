@@ -321,7 +321,8 @@ pub struct Plan {
     pub net_key_index: u16,
     /// IV Index of a new network.
     pub iv_index: u32,
-    /// The provisioner's unicast ranges (non-overlapping).
+    /// The provisioner's unicast ranges (non-overlapping), in the plan's order: addresses are
+    /// allocated from the first range until it is full, then from the next.
     pub unicast_ranges: Vec<Range16>,
     /// The radio, if the plan names one (`sim:FILE.toml` relative to the plan, `meshd-unit:DIR`,
     /// `bluez`); the command line's `--radio` wins.
@@ -692,15 +693,6 @@ impl Plan {
                 unicast_ranges.push((range, r.span()));
             }
         }
-        if unicast_ranges.len() > 1 {
-            let (_, span) = &unicast_ranges[1];
-            return Err(ctx.err(
-                span.clone(),
-                "provisioner.unicast_ranges[1]",
-                "one unicast range per plan for now (the store's network has one range for this provisioner)",
-            ));
-        }
-
         // [policy]
         let mut policy = Policy::default();
         if let Some(p) = &raw.policy {

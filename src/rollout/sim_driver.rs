@@ -22,20 +22,23 @@ use crate::host::{Host, HostEvent, SessionId};
 use crate::net::config::{ConfigClientConfig, ConfigMessage};
 use crate::provisioning::{OobValue, ProvisioningError, ProvisioningParams};
 use crate::radio::sim::{AdvPattern, AirStats, Delivery, EndpointId, RxFilter, SimAir};
-use crate::rollout::engine::{Action, Command, Engine, EventKind, Phase};
+use crate::rollout::engine::{Action, Command, Engine, EventKind, Heard, Phase};
+use crate::rollout::jobs::{self, Job};
 use crate::rollout::{
     Observer, Plan, PlanSink, Prepared, RolloutError, RolloutReport, SharedSeq, SharedStore,
-    engine_config, parse_oob_answer, retryable, session_config, template, transcript_events,
-    transcript_names,
+    Target, engine_config, parse_oob_answer, retryable, session_config, template,
+    transcript_events, transcript_names,
 };
 use crate::sim::building::Building;
 use crate::sim::configure::ConfigOutcome;
 use crate::sim::node::{
-    AD_TYPE_MESH_MESSAGE, AD_TYPE_PB_ADV, DeviceState, INSTALLER_DELAY, NetAdvQueue, VirtualDevice,
+    AD_TYPE_MESH_BEACON, AD_TYPE_MESH_MESSAGE, AD_TYPE_PB_ADV, DeviceState, INSTALLER_DELAY,
+    NetAdvQueue, VirtualDevice,
 };
 use crate::sim::run::BearerChoice;
 use crate::time::Instant;
 use crate::uuid::DeviceUuid;
+use crate::wire::beacon::MeshBeacon;
 
 /// Options of a simulated rollout.
 #[derive(Clone, Debug)]
@@ -85,12 +88,6 @@ struct Installer {
     input_value: Option<OobValue>,
     input_at: Option<Instant>,
     gatt_ready_at: Option<Instant>,
-}
-
-struct Job {
-    phase: Phase,
-    first: usize,
-    count: usize,
 }
 
 #[derive(Default)]
@@ -145,20 +142,56 @@ pub fn run(
         config.provision_limit = c.max(1);
     }
     let mut engine = Engine::new(Instant::ZERO, config, prepared.devices.clone(), "virtual");
+    engine.set_discovery(plan.discovery.clone());
 
-    // The virtual devices, aligned with the plan's devices.
-    let n = plan.devices.len();
+    // The devices of the run (the plan's, then unplanned nodes of earlier runs to finish), and
+    // after them the building's devices that are in neither the plan nor the store: unplanned
+    // devices that beacon, which the engine reports and the discovery rule may take.
+    let mut targets: Vec<Target> = prepared.targets.clone();
+    let mut stored: Vec<Option<(u16, u8, crate::rollout::Stage)>> =
+        prepared.devices.iter().map(|d| d.stored).collect();
+    let known: BTreeSet<DeviceUuid> = targets.iter().map(|t| t.uuid).collect();
+    for spec in &building.devices {
+        if !known.contains(&spec.uuid) && !prepared.stored_elsewhere.contains(&spec.uuid) {
+            targets.push(Target::unplanned(plan, spec.uuid));
+            stored.push(None);
+        }
+    }
+    let unplanned_on_air = targets.len() > prepared.targets.len();
+    if unplanned_on_air {
+        // Unprovisioned Device beacons (type 0x00) tell the engine who is there.
+        air.set_rx_filter(
+            me,
+            RxFilter::Patterns(
+                [
+                    (AD_TYPE_PB_ADV, Vec::new()),
+                    (AD_TYPE_MESH_MESSAGE, Vec::new()),
+                    (AD_TYPE_MESH_BEACON, vec![0x00]),
+                ]
+                .into_iter()
+                .map(|(ad_type, bytes)| AdvPattern {
+                    ad_type,
+                    offset: 0,
+                    bytes,
+                })
+                .collect(),
+            ),
+        );
+    }
+
+    // The virtual devices, aligned with `targets`.
+    let n = targets.len();
     let mut devs: Vec<Option<VirtualDevice>> = Vec::with_capacity(n);
     let mut by_uuid: BTreeMap<DeviceUuid, usize> = BTreeMap::new();
     let mut by_endpoint: BTreeMap<EndpointId, usize> = BTreeMap::new();
-    for (i, (d, ed)) in plan.devices.iter().zip(&prepared.devices).enumerate() {
+    for (i, (d, st)) in targets.iter().zip(&stored).enumerate() {
         by_uuid.insert(d.uuid, i);
         let Some(spec) = building.device(&d.uuid) else {
             devs.push(None);
             continue;
         };
         let seed = opts.seed.wrapping_add(1000 + i as u64);
-        let dev = match ed.stored {
+        let dev = match *st {
             Some((_, _, crate::rollout::Stage::Done | crate::rollout::Stage::Excluded)) => None,
             Some((address, _, _)) => {
                 let node = store.borrow().node_by_uuid(&d.uuid)?;
@@ -279,7 +312,7 @@ pub fn run(
                     let Some(dev) = devs[i].as_mut() else {
                         continue;
                     };
-                    let mut cfg = session_config(plan, &plan.devices[i].auth, bearer, spec.mtu);
+                    let mut cfg = session_config(plan, &targets[i].auth, bearer, spec.mtu);
                     if runs[i].attention {
                         cfg.attention_duration = 5;
                     }
@@ -287,7 +320,7 @@ pub fn run(
                         opts.seed
                             .wrapping_add(2000 + i as u64 + 7919 * u64::from(attempt)),
                     ));
-                    let name = plan.devices[i].name.clone();
+                    let name = targets[i].name.clone();
                     let mut installer = Installer::default();
                     let id = match bearer {
                         BearerChoice::Adv => host.open_adv(now, uuid, name, cfg, rng),
@@ -314,24 +347,23 @@ pub fn run(
                         device_key: node.device_key,
                         net_key_index: prepared.net_key_index,
                     });
-                    let Some(t) = plan.templates.get(&plan.devices[i].template) else {
+                    let Some(t) = plan.templates.get(&targets[i].template) else {
                         continue;
                     };
                     let reqs = template::requests(t, address, &prepared.resolved);
                     if let Some(d) = devs[i].as_mut() {
                         d.set_network_listening(&mut air, true);
                     }
-                    start_job(
+                    runs[i].job = jobs::start(
                         &mut conf,
                         &mut engine,
-                        &mut runs[i],
                         now,
                         uuid,
                         address,
                         Phase::Configuring,
                         reqs,
-                        plan,
                     );
+                    runs[i].deadline = runs[i].job.map(|_| now + plan.policy.configure_timeout);
                     live.insert(i);
                 }
                 Action::Verify { uuid, address } => {
@@ -339,17 +371,16 @@ pub fn run(
                     if let Some(d) = devs[i].as_mut() {
                         d.set_network_listening(&mut air, true);
                     }
-                    start_job(
+                    runs[i].job = jobs::start(
                         &mut conf,
                         &mut engine,
-                        &mut runs[i],
                         now,
                         uuid,
                         address,
                         Phase::Verifying,
                         vec![ConfigMessage::CompositionDataGet { page: 0 }],
-                        plan,
                     );
+                    runs[i].deadline = runs[i].job.map(|_| now + plan.policy.configure_timeout);
                     live.insert(i);
                 }
                 Action::Cancel { uuid } => {
@@ -406,6 +437,28 @@ pub fn run(
                         Delivery::Adv { ad_type, data, .. } if *ad_type == AD_TYPE_MESH_MESSAGE => {
                             conf.handle_network_pdu(now, data);
                         }
+                        Delivery::Adv {
+                            ad_type,
+                            data,
+                            from,
+                            ..
+                        } if *ad_type == AD_TYPE_MESH_BEACON => {
+                            if let Ok(MeshBeacon::UnprovisionedDevice(b)) = MeshBeacon::parse(data)
+                            {
+                                let uuid = DeviceUuid(b.uuid);
+                                if !prepared.stored_elsewhere.contains(&uuid) {
+                                    engine.heard(
+                                        now,
+                                        Heard {
+                                            uuid,
+                                            rssi: Some(air.rssi(*from, me)),
+                                            oob_info: b.oob_info.0,
+                                            uri_hash: b.meaningful_uri_hash(),
+                                        },
+                                    );
+                                }
+                            }
+                        }
                         Delivery::Adv { .. } => {}
                         Delivery::Gatt { from, data, .. } => {
                             if let Some(id) = by_endpoint.get(from).and_then(|i| runs[*i].session) {
@@ -448,7 +501,7 @@ pub fn run(
                         let i = dev_of_session[session.0];
                         engine.notify(
                             now,
-                            &plan.devices[i].uuid,
+                            &targets[i].uuid,
                             EventKind::OobRequested {
                                 action: action.name().unwrap_or("RFU").to_string(),
                                 size,
@@ -468,7 +521,7 @@ pub fn run(
                         };
                         engine.notify(
                             now,
-                            &plan.devices[i].uuid,
+                            &targets[i].uuid,
                             EventKind::OobDisplay {
                                 value: shown,
                                 action: action.name().unwrap_or("RFU").to_string(),
@@ -548,7 +601,7 @@ pub fn run(
             let Some(s) = host.session(id) else { continue };
             let t = s.transcript();
             if t.len() > runs[i].seen {
-                let uuid = plan.devices[i].uuid;
+                let uuid = targets[i].uuid;
                 for kind in transcript_events(t, runs[i].seen) {
                     match kind {
                         EventKind::LinkOpened => {
@@ -580,7 +633,7 @@ pub fn run(
             }
             runs[i].session = None;
             runs[i].deadline = None;
-            let uuid = plan.devices[i].uuid;
+            let uuid = targets[i].uuid;
             if bearer == BearerChoice::Gatt
                 && let Some(d) = devs[i].as_mut()
             {
@@ -635,63 +688,31 @@ pub fn run(
         // 4. Configuration jobs.
         for &i in &live {
             let Some(job) = &runs[i].job else { continue };
-            let uuid = plan.devices[i].uuid;
+            let uuid = targets[i].uuid;
             let past_deadline = runs[i].deadline.is_some_and(|d| now >= d);
-            let done = (job.first..job.first + job.count).all(|k| !conf.is_pending(k));
+            let done = job.done(&conf);
             if !done && !past_deadline {
                 continue;
             }
             let phase = job.phase;
-            let range = job.first..job.first + job.count;
+            let range = job.range();
             runs[i].job = None;
             runs[i].deadline = None;
             muting.push((now + MUTE_AFTER, i));
             if !done {
-                engine.phase_failed(
-                    now,
-                    &uuid,
-                    phase,
-                    format!(
-                        "{} took longer than policy.configure_timeout_s",
-                        phase.as_str()
-                    ),
-                    true,
-                );
+                jobs::timed_out(&mut engine, now, &uuid, phase, "");
                 continue;
             }
-            let verdict = judge(&conf.results()[range], phase);
-            match (phase, verdict) {
-                (_, Err((reason, again))) => engine.phase_failed(now, &uuid, phase, reason, again),
-                (Phase::Configuring, Ok(_)) => engine.configured(now, &uuid),
-                (_, Ok(data)) => {
-                    let d = &plan.devices[i];
-                    let Some(t) = plan.templates.get(&d.template) else {
-                        continue;
-                    };
-                    match template::verify(&data, d.elements, t) {
-                        Ok(page) => {
-                            engine.set_composition(&uuid, template::composition_line(&page));
-                            match template::record(
-                                &mut store.borrow_mut(),
-                                &uuid,
-                                &page,
-                                t,
-                                &prepared.resolved,
-                            ) {
-                                Ok(()) => engine.verified(now, &uuid),
-                                Err(e) => engine.phase_failed(
-                                    now,
-                                    &uuid,
-                                    phase,
-                                    format!("store: {e}"),
-                                    false,
-                                ),
-                            }
-                        }
-                        Err(reason) => engine.phase_failed(now, &uuid, phase, reason, false),
-                    }
-                }
-            }
+            jobs::finish(
+                &mut engine,
+                &store,
+                plan,
+                prepared,
+                &targets[i],
+                now,
+                phase,
+                &conf.results()[range],
+            );
         }
 
         muting.retain(|&(t, i)| {
@@ -792,8 +813,7 @@ pub fn run(
         summary,
         devices: engine.snapshot(now),
     };
-    let nodes = plan
-        .devices
+    let nodes = targets
         .iter()
         .zip(devs)
         .filter_map(|(d, v)| v.map(|v| (d.uuid, v)))
@@ -804,37 +824,6 @@ pub fn run(
         retransmissions: host.retransmissions(),
         nodes,
     })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn start_job<S: crate::net::network::SeqSource>(
-    conf: &mut ConfigHost<S>,
-    engine: &mut Engine,
-    run: &mut Run,
-    now: Instant,
-    uuid: DeviceUuid,
-    address: u16,
-    phase: Phase,
-    requests: Vec<ConfigMessage>,
-    plan: &Plan,
-) {
-    let first = conf.results().len();
-    let count = requests.len();
-    for m in requests {
-        if let Err(e) = conf.request(now, address, m) {
-            engine.phase_failed(now, &uuid, phase, format!("cannot send: {e}"), false);
-            return;
-        }
-    }
-    if phase == Phase::Configuring {
-        engine.configuring(now, &uuid, count);
-    }
-    run.job = Some(Job {
-        phase,
-        first,
-        count,
-    });
-    run.deadline = Some(now + plan.policy.configure_timeout);
 }
 
 /// A finished job's verdict: Ok (with the Composition Data of a verification), or the reason

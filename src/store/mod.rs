@@ -515,17 +515,17 @@ pub fn random_uuid(rng: &mut dyn CryptoRng) -> DeviceUuid {
     DeviceUuid(b)
 }
 
-/// The lowest address `a` such that `a .. a + elements` lies inside one of `ranges` and overlaps
-/// none of `taken` (inclusive `(first, last)` spans). This is the allocation rule: first fit,
-/// lowest address first, so a floor's devices get compact, predictable addresses.
+/// The first address `a` such that `a .. a + elements` lies inside one of `ranges` and overlaps
+/// none of `taken` (inclusive `(first, last)` spans), trying the ranges in the order given and
+/// the lowest address first inside each. This is the allocation rule: first fit, so a floor's
+/// devices get compact, predictable addresses, and a provisioner with several ranges fills
+/// them in its own order (a rollout plan's `unicast_ranges`).
 pub fn first_fit(ranges: &[Range16], taken: &[(u16, u16)], elements: u8) -> Option<u16> {
     if elements == 0 {
         return None;
     }
     let mut taken = taken.to_vec();
     taken.sort();
-    let mut ranges = ranges.to_vec();
-    ranges.sort();
     let need = u32::from(elements);
     for r in ranges {
         let mut a = u32::from(r.low.max(1));
@@ -723,6 +723,61 @@ impl Store {
         Ok((uuid_from(u)?, n))
     }
 
+    /// Replaces this provisioner's unicast ranges with `ranges`, kept in this order (the order
+    /// [`Store::allocate_unicast`] fills them in). Refused when two of them overlap, or one
+    /// overlaps a range of another provisioner of the network; nodes already provisioned keep
+    /// their addresses.
+    pub fn set_unicast_ranges(&mut self, ranges: &[Range16]) -> Result<(), StoreError> {
+        for (i, r) in ranges.iter().enumerate() {
+            if r.low == 0 || r.high > 0x7fff || r.low > r.high {
+                return Err(StoreError::InvalidArgument(format!(
+                    "{:04X}-{:04X} is not a unicast range inside 0001-7FFF",
+                    r.low, r.high
+                )));
+            }
+            if let Some(o) = ranges[..i]
+                .iter()
+                .find(|o| o.low <= r.high && r.low <= o.high)
+            {
+                return Err(StoreError::InvalidArgument(format!(
+                    "unicast range {:04X}-{:04X} overlaps {:04X}-{:04X}",
+                    r.low, r.high, o.low, o.high
+                )));
+            }
+        }
+        let tx = self.write()?;
+        let pid: i64 = tx.query_row("SELECT id FROM provisioners WHERE is_self = 1", [], |r| {
+            r.get(0)
+        })?;
+        let others: Vec<(u16, u16)> = tx
+            .prepare(
+                "SELECT low, high FROM provisioner_ranges WHERE provisioner != ?1 AND kind = 'unicast'",
+            )?
+            .query_map([pid], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for r in ranges {
+            if let Some((lo, hi)) = others.iter().find(|(lo, hi)| *lo <= r.high && r.low <= *hi) {
+                return Err(StoreError::InvalidArgument(format!(
+                    "unicast range {:04X}-{:04X} overlaps {lo:04X}-{hi:04X} of another provisioner",
+                    r.low, r.high
+                )));
+            }
+        }
+        tx.execute(
+            "DELETE FROM provisioner_ranges WHERE provisioner = ?1 AND kind = 'unicast'",
+            [pid],
+        )?;
+        for r in ranges {
+            tx.execute(
+                "INSERT INTO provisioner_ranges (provisioner, kind, low, high) VALUES (?1, 'unicast', ?2, ?3)",
+                params![pid, r.low, r.high],
+            )?;
+        }
+        touch(&tx)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// This provisioner's unicast ranges, ascending.
     pub fn unicast_ranges(&self) -> Result<Vec<Range16>, StoreError> {
         let mut st = self.conn.prepare(
@@ -810,10 +865,11 @@ impl Store {
             ));
         }
         let tx = self.write()?;
+        // In the order they were given (rowid): the ranges are filled one after another.
         let ranges: Vec<Range16> = tx
             .prepare(
                 "SELECT r.low, r.high FROM provisioner_ranges r JOIN provisioners p ON p.id = r.provisioner
-                 WHERE p.is_self = 1 AND r.kind = 'unicast' ORDER BY r.low",
+                 WHERE p.is_self = 1 AND r.kind = 'unicast' ORDER BY r.rowid",
             )?
             .query_map([], |r| {
                 Ok(Range16 {
@@ -1314,6 +1370,36 @@ mod tests {
 
     fn r(low: u16, high: u16) -> Range16 {
         Range16 { low, high }
+    }
+
+    #[test]
+    fn several_unicast_ranges_fill_in_their_order_and_overlaps_are_refused() {
+        use rand_chacha::rand_core::SeedableRng;
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.db")).unwrap();
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+        s.create_network_with("n", None, &NetworkOptions::default(), &mut rng)
+            .unwrap();
+        // The second range is lower, but the first one given is filled first.
+        s.set_unicast_ranges(&[r(0x200, 0x202), r(0x100, 0x1ff)])
+            .unwrap();
+        let u = |b: u8| DeviceUuid([b; 16]);
+        assert_eq!(s.allocate_unicast(&u(1), 2).unwrap(), 0x200);
+        // Two elements no longer fit in 0200-0202: the next range.
+        assert_eq!(s.allocate_unicast(&u(2), 2).unwrap(), 0x100);
+        assert_eq!(s.allocate_unicast(&u(3), 1).unwrap(), 0x202);
+        assert_eq!(s.allocate_unicast(&u(4), 1).unwrap(), 0x102);
+        assert_eq!(
+            s.unicast_ranges().unwrap(),
+            vec![r(0x100, 0x1ff), r(0x200, 0x202)]
+        );
+        let e = s
+            .set_unicast_ranges(&[r(0x100, 0x1ff), r(0x180, 0x300)])
+            .unwrap_err();
+        assert!(e.to_string().contains("overlaps 0100-01FF"), "{e}");
+        assert!(s.set_unicast_ranges(&[r(0, 5)]).is_err());
+        // Refused changes leave the ranges as they were.
+        assert_eq!(s.unicast_ranges().unwrap().len(), 2);
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub struct RolloutArgs {
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
     /// The radio, overriding the plan's `provisioner.radio`: `sim:FILE.toml`,
-    /// `meshd-unit:DIR`, `bluez` or `bluez:hciN`.
+    /// `meshd-unit:DIR`, `bluez`, `bluez:hciN` or `btleplug` (cargo feature).
     #[arg(long, value_name = "RADIO")]
     pub radio: Option<String>,
     /// PB-ADV sessions at once, overriding the plan's `policy.concurrency` (1–64).
@@ -50,6 +50,10 @@ pub struct RolloutArgs {
     /// Simulated radio: advertising loss 0.0–0.9, overriding the building's.
     #[arg(long, value_name = "P")]
     pub loss: Option<f64>,
+    /// Real radios, headless: answer Output OOB prompts (`oob_requested` events) with lines
+    /// `UUID VALUE` on stdin. Without it, a device that shows an Output OOB value fails at once.
+    #[arg(long)]
+    pub oob_stdin: bool,
 }
 
 /// `meshprov demo` arguments.
@@ -85,6 +89,8 @@ struct Printer {
     json: bool,
     bar: Option<indicatif::ProgressBar>,
     out: std::io::Stdout,
+    /// `--oob-stdin`: the installer's `UUID VALUE` lines.
+    oob: Option<std::sync::mpsc::Receiver<(crate::uuid::DeviceUuid, String)>>,
 }
 
 impl Printer {
@@ -93,6 +99,7 @@ impl Printer {
             json,
             bar: None,
             out: std::io::stdout(),
+            oob: None,
         }
     }
 
@@ -166,6 +173,17 @@ pub fn text_line(ev: &RolloutEvent) -> Option<String> {
         EventKind::Failed { phase, reason } => {
             format!("{at:>9}  {who}  FAILED in {}: {reason}", phase.as_str())
         }
+        EventKind::Unplanned {
+            rssi,
+            taken,
+            reason,
+            ..
+        } => format!(
+            "{at:>9}  {who}  unplanned device heard{}: {} ({reason})",
+            rssi.map_or(String::new(), |r| format!(" at {r} dBm")),
+            if *taken { "taken" } else { "not taken" }
+        ),
+        EventKind::Ignored => format!("{at:>9}  {who}  ignored (unplanned)"),
         EventKind::Skipped => format!("{at:>9}  {who}  skipped"),
         EventKind::Excluded => format!("{at:>9}  {who}  excluded"),
         EventKind::Identify { how } => format!("{at:>9}  {who}  identify: {how}"),
@@ -243,7 +261,14 @@ impl Observer for Printer {
                 .count();
             b.set_message(format!("{n} in progress"));
         }
-        Vec::new()
+        // --oob-stdin: the answers typed so far.
+        let mut commands = Vec::new();
+        if let Some(rx) = &self.oob {
+            while let Ok((uuid, value)) = rx.try_recv() {
+                commands.push(Command::AnswerOob(uuid, value));
+            }
+        }
+        commands
     }
 }
 
@@ -273,8 +298,12 @@ fn write_report(path: &Path, plan: &Plan, report: &RolloutReport) -> Result<(), 
 /// Runs a plan as `args` say, printing as it goes; returns the process exit code.
 pub fn rollout(args: &RolloutArgs) -> i32 {
     let mut printer = Printer::new(args.json);
+    if args.oob_stdin {
+        printer.oob = Some(oob_lines());
+    }
     // --- the terminal UI (issue 9) ---
-    let tui = !args.headless && !args.json && std::io::stdout().is_terminal();
+    // `--oob-stdin` is for batch runs: it keeps the run headless.
+    let tui = !args.headless && !args.json && !args.oob_stdin && std::io::stdout().is_terminal();
     if tui && !(args.speed.is_finite() && args.speed > 0.0 && args.speed <= 10_000.0) {
         return fail(
             &RolloutError::Usage(format!(
@@ -301,6 +330,43 @@ pub fn rollout(args: &RolloutArgs) -> i32 {
         }
         Err(e) => fail(&e, args.json),
     }
+}
+
+/// `--oob-stdin`: a thread reads `UUID VALUE` lines from stdin until it closes; a line that
+/// does not parse is reported on stderr and skipped.
+fn oob_lines() -> std::sync::mpsc::Receiver<(crate::uuid::DeviceUuid, String)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            match parse_oob_line(&line) {
+                Ok(Some(answer)) => {
+                    if tx.send(answer).is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => eprintln!("meshprov: --oob-stdin: {e}"),
+            }
+        }
+    });
+    rx
+}
+
+/// One `--oob-stdin` line: `UUID VALUE` (blank lines and `#` comments are skipped).
+pub fn parse_oob_line(line: &str) -> Result<Option<(crate::uuid::DeviceUuid, String)>, String> {
+    let t = line.trim();
+    if t.is_empty() || t.starts_with('#') {
+        return Ok(None);
+    }
+    let mut parts = t.split_whitespace();
+    let (Some(u), Some(v), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("'{t}': expected UUID VALUE"));
+    };
+    let uuid = u
+        .parse()
+        .map_err(|e| format!("'{t}': {u} is not a device UUID: {e}"))?;
+    Ok(Some((uuid, v.to_string())))
 }
 
 fn fail(e: &RolloutError, json: bool) -> i32 {
@@ -346,6 +412,8 @@ fn run_plan(args: &RolloutArgs, front: Front<'_>) -> Result<(Plan, RolloutReport
     let prepared = rollout::prepare(&plan, &mut store.borrow_mut(), &mut rng)?;
     // --- the terminal UI (issue 9) ---
     let mut tui_observer: Option<crate::tools::tui_glue::TuiObserver> = None;
+    // The terminal UI's dialog answers Output OOB prompts on real radios.
+    let answers = args.oob_stdin || matches!(front, Front::Tui { .. });
     let observer: &mut dyn Observer = match front {
         Front::Headless(o) => o,
         Front::Tui { speed } => {
@@ -414,16 +482,25 @@ fn run_plan(args: &RolloutArgs, front: Front<'_>) -> Result<(Plan, RolloutReport
         let opts = rollout::live_driver::LiveRolloutOptions {
             pb_adv: crate::tools::provision::meshd_pb_adv(),
             client: crate::tools::node::meshd_client(),
-            ..Default::default()
+            ..live_options(answers)
         };
         rt.block_on(rollout::live_driver::run(
             &mut r, &plan, store, &prepared, &opts, observer,
         ))?
     } else if radio == "bluez" || radio.starts_with("bluez:") {
-        bluez(&radio, &plan, store, &prepared, observer)?
+        bluez(
+            &radio,
+            &plan,
+            store,
+            &prepared,
+            &live_options(answers),
+            observer,
+        )?
+    } else if radio == "btleplug" {
+        btleplug(&plan, store, &prepared, &live_options(answers), observer)?
     } else {
         return Err(RolloutError::Usage(format!(
-            "unknown radio '{radio}': use sim:FILE.toml, meshd-unit:DIR, bluez or bluez:hciN"
+            "unknown radio '{radio}': use sim:FILE.toml, meshd-unit:DIR, bluez, bluez:hciN or btleplug"
         )));
     };
     // The terminal back (the view's last frame showed the final state), then the summary.
@@ -433,6 +510,16 @@ fn run_plan(args: &RolloutArgs, front: Front<'_>) -> Result<(Plan, RolloutReport
         println!("{line}");
     }
     Ok((plan, report))
+}
+
+/// The real-time driver's options: whether someone answers Output OOB (the terminal UI's
+/// dialog, or `--oob-stdin`).
+fn live_options(answers: bool) -> rollout::live_driver::LiveRolloutOptions {
+    rollout::live_driver::LiveRolloutOptions {
+        oob_answers: answers,
+        no_oob_reason: "the device shows an Output OOB value and a headless run cannot read it: run on a terminal without --headless, or pass --oob-stdin and type `UUID VALUE` lines".into(),
+        ..Default::default()
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, RolloutError> {
@@ -448,18 +535,59 @@ fn bluez(
     plan: &Plan,
     store: SharedStore,
     prepared: &rollout::Prepared,
+    opts: &rollout::live_driver::LiveRolloutOptions,
     observer: &mut dyn Observer,
 ) -> Result<RolloutReport, RolloutError> {
     use crate::radio::bluez::{BluezOptions, BluezRadio};
+    // BlueZ sends no mesh adverts: Config messages go through a node's GATT proxy.
+    let opts = rollout::live_driver::LiveRolloutOptions {
+        config_bearer: rollout::live_driver::ConfigBearer::Proxy,
+        ..opts.clone()
+    };
     let adapter = radio.strip_prefix("bluez:").filter(|a| !a.is_empty());
     let rt = runtime()?;
     rt.block_on(async {
         let mut r = BluezRadio::open_with(adapter, BluezOptions { power_on: false })
             .await
             .map_err(|e| RolloutError::Radio(e.to_string()))?;
-        rollout::live_driver::run(&mut r, plan, store, prepared, &Default::default(), observer)
-            .await
+        rollout::live_driver::run(&mut r, plan, store, prepared, &opts, observer).await
     })
+}
+
+/// The btleplug radio (cargo feature `btleplug`): PB-GATT, and Config messages through a GATT
+/// proxy, as on BlueZ.
+#[cfg(feature = "btleplug")]
+fn btleplug(
+    plan: &Plan,
+    store: SharedStore,
+    prepared: &rollout::Prepared,
+    opts: &rollout::live_driver::LiveRolloutOptions,
+    observer: &mut dyn Observer,
+) -> Result<RolloutReport, RolloutError> {
+    let opts = rollout::live_driver::LiveRolloutOptions {
+        config_bearer: rollout::live_driver::ConfigBearer::Proxy,
+        ..opts.clone()
+    };
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut r = crate::radio::btleplug::BtleplugRadio::open()
+            .await
+            .map_err(|e| RolloutError::Radio(e.to_string()))?;
+        rollout::live_driver::run(&mut r, plan, store, prepared, &opts, observer).await
+    })
+}
+
+#[cfg(not(feature = "btleplug"))]
+fn btleplug(
+    _plan: &Plan,
+    _store: SharedStore,
+    _prepared: &rollout::Prepared,
+    _opts: &rollout::live_driver::LiveRolloutOptions,
+    _observer: &mut dyn Observer,
+) -> Result<RolloutReport, RolloutError> {
+    Err(RolloutError::Usage(
+        "this meshprov was built without the btleplug radio: rebuild with `cargo build --release --features btleplug`, or use --radio bluez".into(),
+    ))
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -468,6 +596,7 @@ fn bluez(
     _plan: &Plan,
     _store: SharedStore,
     _prepared: &rollout::Prepared,
+    _opts: &rollout::live_driver::LiveRolloutOptions,
     _observer: &mut dyn Observer,
 ) -> Result<RolloutReport, RolloutError> {
     Err(RolloutError::Usage(format!(
@@ -681,7 +810,10 @@ pub fn demo(args: &DemoArgs) -> i32 {
     };
     let plan = dir.join("plan.toml");
     let resuming = plan.exists();
-    if !resuming && let Err(e) = write_demo_with(&dir, args.devices, args.seed, true) {
+    // The late circuit is for an installer to retry in the terminal UI; a headless demo (a
+    // script, CI, a pipe) has nobody to press `r`, so its building has every device on.
+    let tui = !args.headless && !args.json && std::io::stdout().is_terminal();
+    if !resuming && let Err(e) = write_demo_with(&dir, args.devices, args.seed, tui) {
         return fail(&e, args.json);
     }
     // On a rerun the late device's circuit has long been on (the simulation's clock starts
@@ -718,6 +850,7 @@ pub fn demo(args: &DemoArgs) -> i32 {
         seed: args.seed,
         loss: None,
         speed: args.speed,
+        oob_stdin: false,
     });
     say(format!(
         "report in {}; run `meshprov demo --dir {}` again to resume it, `meshprov node list --store {}` to see the nodes",
@@ -726,4 +859,27 @@ pub fn demo(args: &DemoArgs) -> i32 {
         dir.join("network.db").display()
     ));
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_oob_line;
+
+    #[test]
+    fn oob_stdin_lines() {
+        let (u, v) = parse_oob_line("  7b2c1a90-0000-4000-8000-000000000002   4711 ")
+            .unwrap()
+            .unwrap();
+        assert_eq!(u.to_string(), "7b2c1a90-0000-4000-8000-000000000002");
+        assert_eq!(v, "4711");
+        assert_eq!(parse_oob_line("").unwrap(), None);
+        assert_eq!(parse_oob_line("# the lobby").unwrap(), None);
+        assert!(parse_oob_line("7b2c1a90000040008000000000000002").is_err());
+        assert!(
+            parse_oob_line("nonsense 12")
+                .unwrap_err()
+                .contains("not a device UUID")
+        );
+        assert!(parse_oob_line("7b2c1a90000040008000000000000002 1 2").is_err());
+    }
 }

@@ -30,7 +30,9 @@ Data In echoes back on Data Out. It is driven by its parameters (`-p JSON`):
 State for the test (filter set, advertisements with their properties, GATT writes) is read
 back with org.meshprov.FakeBluez.State() on the adapter, a JSON string. Without "echo", the
 device's firmware is the test's: it reads the writes from State() and answers with
-org.meshprov.FakeBluez.Notify(address, value), a notification on Data Out.
+org.meshprov.FakeBluez.Notify(address, value), a notification on Data Out. A firmware that
+is provisioned becomes a proxy node with org.meshprov.FakeBluez.Become(address, service,
+service_data): its GATT service (from the next connection on) and its advert change.
 '''
 
 import json
@@ -175,13 +177,19 @@ def update_device(device, update):
     return False
 
 
+def service_path(device):
+    '''The object path of the device's GATT service: one per service UUID.'''
+    return device.path + ('/service000a' if device.spec['gatt']['service'] == '1827'
+                          else '/service0010')
+
+
 def connect(device):
     gatt = device.spec.get('gatt')
     if gatt is None:
         raise dbus.exceptions.DBusException('Software caused connection abort',
                                             name='org.bluez.Error.Failed')
     device.UpdateProperties(DEVICE_IFACE, {'Connected': dbus.Boolean(True)})
-    service = device.path + '/service000a'
+    service = service_path(device)
     if service not in mockobject.objects:
         data_in, data_out = DATA_CHARS[gatt['service']]
         root = mockobject.objects['/']
@@ -300,11 +308,20 @@ def state(_adapter):
 
 def notify(_adapter, address, value):
     '''Data Out of the device at `address` notifies `value` (the test's device firmware).'''
-    out = mockobject.objects[device_path(PARAMS['adapter'], address) + '/service000a/char000d']
+    device = mockobject.objects[device_path(PARAMS['adapter'], address)]
+    out = mockobject.objects[service_path(device) + '/char000d']
     if not out.props[CHAR_IFACE]['Notifying']:
         raise dbus.exceptions.DBusException('Notifications are off',
                                             name='org.bluez.Error.NotPermitted')
     out.UpdateProperties(CHAR_IFACE, {'Value': dbus.Array(bytes(value), signature='y')})
+
+
+def become(_adapter, address, service, service_data):
+    '''The device at `address` now serves `service` (from its next connection) and
+    advertises `service_data` (hex) for it: a provisioned node's Mesh Proxy service.'''
+    device = mockobject.objects[device_path(PARAMS['adapter'], address)]
+    device.spec['gatt']['service'] = str(service)
+    update_device(device, {'service_data': {str(service): str(service_data)}})
 
 
 def load(mock, parameters):
@@ -333,7 +350,8 @@ def load(mock, parameters):
         ('RegisterAdvertisement', 'oa{sv}', '', register_advertisement),
         ('UnregisterAdvertisement', 'o', '', unregister_advertisement),
     ])
-    adapter.AddMethods(TEST_IFACE, [('State', '', 's', state), ('Notify', 'say', '', notify)])
+    adapter.AddMethods(TEST_IFACE, [('State', '', 's', state), ('Notify', 'say', '', notify),
+                                    ('Become', 'sss', '', become)])
     for spec in PARAMS.get('devices', []):
         if spec.get('cached'):
             add_device(spec, heard=False)
