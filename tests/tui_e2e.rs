@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 struct Tmux {
     socket: String,
     pid: Option<u32>,
+    /// The process in the pane, when the test started meshprov there directly.
+    pane: Option<u32>,
 }
 
 impl Tmux {
@@ -78,6 +80,9 @@ impl Drop for Tmux {
         if let Some(pid) = self.pid {
             let _ = Command::new("kill").arg(pid.to_string()).status();
         }
+        if let Some(pid) = self.pane {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
     }
 }
 
@@ -133,6 +138,7 @@ fn the_demo_in_the_terminal_ui() {
     let mut tmux = Tmux {
         socket: format!("meshprov-e2e-{}", std::process::id()),
         pid: None,
+        pane: None,
     };
     // After the binary: its exit code, whether the line discipline is cooked again, then a
     // pause so the pane can be read.
@@ -296,4 +302,91 @@ fn the_demo_in_the_terminal_ui() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("devices done"), "{stdout}");
     eprintln!("tui_e2e: {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// The installer closes the terminal window mid-run (here: the tmux server is killed): the
+/// kernel hangs the terminal up, and meshprov must stop the run and exit — not spin on a dead
+/// terminal for ever (it did: crossterm's poll reads end-of-file in a loop and never returns).
+#[test]
+fn a_closed_terminal_ends_the_run() {
+    if !have_tmux() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let mut tmux = Tmux {
+        socket: format!("meshprov-e2e-hup-{}", std::process::id()),
+        pid: None,
+        pane: None,
+    };
+    let cmd = format!(
+        "exec env TERM=xterm-256color {} demo --dir {} --speed 30",
+        shell_quote(Path::new(env!("CARGO_BIN_EXE_meshprov"))),
+        shell_quote(&dir)
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "e2e",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &cmd,
+    ])
+    .expect("tmux new-session");
+    tmux.pid = tmux
+        .run(&["display", "-p", "-t", "e2e", "#{pid}"])
+        .and_then(|s| s.trim().parse().ok());
+    tmux.pane = tmux
+        .run(&["display", "-p", "-t", "e2e", "#{pane_pid}"])
+        .and_then(|s| s.trim().parse().ok());
+    tmux.wait("the dashboard, running", 20, |s| {
+        s.contains("1 Dashboard") && count(s, "done").is_some_and(|d| d >= 1)
+    });
+    let (server, pane) = (tmux.pid.expect("tmux pid"), tmux.pane.expect("pane pid"));
+    let alive = |pid: u32| {
+        Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+    };
+    assert!(alive(pane));
+    Command::new("kill")
+        .args(["-9", &server.to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while alive(pane) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if alive(pane) {
+        let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pane}/task"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| {
+                        let f =
+                            |n: &str| std::fs::read_to_string(e.path().join(n)).unwrap_or_default();
+                        format!("{} {}", f("comm").trim(), f("wchan").trim())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        panic!(
+            "meshprov (pid {pane}) still runs 15 s after its terminal went away; threads: {threads:?}"
+        );
+    }
+    // The store is consistent: a headless rerun finishes the building.
+    let out = Command::new(env!("CARGO_BIN_EXE_meshprov"))
+        .args(["demo", "--headless", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

@@ -42,6 +42,10 @@ use crate::uuid::DeviceUuid;
 /// The longest the view waits between two frames while something moves (the spinner, the
 /// clock), and the shortest between two frames: at most 20 a second.
 const FRAME: Duration = Duration::from_millis(50);
+/// How long [`TuiObserver::finish`] waits for the view thread before leaving it behind.
+const VIEW_JOIN: Duration = Duration::from_secs(2);
+/// How long a quitting run may take to settle before the driver is told to end it.
+const QUIT_GRACE: Duration = Duration::from_secs(3);
 
 /// The view's device key for an engine device.
 pub fn view_uuid(u: &DeviceUuid) -> Uuid {
@@ -697,6 +701,8 @@ pub struct TuiObserver {
     refresh: BTreeSet<DeviceUuid>,
     /// The installer asked to quit: stop, settle, then let the driver return.
     quitting: bool,
+    /// When the quit began (wall clock): the run gets [`QUIT_GRACE`] to settle.
+    quit_at: Option<std::time::Instant>,
     /// The run was finished at the last tick (a summary line was logged).
     finished: bool,
     /// The summary line of the end of the run, for the terminal after the UI.
@@ -764,6 +770,7 @@ impl TuiObserver {
             anchor: None,
             refresh: BTreeSet::new(),
             quitting: false,
+            quit_at: None,
             finished: false,
             summary: None,
             signalled,
@@ -775,7 +782,16 @@ impl TuiObserver {
     pub fn finish(&mut self) -> Option<String> {
         lock(&self.state).close = true;
         if let Some(ui) = self.ui.take() {
-            if let Ok(Err(e)) = ui.join() {
+            // A terminal that hung up (its window closed, tmux killed) leaves the view thread
+            // inside crossterm's poll, which then reads end-of-file forever and never returns:
+            // wait for the thread a short while, then leave it behind so that the process ends.
+            let deadline = std::time::Instant::now() + VIEW_JOIN;
+            while !ui.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if ui.is_finished()
+                && let Ok(Err(e)) = ui.join()
+            {
                 eprintln!("meshprov: terminal: {e}");
             }
         }
@@ -913,6 +929,9 @@ impl Observer for TuiObserver {
         if self.quitting && !engine.is_finished() {
             commands.push(Command::Stop);
         }
+        if self.quitting && self.quit_at.is_none() {
+            self.quit_at = Some(std::time::Instant::now());
+        }
         // Details: the transcript and Composition Data the engine keeps.
         let refresh = std::mem::take(&mut self.refresh);
         let ups: Vec<Update> = {
@@ -965,6 +984,12 @@ impl Observer for TuiObserver {
             return next;
         };
         if self.quitting {
+            // A run that has not settled within the grace ends here, as a crash would: every
+            // commit is already in the store, which is made to resume from any moment. (The
+            // simulated air has been seen to stay busy after a Stop when the terminal hung up.)
+            if self.quit_at.is_some_and(|t| t.elapsed() >= QUIT_GRACE) {
+                return None;
+            }
             // Settle as fast as the CPU goes: the installer is waiting for the terminal.
             return next.or(Some(now + Duration::from_millis(100)));
         }
