@@ -445,24 +445,16 @@ fn settle_host(
 /// A receiving stack on subnet 0 with [`OUR_ADDRESS`], and the peer's device key and the
 /// AppKey.
 fn stack() -> Transport<MemorySeqSource> {
-    let mut net = NetworkLayer::new(
-        NetworkConfig::default(),
-        IvIndex {
-            index: IV_INDEX,
-            update: false,
-        },
-        MemorySeqSource::new(),
-    );
-    net.add_subnet(0, &NetKey::from_bytes(NET_KEY));
-    net.add_element(OUR_ADDRESS);
-    let mut t = Transport::new(TransportConfig::default(), net);
-    t.add_app_key(0, 0, AppKey::from_bytes(APP_KEY));
-    t.add_dev_key(PEER_ADDRESS, dev_key());
-    t
+    stack_at(OUR_ADDRESS, PEER_ADDRESS)
 }
 
 /// The peer's stack: sends from [`PEER_ADDRESS`] with the same keys.
 fn peer_stack() -> Transport<MemorySeqSource> {
+    stack_at(PEER_ADDRESS, OUR_ADDRESS)
+}
+
+/// A stack on subnet 0 whose element is `own`, with the AppKey and `other`'s device key.
+fn stack_at(own: u16, other: u16) -> Transport<MemorySeqSource> {
     let mut net = NetworkLayer::new(
         NetworkConfig::default(),
         IvIndex {
@@ -472,10 +464,10 @@ fn peer_stack() -> Transport<MemorySeqSource> {
         MemorySeqSource::new(),
     );
     net.add_subnet(0, &NetKey::from_bytes(NET_KEY));
-    net.add_element(PEER_ADDRESS);
+    net.add_element(own);
     let mut t = Transport::new(TransportConfig::default(), net);
     t.add_app_key(0, 0, AppKey::from_bytes(APP_KEY));
-    t.add_dev_key(OUR_ADDRESS, dev_key());
+    t.add_dev_key(other, dev_key());
     t
 }
 
