@@ -473,7 +473,7 @@ mod tests {
     }
 
     #[test]
-    fn argon2id_rfc9106_test_vector() {
+    fn argon2id_reference_vector() {
         // RFC 9106 §5.3's vector uses a secret and associated data, which a store does not;
         // the reference implementation's own test (phc-winner-argon2 `src/test.c`, Argon2id
         // v0x13, t=2, m=2^8 KiB, p=1, "password", "somesalt") has neither.
