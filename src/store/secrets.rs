@@ -351,3 +351,116 @@ impl Store {
         truncate(&self.conn)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::schema::{APPLICATION_ID, MIGRATIONS};
+    use crate::uuid::DeviceUuid;
+
+    /// A version 2 store (before secrets at rest) with a network, a key refresh under way and
+    /// nodes with their rows in every table that refers to them: the table rebuild keeps all
+    /// of it, the triggers still refuse overlaps, and the store can then be encrypted.
+    #[test]
+    fn a_version_2_store_is_rebuilt_and_can_be_encrypted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.execute_batch(MIGRATIONS[1]).unwrap();
+            c.pragma_update(None, "user_version", 2).unwrap();
+            c.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            c.execute_batch(
+                "INSERT INTO network (id, name, mesh_uuid, timestamp) VALUES (1, 'old', zeroblob(16), 't');
+                 INSERT INTO net_keys (idx, name, key, old_key, phase, timestamp)
+                     VALUES (0, 'n', X'11111111111111111111111111111111', X'22222222222222222222222222222222', 1, 't');
+                 INSERT INTO app_keys (idx, name, bound_net_key, key, old_key) VALUES (0, 'a', 0, X'33333333333333333333333333333333', X'55555555555555555555555555555555');
+                 INSERT INTO provisioners (uuid, name, is_self) VALUES (X'0102030405060708090a0b0c0d0e0f10', 'me', 1);
+                 INSERT INTO provisioner_ranges (provisioner, kind, low, high) VALUES (1, 'unicast', 1, 100);
+                 INSERT INTO nodes (uuid, address, elements, device_key, state, created)
+                     VALUES (X'a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0', 5, 2, X'44444444444444444444444444444444', 'provisioned', 't');
+                 INSERT INTO node_net_keys (node, idx) VALUES (X'a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0', 0);
+                 INSERT INTO node_app_keys (node, idx) VALUES (X'a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0', 0);
+                 INSERT INTO elements (node, idx) VALUES (X'a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0', 0);
+                 INSERT INTO elements (node, idx) VALUES (X'a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0', 1);
+                 INSERT INTO models (node, element, vendor, model_id) VALUES (X'a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0', 0, 0, 4096);
+                 INSERT INTO key_refresh (net_key_index, started, updated, journal) VALUES (0, 't', 't', '{}');",
+            )
+            .unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        let v: u32 = s
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, crate::store::SCHEMA_VERSION);
+        s.check_integrity().unwrap();
+        assert!(s.keys_at_rest().is_none());
+        let u = DeviceUuid([0xa0; 16]);
+        let n = s.node_by_uuid(&u).unwrap();
+        assert_eq!((n.address, n.elements), (5, 2));
+        assert_eq!(n.device_key.expose_secret(), &[0x44; 16]);
+        assert_eq!((n.net_keys.clone(), n.app_keys.clone()), (vec![0], vec![0]));
+        let kr = s.key_refresh(0).unwrap().unwrap();
+        assert_eq!(kr.old_net_key.expose_secret(), &[0x22; 16]);
+        // Foreign keys are on again: a node's rows go with it; the overlap triggers hold.
+        assert!(s.allocate_unicast(&DeviceUuid([1; 16]), 1).unwrap() == 1);
+        assert!(s.allocate_unicast(&DeviceUuid([2; 16]), 4).unwrap() == 7);
+        let overlap = s.conn.execute(
+            "INSERT INTO reservations (uuid, address, elements, created) VALUES (zeroblob(16), 6, 1, 't')",
+            [],
+        );
+        assert!(overlap.is_err());
+        let fk: bool = s
+            .conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert!(fk);
+        // And it can be encrypted now.
+        let o = s
+            .encrypt(
+                &Passphrase::new("a passphrase".into()),
+                &KdfParams::TEST_ONLY_CHEAP,
+            )
+            .unwrap();
+        assert_eq!(o.keys, 5);
+        assert!(o.scrubbed);
+        drop(s);
+        let mut s = Store::open(&path).unwrap();
+        assert!(s.is_locked());
+        s.unlock(&Passphrase::new("a passphrase".into())).unwrap();
+        assert_eq!(s.key_refresh(0).unwrap().unwrap().old_net_key, kr.old_net_key);
+        assert_eq!(s.node_by_uuid(&u).unwrap().device_key, n.device_key);
+        let raw = std::fs::read(&path).unwrap();
+        for b in [0x11u8, 0x22, 0x33, 0x44, 0x55] {
+            assert!(
+                !raw.windows(16).any(|w| w == [b; 16]),
+                "plaintext key {b:02x}… left in the file"
+            );
+        }
+    }
+
+    /// A crash between a re-seal and its scrub leaves `scrubbed = 0`: the next unlock scrubs.
+    #[test]
+    fn an_unfinished_scrub_is_finished_at_the_next_unlock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let p = Passphrase::new("a passphrase".into());
+        {
+            let mut s = Store::open(&path).unwrap();
+            s.encrypt(&p, &KdfParams::TEST_ONLY_CHEAP).unwrap();
+            s.conn
+                .execute("UPDATE store_encryption SET scrubbed = 0", [])
+                .unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        s.unlock(&p).unwrap();
+        let scrubbed: bool = s
+            .conn
+            .query_row("SELECT scrubbed FROM store_encryption", [], |r| r.get(0))
+            .unwrap();
+        assert!(scrubbed);
+    }
+}
