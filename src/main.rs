@@ -628,19 +628,15 @@ fn run_net(cmd: NetCommand) -> Result<(), Failure> {
                 .then(|| tools::passphrase::new_passphrase(false))
                 .transpose()?;
             let mut s = Store::open(&path)?;
-            if s.network().is_ok() {
-                return Err(Failure(
-                    exit::FAILURE,
-                    format!(
-                        "{} already holds a network: `meshprov net show --store {}` shows it",
-                        path.display(),
-                        path.display()
-                    ),
-                ));
-            }
             // Encrypted before the first key is written: no key ever reaches the file in
-            // plaintext.
+            // plaintext. (A store that already holds a network is refused first, untouched.)
             if let Some(p) = &passphrase {
+                if let Ok(existing) = s.network() {
+                    return Err(StoreError::NetworkExists {
+                        name: existing.name,
+                    }
+                    .into());
+                }
                 if s.keys_at_rest().is_none() {
                     s.encrypt(p, &params)?;
                 } else {
@@ -973,12 +969,13 @@ fn run_cdb(cmd: CdbCommand) -> Result<(), Failure> {
                 None
             };
             let s = open(&args)?;
-            let json = s.export_cdb(&store::ExportOptions {
+            // The text holds every key in hex: wiped once written.
+            let json = zeroize::Zeroizing::new(s.export_cdb(&store::ExportOptions {
                 no_keys,
                 partial_nodes,
-            })?;
+            })?);
             if file.as_os_str() == "-" {
-                print!("{json}");
+                print!("{}", json.as_str());
             } else {
                 store::write_atomically(&file, json.as_bytes(), !no_keys)?;
             }
@@ -992,7 +989,7 @@ fn run_cdb(cmd: CdbCommand) -> Result<(), Failure> {
             let as_provisioner = as_provisioner.map(|u| u.parse()).transpose().map_err(
                 |e: meshprov::uuid::UuidError| usage(format!("invalid --as-provisioner: {e}")),
             )?;
-            let json = read_file(&file)?;
+            let json = zeroize::Zeroizing::new(read_file(&file)?);
             let in_file =
                 |e: StoreError| Failure(exit::FAILURE, format!("{}: {e}", file.display()));
             let path = match (&args.store, &args.network) {

@@ -28,11 +28,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use meshprov::crypto::AuthValue;
+use meshprov::crypto::EcdhSecret;
 use meshprov::crypto::ecdh::KeyPair;
 use meshprov::crypto::provisioning::{
     Algorithm, ProvRandom, confirmation, confirmation_inputs, confirmation_key, confirmation_salt,
 };
-use meshprov::crypto::EcdhSecret;
 use meshprov::rollout::{self, Observer, RolloutEvent, SharedStore};
 use meshprov::sim::building::Building;
 use meshprov::store::{KdfParams, Passphrase, Store};
@@ -152,7 +152,10 @@ fn the_detector_sees_a_key_in_every_form() {
     let mut secrets = Secrets::default();
     secrets.add("NetKey 0", &key);
     let mut c = Corpus::default();
-    c.add("clean", b"nothing to see 7dd7364cd842ad18c17c2b820c84c3d".to_vec());
+    c.add(
+        "clean",
+        b"nothing to see 7dd7364cd842ad18c17c2b820c84c3d".to_vec(),
+    );
     assert!(leaks(&c, &secrets).is_empty());
     for (name, bytes) in [
         ("lower", b"key=7dd7364cd842ad18c17c2b820c84c3d6\n".to_vec()),
@@ -163,7 +166,10 @@ fn the_detector_sees_a_key_in_every_form() {
         c.add(name, bytes);
         let found = leaks(&c, &secrets);
         assert_eq!(found.len(), 1, "{name}: {found:?}");
-        assert!(found[0].contains("NetKey 0") && found[0].contains(name), "{found:?}");
+        assert!(
+            found[0].contains("NetKey 0") && found[0].contains(name),
+            "{found:?}"
+        );
     }
     // A low-entropy AuthValue (Output OOB 87475) is searched in hex only.
     let auth = hex::decode("000000000000000000000000000155b3").unwrap();
@@ -247,7 +253,11 @@ fn session_secrets(dir: &Path, capture: &str, secrets: &mut Secrets) -> Vec<Stri
     let sidecar = dir.join(capture.replace(".pcapng", ".keys.json"));
     let side: Value = serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
     let sessions = side["secrets"]["sessions"].as_array().unwrap().clone();
-    assert!(!sessions.is_empty(), "{}: no session secrets", sidecar.display());
+    assert!(
+        !sessions.is_empty(),
+        "{}: no session secrets",
+        sidecar.display()
+    );
     let decoded = meshprov(
         dir,
         &[
@@ -338,8 +348,8 @@ fn session_secrets(dir: &Path, capture: &str, secrets: &mut Secrets) -> Vec<Stri
         let ecdh = EcdhSecret::from_hex(h("ecdh_secret")).unwrap();
         let auth = AuthValue::from_slice(&hex::decode(h("auth_value")).unwrap()).unwrap();
         let ck = confirmation_key(alg, &ecdh, &salt, &auth).unwrap();
-        let random = ProvRandom::from_slice(&hex::decode(h("provisioner_random")).unwrap())
-            .unwrap();
+        let random =
+            ProvRandom::from_slice(&hex::decode(h("provisioner_random")).unwrap()).unwrap();
         let sent = pdu("provisioner", "Provisioning Confirmation").unwrap();
         assert_eq!(
             confirmation(alg, &ck, &random, &auth).unwrap().as_bytes(),
@@ -357,7 +367,10 @@ fn device_keys_of(dir: &Path, capture: &str) -> Vec<String> {
         &std::fs::read(dir.join(capture.replace(".pcapng", ".keys.json"))).unwrap(),
     )
     .unwrap();
-    assert!(side["secrets"].is_null(), "{capture}: secrets without --capture-secrets");
+    assert!(
+        side["secrets"].is_null(),
+        "{capture}: secrets without --capture-secrets"
+    );
     let mut v: Vec<String> = side["device_keys"]
         .as_array()
         .unwrap()
@@ -417,9 +430,8 @@ fn rollout_in_process(dir: &Path, corpus: &mut Corpus) {
         seed: 5,
         ..Default::default()
     };
-    let out =
-        rollout::sim_driver::run(&plan, &building, store.clone(), &prepared, &opts, &mut obs)
-            .unwrap();
+    let out = rollout::sim_driver::run(&plan, &building, store.clone(), &prepared, &opts, &mut obs)
+        .unwrap();
     assert!(out.report.summary.done > 0, "{:?}", out.report.summary);
     corpus.add("Debug of the plan", format!("{plan:?}"));
     corpus.add("Debug of the prepared run", format!("{prepared:?}"));
@@ -491,7 +503,10 @@ fn panics(stores: &[PathBuf], corpus: &mut Corpus) {
                 .unlock(&Passphrase::new("wrong passphrase".into()))
                 .unwrap();
         }));
-        corpus.add(format!("Debug of the store {}", path.display()), format!("{s:?}"));
+        corpus.add(
+            format!("Debug of the store {}", path.display()),
+            format!("{s:?}"),
+        );
         corpus.add(
             format!("Debug of {}'s nodes", path.display()),
             format!("{nodes:?}"),
@@ -545,11 +560,18 @@ fn files_of_open_store(path: &Path, secrets: &Secrets) {
         with_new.add(v.clone(), k);
     }
     with_new.add("the DevKey written while open", &[0x77; 16]);
-    with_new.add("the AppKey added while open", s.app_key(1).unwrap().expose_secret());
+    with_new.add(
+        "the AppKey added while open",
+        s.app_key(1).unwrap().expose_secret(),
+    );
     let mut files = Corpus::default();
     for suffix in ["", "-wal", "-shm"] {
         let f = PathBuf::from(format!("{}{suffix}", path.display()));
-        assert!(f.exists(), "{} is missing while the store is open", f.display());
+        assert!(
+            f.exists(),
+            "{} is missing while the store is open",
+            f.display()
+        );
         files.file(&f);
     }
     let wal = std::fs::metadata(format!("{}-wal", path.display()))
@@ -557,7 +579,11 @@ fn files_of_open_store(path: &Path, secrets: &Secrets) {
         .len();
     assert!(wal > 0, "nothing in the WAL: the check would prove nothing");
     let found = leaks(&files, &with_new);
-    assert!(found.is_empty(), "keys in an encrypted store's files:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "keys in an encrypted store's files:\n{}",
+        found.join("\n")
+    );
     drop(s);
 }
 
@@ -571,10 +597,7 @@ fn no_key_leaks_from_a_run_on_encrypted_stores() {
     let sim = format!("sim:{BUILDING}");
 
     // Run 1: the sessions' secrets, written on purpose (never searched).
-    for (store, cap, gatt) in [
-        ("s1.db", "c1.pcapng", false),
-        ("s1.db", "c1g.pcapng", true),
-    ] {
+    for (store, cap, gatt) in [("s1.db", "c1.pcapng", false), ("s1.db", "c1g.pcapng", true)] {
         if !gatt {
             let mut a = vec!["net", "create", "leak", "--store", store, "--encrypt"];
             a.extend(CHEAP);
@@ -629,8 +652,16 @@ fn no_key_leaks_from_a_run_on_encrypted_stores() {
     ];
     a.extend(common);
     corpus.run(dir, &a);
-    assert_eq!(device_keys_of(dir, "c2.pcapng"), adv_keys, "run 2 is not run 1");
-    assert_eq!(device_keys_of(dir, "c2g.pcapng"), gatt_keys, "run 2 is not run 1");
+    assert_eq!(
+        device_keys_of(dir, "c2.pcapng"),
+        adv_keys,
+        "run 2 is not run 1"
+    );
+    assert_eq!(
+        device_keys_of(dir, "c2g.pcapng"),
+        gatt_keys,
+        "run 2 is not run 1"
+    );
     for cap in ["c2.pcapng", "c2g.pcapng"] {
         corpus.file(&dir.join(cap));
         for extra in [&["--json"][..], &[][..]] {
@@ -641,7 +672,11 @@ fn no_key_leaks_from_a_run_on_encrypted_stores() {
             assert!(corpus.run(dir, &a).status.success());
         }
     }
-    store_keys(&dir.join("s2.db"), "s2 before the key refreshes", &mut secrets);
+    store_keys(
+        &dir.join("s2.db"),
+        "s2 before the key refreshes",
+        &mut secrets,
+    );
     // Two key refreshes (the rollout's conventions, then `net key-refresh`), each key kept.
     let o = corpus.run(
         dir,
@@ -654,7 +689,11 @@ fn no_key_leaks_from_a_run_on_encrypted_stores() {
         &["net", "key-refresh", "--radio", &sim, "--store", "s2.db"],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    store_keys(&dir.join("s2.db"), "s2 after two key refreshes", &mut secrets);
+    store_keys(
+        &dir.join("s2.db"),
+        "s2 after two key refreshes",
+        &mut secrets,
+    );
     for a in [
         &["net", "show", "--store", "s2.db"][..],
         &["net", "show", "--json", "--store", "s2.db"],
@@ -674,16 +713,7 @@ fn no_key_leaks_from_a_run_on_encrypted_stores() {
             "s2.db",
         ],
         &[
-            "node",
-            "bind",
-            "0001",
-            "0001",
-            "1000",
-            "Lights",
-            "--radio",
-            &sim,
-            "--store",
-            "s2.db",
+            "node", "bind", "0001", "0001", "1000", "Lights", "--radio", &sim, "--store", "s2.db",
             "--json",
         ],
     ] {
@@ -699,7 +729,10 @@ fn no_key_leaks_from_a_run_on_encrypted_stores() {
         c.output().unwrap()
     };
     assert_eq!(o.status.code(), Some(2));
-    secrets.add("the wrong passphrase", b"a wrong passphrase of the installer");
+    secrets.add(
+        "the wrong passphrase",
+        b"a wrong passphrase of the installer",
+    );
     corpus.add("stderr of a wrong passphrase", o.stderr);
     corpus.add("stdout of a wrong passphrase", o.stdout);
 
@@ -723,10 +756,19 @@ fn no_key_leaks_from_a_run_on_encrypted_stores() {
         &demo,
         &["rollout", "plan.toml", "--json", "--report", "report.json"],
     );
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     corpus.run(&demo, &["rollout", "plan.toml", "--headless"]);
     corpus.file(&demo.join("report.json"));
-    store_keys(&demo.join("network.db"), "the rollout's store", &mut secrets);
+    store_keys(
+        &demo.join("network.db"),
+        "the rollout's store",
+        &mut secrets,
+    );
     // The static OOB values of the demo's plan are AuthValues.
     let plan = std::fs::read_to_string(demo.join("plan.toml")).unwrap();
     for line in plan.lines() {
@@ -743,7 +785,11 @@ fn no_key_leaks_from_a_run_on_encrypted_stores() {
     std::fs::create_dir(&demo2).unwrap();
     meshprov::tools::rollout::write_demo(&demo2, 10, 3).unwrap();
     rollout_in_process(&demo2, &mut corpus);
-    store_keys(&demo2.join("network.db"), "the in-process rollout's store", &mut secrets);
+    store_keys(
+        &demo2.join("network.db"),
+        "the in-process rollout's store",
+        &mut secrets,
+    );
 
     let stores = [
         dir.join("s2.db"),
@@ -766,9 +812,16 @@ fn no_key_leaks_from_a_run_on_encrypted_stores() {
     // design, never a session's secrets.
     let mut sessions_only = Secrets::default();
     for (k, what) in &secrets.0 {
-        if ["ECDH", "AuthValue", "SessionKey", "SessionNonce", "ConfirmationKey", "passphrase"]
-            .iter()
-            .any(|w| what.contains(w))
+        if [
+            "ECDH",
+            "AuthValue",
+            "SessionKey",
+            "SessionNonce",
+            "ConfirmationKey",
+            "passphrase",
+        ]
+        .iter()
+        .any(|w| what.contains(w))
         {
             sessions_only.add(what.clone(), k);
         }

@@ -97,7 +97,10 @@ fn encrypted_keys_open_only_with_the_passphrase_and_are_the_same_keys() {
     assert!(s.is_locked());
     // What needs no key works while locked.
     let info = s.network().unwrap();
-    assert_eq!(info.keys_at_rest.as_ref().unwrap().kdf, KdfParams::TEST_ONLY_CHEAP);
+    assert_eq!(
+        info.keys_at_rest.as_ref().unwrap().kdf,
+        KdfParams::TEST_ONLY_CHEAP
+    );
     assert!(meshprov::store::network_text(&info).contains("Keys at rest  encrypted"));
     // A key does not: an error that says how to give the passphrase.
     let e = s.net_key(0).unwrap_err();
@@ -110,8 +113,13 @@ fn encrypted_keys_open_only_with_the_passphrase_and_are_the_same_keys() {
         Err(StoreError::Locked { .. })
     ));
     // A wrong passphrase is an error at once, never garbage keys.
-    let e = s.unlock(&pass("correct horse battery stapler")).unwrap_err();
-    assert_eq!(e.to_string(), format!("wrong passphrase for {}", path.display()));
+    let e = s
+        .unlock(&pass("correct horse battery stapler"))
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("wrong passphrase for {}", path.display())
+    );
     assert!(s.is_locked());
     let key = s.unlock(&pass(PASS)).unwrap();
     assert_eq!(s.export_cdb(&Default::default()).unwrap(), before);
@@ -306,9 +314,18 @@ fn cli_encrypt_show_unlock_change_and_decrypt() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cheap = ["--kdf-memory-kib", "64", "--kdf-time", "1"];
-    assert!(cli(d, &["net", "create", "hq", "--store", "hq.db"], &[], None).status.success());
+    assert!(
+        cli(d, &["net", "create", "hq", "--store", "hq.db"], &[], None)
+            .status
+            .success()
+    );
     let plain_show = out(&cli(d, &["net", "show", "--store", "hq.db"], &[], None));
-    let plain_json = out(&cli(d, &["net", "show", "--json", "--store", "hq.db"], &[], None));
+    let plain_json = out(&cli(
+        d,
+        &["net", "show", "--json", "--store", "hq.db"],
+        &[],
+        None,
+    ));
     // A plain store says nothing about encryption.
     assert!(!plain_show.contains("Keys at rest"), "{plain_show}");
     assert!(!plain_json.contains("keys_at_rest"), "{plain_json}");
@@ -340,8 +357,17 @@ fn cli_encrypt_show_unlock_change_and_decrypt() {
     let export = ["cdb", "export", "-", "--store", "hq.db"];
     let o = cli(d, &export, &[], None);
     assert_eq!(o.status.code(), Some(2));
-    assert!(err(&o).contains("is encrypted and no passphrase was given"), "{}", err(&o));
-    let o = cli(d, &export, &[("MESHPROV_PASSPHRASE", "not the passphrase")], None);
+    assert!(
+        err(&o).contains("is encrypted and no passphrase was given"),
+        "{}",
+        err(&o)
+    );
+    let o = cli(
+        d,
+        &export,
+        &[("MESHPROV_PASSPHRASE", "not the passphrase")],
+        None,
+    );
     assert_eq!(o.status.code(), Some(2));
     assert!(err(&o).contains("wrong passphrase for"), "{}", err(&o));
     assert!(!err(&o).contains("not the passphrase"), "{}", err(&o));
@@ -385,7 +411,16 @@ fn cli_encrypt_show_unlock_change_and_decrypt() {
     );
 
     // Encrypted from creation: no key ever in the file in plaintext.
-    let mut a = vec!["net", "create", "annex", "--store", "annex.db", "--encrypt", "--net-key", "7dd7364cd842ad18c17c2b820c84c3d6"];
+    let mut a = vec![
+        "net",
+        "create",
+        "annex",
+        "--store",
+        "annex.db",
+        "--encrypt",
+        "--net-key",
+        "7dd7364cd842ad18c17c2b820c84c3d6",
+    ];
     a.extend(cheap);
     let o = cli(d, &a, &[("MESHPROV_PASSPHRASE", PASS)], None);
     assert!(o.status.success(), "{}", err(&o));
@@ -400,7 +435,19 @@ fn cli_encrypt_show_unlock_change_and_decrypt() {
     );
     assert!(o.status.success(), "{}", err(&o));
     // A bad --passphrase-fd is a usage error.
-    let o = cli(d, &["net", "show", "--store", "annex.db", "--passphrase-fd", "77"], &[], None);
+    let o = cli(
+        d,
+        &[
+            "net",
+            "show",
+            "--store",
+            "annex.db",
+            "--passphrase-fd",
+            "77",
+        ],
+        &[],
+        None,
+    );
     assert_eq!(o.status.code(), Some(2));
     assert!(err(&o).contains("--passphrase-fd 77"), "{}", err(&o));
 }

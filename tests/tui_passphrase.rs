@@ -202,10 +202,15 @@ fn the_no_echo_prompt_on_a_terminal() {
     tmux.wait("the prompt", 20, |s| s.contains("Passphrase for"));
     tmux.text("not it at all");
     tmux.keys(&["Enter"]);
-    tmux.wait("a second try", 10, |s| s.contains("wrong passphrase, try again"));
+    tmux.wait("a second try", 10, |s| {
+        s.contains("wrong passphrase, try again")
+    });
     tmux.text(PASS);
     tmux.keys(&["Enter"]);
     let s = tmux.wait("the export", 20, |s| s.contains("EXIT="));
     assert!(s.contains("EXIT=0") && s.contains("\n1\n"), "{s}");
-    assert!(!s.contains("not it at all") && !s.contains(PASS), "echoed:\n{s}");
+    assert!(
+        !s.contains("not it at all") && !s.contains(PASS),
+        "echoed:\n{s}"
+    );
 }

@@ -328,7 +328,9 @@ fn read_nodes(conn: &Connection, keys: &KeyCipher) -> Result<Vec<CdbNode>, Store
         nodes.push(CdbNode {
             uuid,
             address: r.get(1)?,
-            device_key: Some(DevKey::from_bytes(*keys.open(Slot::DevKey(&uuid), r.get(2)?)?)),
+            device_key: Some(DevKey::from_bytes(
+                *keys.open(Slot::DevKey(&uuid), r.get(2)?)?,
+            )),
             security: Security::parse(&r.get::<_, String>(3)?),
             net_keys,
             app_keys,
@@ -685,7 +687,10 @@ fn write_document(
         "INSERT INTO network (id, name, mesh_uuid, iv_index, iv_update, timestamp) VALUES (1, ?1, ?2, ?3, 0, ?4)",
         params![doc.mesh_name, &doc.mesh_uuid.0[..], iv_index, timestamp],
     )?;
-    let seal = |slot: Slot<'_>, key: Option<&[u8; 16]>| -> Result<Option<Vec<u8>>, StoreError> {
+    // The stored value (in a plain store, the key itself) is wiped once its statement has run.
+    let seal = |slot: Slot<'_>,
+                key: Option<&[u8; 16]>|
+     -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, StoreError> {
         key.map(|k| keys.seal(slot, k)).transpose()
     };
     for k in &doc.net_keys {
@@ -698,11 +703,11 @@ fn write_document(
                 seal(
                     Slot::NetKey { index, old: false },
                     k.key.as_ref().map(|k| k.expose_secret())
-                )?,
+                )?.as_deref(),
                 seal(
                     Slot::NetKey { index, old: true },
                     k.old_key.as_ref().map(|k| k.expose_secret())
-                )?,
+                )?.as_deref(),
                 k.phase,
                 k.min_security.as_str(),
                 k.timestamp,
@@ -720,11 +725,11 @@ fn write_document(
                 seal(
                     Slot::AppKey { index, old: false },
                     k.key.as_ref().map(|k| k.expose_secret())
-                )?,
+                )?.as_deref(),
                 seal(
                     Slot::AppKey { index, old: true },
                     k.old_key.as_ref().map(|k| k.expose_secret())
-                )?,
+                )?.as_deref(),
             ],
         )?;
     }
@@ -770,7 +775,7 @@ fn write_document(
                 seal(
                     Slot::DevKey(&n.uuid),
                     n.device_key.as_ref().map(|k| k.expose_secret())
-                )?,
+                )?.as_deref(),
                 state,
                 n.config_complete,
                 n.excluded,

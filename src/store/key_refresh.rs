@@ -134,7 +134,7 @@ impl Store {
         )?;
         tx.execute(
             "UPDATE net_keys SET old_key = ?2, key = ?3, phase = 1, timestamp = ?4 WHERE idx = ?1",
-            params![net_key_index, old_sealed, new_sealed, now],
+            params![net_key_index, &old_sealed[..], &new_sealed[..], now],
         )?;
         for (index, key) in new_app_keys {
             let old: Vec<u8> =
@@ -152,8 +152,8 @@ impl Store {
                 "UPDATE app_keys SET old_key = ?2, key = ?3 WHERE idx = ?1",
                 params![
                     index,
-                    keys.seal(Slot::AppKey { index, old: true }, old.expose_secret())?,
-                    keys.seal(Slot::AppKey { index, old: false }, key.expose_secret())?
+                    &keys.seal(Slot::AppKey { index, old: true }, old.expose_secret())?[..],
+                    &keys.seal(Slot::AppKey { index, old: false }, key.expose_secret())?[..]
                 ],
             )?;
         }

@@ -629,12 +629,16 @@ impl Store {
             "INSERT INTO network (id, name, mesh_uuid, iv_index, iv_update, timestamp) VALUES (1, ?1, ?2, 0, 0, ?3)",
             params![name, &mesh_uuid.0[..], now],
         )?;
-        let sealed = self
-            .keys
-            .seal(seal::Slot::NetKey { index: 0, old: false }, key.expose_secret())?;
+        let sealed = self.keys.seal(
+            seal::Slot::NetKey {
+                index: 0,
+                old: false,
+            },
+            key.expose_secret(),
+        )?;
         tx.execute(
             "INSERT INTO net_keys (idx, name, key, phase, min_security, timestamp) VALUES (0, 'Primary Network Key', ?1, 0, 'secure', ?2)",
-            params![sealed, now],
+            params![&sealed[..], now],
         )?;
         tx.execute(
             "INSERT INTO provisioners (uuid, name, is_self) VALUES (?1, ?2, 1)",
@@ -814,7 +818,9 @@ impl Store {
             })
             .optional()?
             .ok_or(StoreError::UnknownNetKey(index))?;
-        let k = self.keys.open(seal::Slot::NetKey { index, old: false }, blob)?;
+        let k = self
+            .keys
+            .open(seal::Slot::NetKey { index, old: false }, blob)?;
         Ok(NetKey::from_bytes(*k))
     }
 
@@ -827,7 +833,9 @@ impl Store {
             })
             .optional()?
             .ok_or_else(|| StoreError::InvalidArgument(format!("no AppKey with index {index}")))?;
-        let k = self.keys.open(seal::Slot::AppKey { index, old: false }, blob)?;
+        let k = self
+            .keys
+            .open(seal::Slot::AppKey { index, old: false }, blob)?;
         Ok(AppKey::from_bytes(*k))
     }
 
@@ -857,12 +865,13 @@ impl Store {
         let index = (0u16..4096)
             .find(|i| used.binary_search(i).is_err())
             .ok_or(StoreError::KeyIndexesExhausted("AppKey"))?;
-        let sealed = self
-            .keys
-            .seal(seal::Slot::AppKey { index, old: false }, key.expose_secret())?;
+        let sealed = self.keys.seal(
+            seal::Slot::AppKey { index, old: false },
+            key.expose_secret(),
+        )?;
         tx.execute(
             "INSERT INTO app_keys (idx, name, bound_net_key, key) VALUES (?1, ?2, ?3, ?4)",
-            params![index, name, net_key, sealed],
+            params![index, name, net_key, &sealed[..]],
         )?;
         touch(&tx)?;
         tx.commit()?;
@@ -1002,9 +1011,10 @@ impl Store {
             }
         }
         let loc = node.location.as_ref();
-        let sealed = self
-            .keys
-            .seal(seal::Slot::DevKey(&node.uuid), node.device_key.expose_secret())?;
+        let sealed = self.keys.seal(
+            seal::Slot::DevKey(&node.uuid),
+            node.device_key.expose_secret(),
+        )?;
         tx.execute(
             "INSERT INTO nodes (uuid, address, elements, device_key, state, name, building, floor, room, created)
              VALUES (?1, ?2, ?3, ?4, 'unconfirmed', ?5, ?6, ?7, ?8, ?9)",
@@ -1012,7 +1022,7 @@ impl Store {
                 &node.uuid.0[..],
                 node.address,
                 node.elements,
-                sealed,
+                &sealed[..],
                 node.name,
                 loc.map(|l| l.building.as_str()),
                 loc.map(|l| l.floor.as_str()),

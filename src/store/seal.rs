@@ -176,13 +176,8 @@ pub(crate) fn derive(
     params: &KdfParams,
 ) -> Result<StoreKey, StoreError> {
     params.validate()?;
-    let p = Params::new(
-        params.memory_kib,
-        params.time_cost,
-        params.lanes,
-        Some(32),
-    )
-    .map_err(|e| StoreError::InvalidArgument(format!("Argon2id parameters: {e}")))?;
+    let p = Params::new(params.memory_kib, params.time_cost, params.lanes, Some(32))
+        .map_err(|e| StoreError::InvalidArgument(format!("Argon2id parameters: {e}")))?;
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, p);
     let mut key = Zeroizing::new([0u8; 32]);
     argon
@@ -320,11 +315,18 @@ impl KeyCipher {
     }
 
     /// The value to store for `plain` in `slot`.
-    pub(crate) fn seal(&self, slot: Slot<'_>, plain: &[u8; 16]) -> Result<Vec<u8>, StoreError> {
+    /// The value to store is wiped when dropped: in a plain store it is the key itself.
+    pub(crate) fn seal(
+        &self,
+        slot: Slot<'_>,
+        plain: &[u8; 16],
+    ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
         match self {
-            KeyCipher::Plain => Ok(plain.to_vec()),
+            KeyCipher::Plain => Ok(Zeroizing::new(plain.to_vec())),
             KeyCipher::Locked { path, .. } => Err(StoreError::Locked { path: path.clone() }),
-            KeyCipher::Unlocked { cipher, .. } => seal_with(cipher, slot, plain),
+            KeyCipher::Unlocked { cipher, .. } => {
+                seal_with(cipher, slot, plain).map(Zeroizing::new)
+            }
         }
     }
 
@@ -410,12 +412,7 @@ fn open_with(
     let nonce: [u8; NONCE_LEN] = (&*nonce).try_into().ok()?;
     let ad = slot.associated_data();
     cipher
-        .decrypt_inout_detached(
-            &XNonce::from(nonce),
-            &ad,
-            (&mut *body).into(),
-            &tag.into(),
-        )
+        .decrypt_inout_detached(&XNonce::from(nonce), &ad, (&mut *body).into(), &tag.into())
         .ok()?;
     let mut key = Zeroizing::new([0u8; 16]);
     key.copy_from_slice(body);
@@ -507,12 +504,12 @@ mod tests {
             index: 3,
             old: false,
         };
-        let s = c.seal(slot, &plain).unwrap();
+        let s = c.seal(slot, &plain).unwrap().to_vec();
         assert_eq!(s.len(), SEALED_LEN);
         assert!(!s.windows(16).any(|w| w == plain));
         assert_eq!(*c.open(slot, s.clone()).unwrap(), plain);
         // Two seals of the same key differ (fresh nonce).
-        assert_ne!(s, c.seal(slot, &plain).unwrap());
+        assert_ne!(s, c.seal(slot, &plain).unwrap().to_vec());
         // Another row, another column, another table: refused.
         for other in [
             Slot::NetKey {

@@ -131,7 +131,7 @@ fn reseal_all(tx: &Transaction<'_>, from: &KeyCipher, to: &KeyCipher) -> Result<
         };
         tx.execute(
             "UPDATE net_keys SET key = ?2, old_key = ?3 WHERE idx = ?1",
-            params![index, key, old],
+            params![index, &key[..], old.as_deref()],
         )?;
         count += 1;
     }
@@ -152,7 +152,7 @@ fn reseal_all(tx: &Transaction<'_>, from: &KeyCipher, to: &KeyCipher) -> Result<
         };
         tx.execute(
             "UPDATE app_keys SET key = ?2, old_key = ?3 WHERE idx = ?1",
-            params![index, key, old],
+            params![index, &key[..], old.as_deref()],
         )?;
         count += 1;
     }
@@ -166,7 +166,7 @@ fn reseal_all(tx: &Transaction<'_>, from: &KeyCipher, to: &KeyCipher) -> Result<
         let key = to.seal(Slot::DevKey(&uuid), &key)?;
         tx.execute(
             "UPDATE nodes SET device_key = ?2 WHERE uuid = ?1",
-            params![&uuid.0[..], key],
+            params![&uuid.0[..], &key[..]],
         )?;
         count += 1;
     }
@@ -431,7 +431,10 @@ mod tests {
         let mut s = Store::open(&path).unwrap();
         assert!(s.is_locked());
         s.unlock(&Passphrase::new("a passphrase".into())).unwrap();
-        assert_eq!(s.key_refresh(0).unwrap().unwrap().old_net_key, kr.old_net_key);
+        assert_eq!(
+            s.key_refresh(0).unwrap().unwrap().old_net_key,
+            kr.old_net_key
+        );
         assert_eq!(s.node_by_uuid(&u).unwrap().device_key, n.device_key);
         let raw = std::fs::read(&path).unwrap();
         for b in [0x11u8, 0x22, 0x33, 0x44, 0x55] {

@@ -196,9 +196,10 @@ pub fn unlock(store: &mut Store, prompt: Prompt) -> Result<(), UnlockFailure> {
         })?
     } else {
         match prompt {
-            Prompt::Terminal if std::io::stdin().is_terminal() => {
-                ask_on_terminal(store, &format!("Passphrase for {}: ", store.path().display()))?
-            }
+            Prompt::Terminal if std::io::stdin().is_terminal() => ask_on_terminal(
+                store,
+                &format!("Passphrase for {}: ", store.path().display()),
+            )?,
             Prompt::Tui => ask_in_tui(store)?,
             _ => return Err(no_passphrase(store.path())),
         }

@@ -98,7 +98,10 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, p: &PassphrasePrompt, t: &Theme
         Line::raw(""),
         Line::from(vec![
             Span::raw("Passphrase: "),
-            Span::styled(format!("{:<width$}", p.masked(), width = MASK_MAX), t.selected()),
+            Span::styled(
+                format!("{:<width$}", p.masked(), width = MASK_MAX),
+                t.selected(),
+            ),
         ]),
         Line::raw(""),
     ];
