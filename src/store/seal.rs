@@ -100,7 +100,7 @@ impl Default for KdfParams {
 
 impl fmt::Display for KdfParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.memory_kib % 1024 == 0 {
+        if self.memory_kib.is_multiple_of(1024) {
             write!(f, "Argon2id {} MiB", self.memory_kib / 1024)?;
         } else {
             write!(f, "Argon2id {} KiB", self.memory_kib)?;
