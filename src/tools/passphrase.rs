@@ -151,8 +151,8 @@ fn env_passphrase(var: &str) -> Option<Passphrase> {
 }
 
 /// Where a non-interactive passphrase came from, for messages.
-fn given(fd: bool) -> Option<(Passphrase, String)> {
-    if fd && let Some((n, p)) = with_state(|s| s.fd.clone()) {
+fn given() -> Option<(Passphrase, String)> {
+    if let Some((n, p)) = with_state(|s| s.fd.clone()) {
         return Some((p, format!("--passphrase-fd {n}")));
     }
     env_passphrase(ENV).map(|p| (p, ENV.to_string()))
@@ -186,7 +186,7 @@ pub fn unlock(store: &mut Store, prompt: Prompt) -> Result<(), UnlockFailure> {
             Err(e) => return Err(e.into()),
         }
     }
-    let key = if let Some((p, source)) = given(true) {
+    let key = if let Some((p, source)) = given() {
         store.unlock(&p).map_err(|e| match e {
             StoreError::WrongPassphrase { path } => UnlockFailure::usage(format!(
                 "wrong passphrase for {} (from {source})",
@@ -246,7 +246,7 @@ pub fn new_passphrase(new: bool) -> Result<Passphrase, UnlockFailure> {
             .map(|(_, p)| p)
             .or_else(|| env_passphrase(NEW_ENV))
     } else {
-        given(true).map(|(p, _)| p)
+        given().map(|(p, _)| p)
     };
     if let Some(p) = given {
         return Ok(p);
