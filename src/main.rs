@@ -19,6 +19,14 @@ use meshprov::{exit, tools};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// An encrypted store's passphrase: one line read from this inherited file descriptor
+    /// (e.g. `--passphrase-fd 3 3< FILE`). Else MESHPROV_PASSPHRASE, else a prompt on a terminal.
+    #[arg(long, global = true, value_name = "N")]
+    passphrase_fd: Option<i32>,
+    /// `net change-passphrase`: the new passphrase, one line from this file descriptor. Else
+    /// MESHPROV_NEW_PASSPHRASE, else asked twice on a terminal.
+    #[arg(long, global = true, value_name = "N")]
+    new_passphrase_fd: Option<i32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -303,6 +311,29 @@ struct StoreArgs {
     network: Option<String>,
 }
 
+/// The cost of the key derivation of an encrypted store.
+#[derive(Debug, Args)]
+struct KdfArgs {
+    /// Argon2id memory in KiB [default: 65536, 64 MiB]. Lower only for tests or very small
+    /// machines: it is what makes guessing the passphrase of a stolen store slow.
+    #[arg(long, value_name = "KIB")]
+    kdf_memory_kib: Option<u32>,
+    /// Argon2id passes [default: 3].
+    #[arg(long, value_name = "N")]
+    kdf_time: Option<u32>,
+}
+
+impl KdfArgs {
+    fn params(&self) -> store::KdfParams {
+        let d = store::KdfParams::DEFAULT;
+        store::KdfParams {
+            memory_kib: self.kdf_memory_kib.unwrap_or(d.memory_kib),
+            time_cost: self.kdf_time.unwrap_or(d.time_cost),
+            lanes: d.lanes,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum NetCommand {
     /// Create a network: a primary NetKey (index 0), a mesh UUID, and this provisioner.
@@ -318,6 +349,34 @@ enum NetCommand {
         /// The store file [default: $XDG_DATA_HOME/meshprov/NAME.db].
         #[arg(long, value_name = "PATH")]
         store: Option<PathBuf>,
+        /// Encrypt the store's keys with a passphrase from the start (see `net encrypt`).
+        #[arg(long)]
+        encrypt: bool,
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+    /// Encrypt the store's key material with a passphrase (Argon2id + XChaCha20-Poly1305):
+    /// every key is sealed again in one transaction. The passphrase comes from
+    /// --passphrase-fd, MESHPROV_PASSPHRASE, or is asked twice on a terminal.
+    Encrypt {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+    /// Change an encrypted store's passphrase (the new one from --new-passphrase-fd,
+    /// MESHPROV_NEW_PASSPHRASE, or asked twice on a terminal).
+    ChangePassphrase {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+    /// Remove an encrypted store's passphrase: its keys are stored in plaintext again (file
+    /// mode 0600 is then their only protection).
+    Decrypt {
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Show the network: name, mesh UUID, IV Index, key indexes, ranges (no key material).
     Show {
@@ -505,11 +564,26 @@ impl From<StoreError> for Failure {
     }
 }
 
+impl From<tools::passphrase::UnlockFailure> for Failure {
+    fn from(f: tools::passphrase::UnlockFailure) -> Self {
+        Failure(f.exit_code, f.message)
+    }
+}
+
 fn usage(msg: impl Into<String>) -> Failure {
     Failure(exit::USAGE, msg.into())
 }
 
+/// The store of `args`, unlocked when it is encrypted.
 fn open(args: &StoreArgs) -> Result<Store, Failure> {
+    let mut s = open_locked(args)?;
+    tools::passphrase::unlock(&mut s, tools::passphrase::Prompt::Terminal)?;
+    Ok(s)
+}
+
+/// The store of `args`, without asking for the passphrase of an encrypted one (no key can be
+/// read from it).
+fn open_locked(args: &StoreArgs) -> Result<Store, Failure> {
     let path = store::resolve_path(args.store.as_deref(), args.network.as_deref())?;
     if !path.exists() {
         return Err(Failure(
@@ -530,6 +604,8 @@ fn run_net(cmd: NetCommand) -> Result<(), Failure> {
             net_key,
             unicast_range,
             store: path,
+            encrypt,
+            kdf,
         } => {
             let key = net_key
                 .map(|k| NetKey::from_hex(&k))
@@ -546,13 +622,90 @@ fn run_net(cmd: NetCommand) -> Result<(), Failure> {
                 Some(p) => p,
                 None => store::default_path(&name)?,
             };
+            let params = kdf.params();
+            params.validate().map_err(|e| usage(e.to_string()))?;
+            let passphrase = encrypt
+                .then(|| tools::passphrase::new_passphrase(false))
+                .transpose()?;
             let mut s = Store::open(&path)?;
+            // Encrypted before the first key is written: no key ever reaches the file in
+            // plaintext. (A store that already holds a network is refused first, untouched.)
+            if let Some(p) = &passphrase {
+                if let Ok(existing) = s.network() {
+                    return Err(StoreError::NetworkExists {
+                        name: existing.name,
+                    }
+                    .into());
+                }
+                if s.keys_at_rest().is_none() {
+                    s.encrypt(p, &params)?;
+                } else {
+                    tools::passphrase::unlock(&mut s, tools::passphrase::Prompt::Terminal)?;
+                }
+            }
             let info = s.create_network_with(&name, key, &options, &mut store::os_rng()?)?;
             print!("{}", store::network_text(&info));
             println!("{:<13} {}", "Store", path.display());
         }
+        NetCommand::Encrypt { store: args, kdf } => {
+            let params = kdf.params();
+            params.validate().map_err(|e| usage(e.to_string()))?;
+            let mut s = open_locked(&args)?;
+            if s.keys_at_rest().is_some() {
+                return Err(usage(format!(
+                    "{} is already encrypted: change its passphrase with `meshprov net change-passphrase`",
+                    s.path().display()
+                )));
+            }
+            let p = tools::passphrase::new_passphrase(false)?;
+            let started = std::time::Instant::now();
+            let o = s.encrypt(&p, &params)?;
+            drop(p);
+            println!(
+                "encrypted {}: {} keys sealed ({params}, XChaCha20-Poly1305) in {:.1} s",
+                s.path().display(),
+                o.keys,
+                started.elapsed().as_secs_f64()
+            );
+            scrub_note(&o);
+        }
+        NetCommand::ChangePassphrase { store: args, kdf } => {
+            let params = kdf.params();
+            params.validate().map_err(|e| usage(e.to_string()))?;
+            let mut s = open(&args)?;
+            if s.keys_at_rest().is_none() {
+                return Err(usage(format!(
+                    "{} is not encrypted: encrypt it with `meshprov net encrypt`",
+                    s.path().display()
+                )));
+            }
+            let p = tools::passphrase::new_passphrase(true)?;
+            let o = s.change_passphrase(&p, &params)?;
+            drop(p);
+            println!(
+                "new passphrase for {}: {} keys sealed again ({params})",
+                s.path().display(),
+                o.keys
+            );
+            scrub_note(&o);
+        }
+        NetCommand::Decrypt { store: args } => {
+            let mut s = open(&args)?;
+            if s.keys_at_rest().is_none() {
+                return Err(usage(format!(
+                    "{} is not encrypted: nothing to do",
+                    s.path().display()
+                )));
+            }
+            let o = s.decrypt()?;
+            println!(
+                "{}: {} keys stored in plaintext again (protected by file mode 0600 only)",
+                s.path().display(),
+                o.keys
+            );
+        }
         NetCommand::Show { json, store: args } => {
-            let s = open(&args)?;
+            let s = open_locked(&args)?;
             let info = s.network()?;
             if json {
                 println!("{}", store::network_json(&info));
@@ -599,6 +752,15 @@ fn run_net(cmd: NetCommand) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A re-seal whose scrub of the old bytes could not finish (another process had the store open).
+fn scrub_note(o: &store::EncryptOutcome) {
+    if !o.scrubbed {
+        eprintln!(
+            "meshprov: another process has the store open, so the old key bytes could not be scrubbed from its files yet; the next command that unlocks it will"
+        );
+    }
+}
+
 /// `net key-refresh` and `key-refresh`: the run, its JSON lines or text; an unfinished
 /// refresh ends with `incomplete_code` (1 for `net key-refresh`, 3 with the rollout's
 /// conventions).
@@ -640,8 +802,9 @@ fn key_refresh(
     };
     // Node names for the text output (opening never creates a missing store here).
     let names: std::collections::BTreeMap<u16, String> = if kr_args.store.exists() {
-        Store::open(&kr_args.store)
-            .and_then(|s| s.nodes())
+        let mut s = Store::open(&kr_args.store)?;
+        tools::passphrase::unlock(&mut s, tools::passphrase::Prompt::Terminal)?;
+        s.nodes()
             .unwrap_or_default()
             .into_iter()
             .map(|n| (n.address, n.name))
@@ -806,12 +969,13 @@ fn run_cdb(cmd: CdbCommand) -> Result<(), Failure> {
                 None
             };
             let s = open(&args)?;
-            let json = s.export_cdb(&store::ExportOptions {
+            // The text holds every key in hex: wiped once written.
+            let json = zeroize::Zeroizing::new(s.export_cdb(&store::ExportOptions {
                 no_keys,
                 partial_nodes,
-            })?;
+            })?);
             if file.as_os_str() == "-" {
-                print!("{json}");
+                print!("{}", json.as_str());
             } else {
                 store::write_atomically(&file, json.as_bytes(), !no_keys)?;
             }
@@ -825,7 +989,7 @@ fn run_cdb(cmd: CdbCommand) -> Result<(), Failure> {
             let as_provisioner = as_provisioner.map(|u| u.parse()).transpose().map_err(
                 |e: meshprov::uuid::UuidError| usage(format!("invalid --as-provisioner: {e}")),
             )?;
-            let json = read_file(&file)?;
+            let json = zeroize::Zeroizing::new(read_file(&file)?);
             let in_file =
                 |e: StoreError| Failure(exit::FAILURE, format!("{}: {e}", file.display()));
             let path = match (&args.store, &args.network) {
@@ -837,6 +1001,7 @@ fn run_cdb(cmd: CdbCommand) -> Result<(), Failure> {
                 }
             };
             let mut s = Store::open(&path)?;
+            tools::passphrase::unlock(&mut s, tools::passphrase::Prompt::Terminal)?;
             let summary = s
                 .import_cdb(
                     &json,
@@ -988,7 +1153,25 @@ enum KeysCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    for (fd, new) in [(cli.passphrase_fd, false), (cli.new_passphrase_fd, true)] {
+        let Some(fd) = fd else { continue };
+        match tools::passphrase::read_fd(fd) {
+            Ok(p) if new => tools::passphrase::set_new_fd_passphrase(fd, p),
+            Ok(p) => tools::passphrase::set_fd_passphrase(fd, p),
+            Err(f) => {
+                eprintln!("meshprov: {}", f.message);
+                return code(f.exit_code);
+            }
+        }
+    }
+    let c = run(cli.command);
+    // The passphrases and the keys derived from them are wiped before the process ends.
+    tools::passphrase::forget();
+    c
+}
+
+fn run(command: Command) -> ExitCode {
+    match command {
         Command::Provision {
             uuid,
             all,

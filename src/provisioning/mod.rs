@@ -81,6 +81,19 @@ pub enum AuthPolicy {
     },
 }
 
+impl Drop for AuthPolicy {
+    /// A static OOB value is an AuthValue: wiped when the policy is dropped.
+    fn drop(&mut self) {
+        match self {
+            AuthPolicy::Static(v)
+            | AuthPolicy::Auto {
+                static_oob: Some(v),
+            } => zeroize::Zeroize::zeroize(v),
+            _ => {}
+        }
+    }
+}
+
 impl Default for AuthPolicy {
     fn default() -> Self {
         AuthPolicy::Auto { static_oob: None }

@@ -821,6 +821,43 @@ pub struct SidecarDeviceKey {
     pub key: String,
 }
 
+// The key strings are wiped when the sidecar is dropped (issue 11 item 3): hex keys outside the
+// mesh-crypto newtypes.
+impl Drop for SidecarNetKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
+impl Drop for SidecarAppKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
+impl Drop for SidecarDeviceKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
+impl Drop for SidecarSession {
+    fn drop(&mut self) {
+        self.secrets
+            .values_mut()
+            .for_each(zeroize::Zeroize::zeroize);
+    }
+}
+
+impl Drop for KeySidecar {
+    fn drop(&mut self) {
+        // The Wireshark options carry the keys too.
+        self.wireshark
+            .iter_mut()
+            .for_each(zeroize::Zeroize::zeroize);
+    }
+}
+
 /// The GATT handles of the capture (interface 1).
 #[derive(Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct SidecarGatt {
@@ -1027,7 +1064,8 @@ impl KeySidecar {
 
     /// Writes the sidecar to `path` with mode 0600 (through a temporary file, renamed).
     pub fn write(&self, path: &Path) -> Result<(), CaptureError> {
-        crate::store::write_atomically(path, self.to_json().as_bytes(), true).map_err(|e| {
+        let text = zeroize::Zeroizing::new(self.to_json());
+        crate::store::write_atomically(path, text.as_bytes(), true).map_err(|e| {
             CaptureError::Sidecar {
                 path: path.display().to_string(),
                 message: e.to_string(),

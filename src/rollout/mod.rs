@@ -161,6 +161,16 @@ pub const EXIT_INCOMPLETE: i32 = 3;
 /// does not exist yet, and makes the plan's `unicast_ranges` this provisioner's, in the plan's
 /// order; `rng` makes the NetKey of a new network.
 pub fn open_store(plan: &Plan, rng: &mut dyn rand_core::CryptoRng) -> Result<Store, RolloutError> {
+    open_store_with(plan, rng, &mut |_| Ok(()))
+}
+
+/// [`open_store`], with `unlock` called on the store as soon as it is open, before anything
+/// is read or written: it gives an encrypted store its passphrase (README "Secrets at rest").
+pub fn open_store_with(
+    plan: &Plan,
+    rng: &mut dyn rand_core::CryptoRng,
+    unlock: &mut dyn FnMut(&mut Store) -> Result<(), RolloutError>,
+) -> Result<Store, RolloutError> {
     if let Some(dir) = plan.store.parent()
         && !dir.as_os_str().is_empty()
     {
@@ -168,6 +178,7 @@ pub fn open_store(plan: &Plan, rng: &mut dyn rand_core::CryptoRng) -> Result<Sto
             .map_err(|e| RolloutError::Usage(format!("cannot create {}: {e}", dir.display())))?;
     }
     let mut store = Store::open(&plan.store)?;
+    unlock(&mut store)?;
     if store.network().is_err() {
         let mut options = NetworkOptions::default();
         if let Some(r) = plan.unicast_ranges.first() {

@@ -53,6 +53,15 @@ pub enum AuthMethod {
     None,
 }
 
+impl Drop for AuthMethod {
+    /// A static OOB value is an AuthValue: wiped when the plan is dropped.
+    fn drop(&mut self) {
+        if let AuthMethod::Static(v) = self {
+            zeroize::Zeroize::zeroize(v);
+        }
+    }
+}
+
 impl std::fmt::Debug for AuthMethod {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Static OOB values are secrets: never printed.

@@ -810,8 +810,27 @@ fn node(at: At<'_>) -> R<CdbNode> {
 /// same UUID or overlapping unicast ranges (address plus element count), no overlapping
 /// provisioner ranges, and NetKeys in a key refresh phase carrying their old key.
 pub fn parse(json: &str) -> Result<Cdb, CdbError> {
-    let v: Value = serde_json::from_str(json).map_err(|e| CdbError::Json(e.to_string()))?;
-    let root = At { v: &v, path: "" };
+    let mut v: Value = serde_json::from_str(json).map_err(|e| CdbError::Json(e.to_string()))?;
+    let cdb = parse_value(&v);
+    // The keys' hex strings are wiped before the parsed document is dropped.
+    wipe_json(&mut v);
+    cdb
+}
+
+/// Overwrites every string of a JSON document with zeros (key material in hex), before it is
+/// dropped.
+pub(crate) fn wipe_json(v: &mut Value) {
+    use zeroize::Zeroize;
+    match v {
+        Value::String(s) => s.zeroize(),
+        Value::Array(a) => a.iter_mut().for_each(wipe_json),
+        Value::Object(o) => o.values_mut().for_each(wipe_json),
+        _ => {}
+    }
+}
+
+fn parse_value(v: &Value) -> Result<Cdb, CdbError> {
+    let root = At { v, path: "" };
     root.obj()?;
     if let Some(ver) = opt(root, "version", |a| a.str().map(str::to_string))?
         && !ver.starts_with("1.")
@@ -1305,6 +1324,7 @@ pub fn to_json(cdb: &Cdb) -> String {
     }
     let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
     s.push('\n');
+    wipe_json(&mut doc);
     s
 }
 

@@ -10,7 +10,8 @@ use super::cdb::{
     self, Cdb, CdbAppKey, CdbElement, CdbError, CdbExclusion, CdbGroup, CdbModel, CdbNetKey,
     CdbNode, CdbProvisioner, CdbScene, Features, ModelId, Publication, Range16,
 };
-use super::{Location, NodeRef, Security, Store, StoreError, key16, random_uuid, uuid_from};
+use super::seal::{KeyCipher, Slot};
+use super::{Location, NodeRef, Security, Store, StoreError, random_uuid, uuid_from};
 use crate::uuid::DeviceUuid;
 
 /// What `cdb export` writes.
@@ -52,12 +53,8 @@ pub struct ImportSummary {
     pub replaced_other: bool,
 }
 
-fn opt_key16(b: Option<Vec<u8>>, what: &str) -> Result<Option<[u8; 16]>, StoreError> {
-    b.map(|b| key16(b, what)).transpose()
-}
-
-/// Reads the whole network, keys included.
-pub(crate) fn read_document(conn: &Connection) -> Result<Cdb, StoreError> {
+/// Reads the whole network, keys included (opened with `keys`).
+pub(crate) fn read_document(conn: &Connection, keys: &KeyCipher) -> Result<Cdb, StoreError> {
     let (mesh_name, uuid, timestamp, iv) = conn
         .query_row(
             "SELECT name, mesh_uuid, timestamp, iv_index FROM network",
@@ -80,11 +77,17 @@ pub(crate) fn read_document(conn: &Connection) -> Result<Cdb, StoreError> {
     )?;
     let mut rows = st.query([])?;
     while let Some(r) = rows.next()? {
+        let index: u16 = r.get(0)?;
+        let key = keys.open(Slot::NetKey { index, old: false }, r.get(2)?)?;
+        let old_key = r
+            .get::<_, Option<Vec<u8>>>(3)?
+            .map(|b| keys.open(Slot::NetKey { index, old: true }, b))
+            .transpose()?;
         net_keys.push(CdbNetKey {
-            index: r.get(0)?,
+            index,
             name: r.get(1)?,
-            key: Some(NetKey::from_bytes(key16(r.get(2)?, "NetKey")?)),
-            old_key: opt_key16(r.get(3)?, "NetKey")?.map(NetKey::from_bytes),
+            key: Some(NetKey::from_bytes(*key)),
+            old_key: old_key.map(|k| NetKey::from_bytes(*k)),
             phase: r.get(4)?,
             min_security: Security::parse(&r.get::<_, String>(5)?),
             timestamp: r.get(6)?,
@@ -96,12 +99,18 @@ pub(crate) fn read_document(conn: &Connection) -> Result<Cdb, StoreError> {
         conn.prepare("SELECT idx, name, bound_net_key, key, old_key FROM app_keys ORDER BY idx")?;
     let mut rows = st.query([])?;
     while let Some(r) = rows.next()? {
+        let index: u16 = r.get(0)?;
+        let key = keys.open(Slot::AppKey { index, old: false }, r.get(3)?)?;
+        let old_key = r
+            .get::<_, Option<Vec<u8>>>(4)?
+            .map(|b| keys.open(Slot::AppKey { index, old: true }, b))
+            .transpose()?;
         app_keys.push(CdbAppKey {
-            index: r.get(0)?,
+            index,
             name: r.get(1)?,
             bound_net_key: r.get(2)?,
-            key: Some(AppKey::from_bytes(key16(r.get(3)?, "AppKey")?)),
-            old_key: opt_key16(r.get(4)?, "AppKey")?.map(AppKey::from_bytes),
+            key: Some(AppKey::from_bytes(*key)),
+            old_key: old_key.map(|k| AppKey::from_bytes(*k)),
         });
     }
 
@@ -139,7 +148,7 @@ pub(crate) fn read_document(conn: &Connection) -> Result<Cdb, StoreError> {
         });
     }
 
-    let nodes = read_nodes(conn)?;
+    let nodes = read_nodes(conn, keys)?;
 
     let mut st = conn.prepare("SELECT address, name, parent FROM groups ORDER BY address")?;
     let groups = st
@@ -197,7 +206,7 @@ pub(crate) fn read_document(conn: &Connection) -> Result<Cdb, StoreError> {
     })
 }
 
-fn read_nodes(conn: &Connection) -> Result<Vec<CdbNode>, StoreError> {
+fn read_nodes(conn: &Connection, keys: &KeyCipher) -> Result<Vec<CdbNode>, StoreError> {
     let mut st = conn.prepare(
         "SELECT uuid, address, device_key, security, config_complete, name, serial, building, floor,
                 room, cid, pid, vid, crpl, relay, proxy, friend, low_power, secure_network_beacon,
@@ -319,7 +328,9 @@ fn read_nodes(conn: &Connection) -> Result<Vec<CdbNode>, StoreError> {
         nodes.push(CdbNode {
             uuid,
             address: r.get(1)?,
-            device_key: Some(DevKey::from_bytes(key16(r.get(2)?, "device key")?)),
+            device_key: Some(DevKey::from_bytes(
+                *keys.open(Slot::DevKey(&uuid), r.get(2)?)?,
+            )),
             security: Security::parse(&r.get::<_, String>(3)?),
             net_keys,
             app_keys,
@@ -457,12 +468,12 @@ fn missing_key(path: String) -> StoreError {
 impl Store {
     /// The whole network as a CDB document, keys included.
     pub fn document(&self) -> Result<Cdb, StoreError> {
-        read_document(&self.conn)
+        read_document(&self.conn, &self.keys)
     }
 
     /// The network as CDB 1.0.1 JSON, deterministic: the same database gives the same bytes.
     pub fn export_cdb(&self, options: &ExportOptions) -> Result<String, StoreError> {
-        let mut doc = read_document(&self.conn)?;
+        let mut doc = read_document(&self.conn, &self.keys)?;
         if let Some(sel) = &options.partial_nodes {
             let mut chosen = Vec::new();
             for r in sel {
@@ -577,7 +588,7 @@ impl Store {
                 replaced_other = true;
             } else {
                 iv_index = doc.iv_index.unwrap_or(*iv).max(*iv);
-                let current = read_nodes(&tx)?;
+                let current = read_nodes(&tx, &self.keys)?;
                 for n in &current {
                     let found = doc.nodes.iter().find(|d| d.uuid == n.uuid);
                     let problem = match found {
@@ -628,7 +639,7 @@ impl Store {
                 tx.execute("DELETE FROM reservations WHERE uuid = ?1", [&u])?;
             }
         }
-        write_document(&tx, &doc, self_uuid, iv_index, &old_states)?;
+        write_document(&tx, &doc, self_uuid, iv_index, &old_states, &self.keys)?;
         tx.commit()?;
         Ok(ImportSummary {
             name: doc.mesh_name.clone(),
@@ -665,6 +676,7 @@ fn write_document(
     self_uuid: DeviceUuid,
     iv_index: u32,
     old_states: &BTreeMap<DeviceUuid, String>,
+    keys: &KeyCipher,
 ) -> Result<(), StoreError> {
     let timestamp = if doc.timestamp.is_empty() {
         super::now_iso8601()
@@ -675,14 +687,27 @@ fn write_document(
         "INSERT INTO network (id, name, mesh_uuid, iv_index, iv_update, timestamp) VALUES (1, ?1, ?2, ?3, 0, ?4)",
         params![doc.mesh_name, &doc.mesh_uuid.0[..], iv_index, timestamp],
     )?;
+    // The stored value (in a plain store, the key itself) is wiped once its statement has run.
+    let seal = |slot: Slot<'_>,
+                key: Option<&[u8; 16]>|
+     -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, StoreError> {
+        key.map(|k| keys.seal(slot, k)).transpose()
+    };
     for k in &doc.net_keys {
+        let index = k.index;
         tx.execute(
             "INSERT INTO net_keys (idx, name, key, old_key, phase, min_security, timestamp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 k.index,
                 k.name,
-                k.key.as_ref().map(|k| k.expose_secret().to_vec()),
-                k.old_key.as_ref().map(|k| k.expose_secret().to_vec()),
+                seal(
+                    Slot::NetKey { index, old: false },
+                    k.key.as_ref().map(|k| k.expose_secret())
+                )?.as_deref(),
+                seal(
+                    Slot::NetKey { index, old: true },
+                    k.old_key.as_ref().map(|k| k.expose_secret())
+                )?.as_deref(),
                 k.phase,
                 k.min_security.as_str(),
                 k.timestamp,
@@ -690,14 +715,21 @@ fn write_document(
         )?;
     }
     for k in &doc.app_keys {
+        let index = k.index;
         tx.execute(
             "INSERT INTO app_keys (idx, name, bound_net_key, key, old_key) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
                 k.index,
                 k.name,
                 k.bound_net_key,
-                k.key.as_ref().map(|k| k.expose_secret().to_vec()),
-                k.old_key.as_ref().map(|k| k.expose_secret().to_vec()),
+                seal(
+                    Slot::AppKey { index, old: false },
+                    k.key.as_ref().map(|k| k.expose_secret())
+                )?.as_deref(),
+                seal(
+                    Slot::AppKey { index, old: true },
+                    k.old_key.as_ref().map(|k| k.expose_secret())
+                )?.as_deref(),
             ],
         )?;
     }
@@ -740,7 +772,10 @@ fn write_document(
                 u,
                 n.address,
                 n.elements.len() as u32,
-                n.device_key.as_ref().map(|k| k.expose_secret().to_vec()),
+                seal(
+                    Slot::DevKey(&n.uuid),
+                    n.device_key.as_ref().map(|k| k.expose_secret())
+                )?.as_deref(),
                 state,
                 n.config_complete,
                 n.excluded,

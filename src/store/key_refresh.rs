@@ -13,7 +13,8 @@
 use mesh_crypto::{AppKey, NetKey};
 use rusqlite::{OptionalExtension, params};
 
-use super::{Store, StoreError, key16, now_iso8601, touch};
+use super::seal::Slot;
+use super::{Store, StoreError, begin, now_iso8601, touch};
 
 /// A key refresh under way, as stored.
 #[derive(Debug, Clone)]
@@ -65,7 +66,8 @@ impl Store {
         new_app_keys: &[(u16, AppKey)],
         journal: &str,
     ) -> Result<KeyRefreshRecord, StoreError> {
-        let tx = self.write()?;
+        let keys = &self.keys;
+        let tx = begin(&mut self.conn)?;
         let current: Option<(Vec<u8>, u8)> = tx
             .query_row(
                 "SELECT key, phase FROM net_keys WHERE idx = ?1",
@@ -93,7 +95,14 @@ impl Store {
                 "NetKey {net_key_index} is in key refresh phase {phase} without a journal (imported?): finish that key refresh with the tool that began it"
             )));
         }
-        if NetKey::from_bytes(key16(current, "NetKey")?) == *new_net_key {
+        let current = NetKey::from_bytes(*keys.open(
+            Slot::NetKey {
+                index: net_key_index,
+                old: false,
+            },
+            current,
+        )?);
+        if current == *new_net_key {
             return Err(StoreError::InvalidArgument(
                 "the new NetKey equals the current one".into(),
             ));
@@ -107,23 +116,45 @@ impl Store {
             )));
         }
         let now = now_iso8601();
+        // The current key becomes the old one: opened and sealed again for its new column (a
+        // sealed value is bound to its column, so it is not copied as it is).
+        let old_sealed = keys.seal(
+            Slot::NetKey {
+                index: net_key_index,
+                old: true,
+            },
+            current.expose_secret(),
+        )?;
+        let new_sealed = keys.seal(
+            Slot::NetKey {
+                index: net_key_index,
+                old: false,
+            },
+            new_net_key.expose_secret(),
+        )?;
         tx.execute(
-            "UPDATE net_keys SET old_key = key, key = ?2, phase = 1, timestamp = ?3 WHERE idx = ?1",
-            params![net_key_index, &new_net_key.expose_secret()[..], now],
+            "UPDATE net_keys SET old_key = ?2, key = ?3, phase = 1, timestamp = ?4 WHERE idx = ?1",
+            params![net_key_index, &old_sealed[..], &new_sealed[..], now],
         )?;
         for (index, key) in new_app_keys {
             let old: Vec<u8> =
                 tx.query_row("SELECT key FROM app_keys WHERE idx = ?1", [index], |r| {
                     r.get(0)
                 })?;
-            if AppKey::from_bytes(key16(old, "AppKey")?) == *key {
+            let index = *index;
+            let old = AppKey::from_bytes(*keys.open(Slot::AppKey { index, old: false }, old)?);
+            if old == *key {
                 return Err(StoreError::InvalidArgument(format!(
                     "the new AppKey {index} equals the current one"
                 )));
             }
             tx.execute(
-                "UPDATE app_keys SET old_key = key, key = ?2 WHERE idx = ?1",
-                params![index, &key.expose_secret()[..]],
+                "UPDATE app_keys SET old_key = ?2, key = ?3 WHERE idx = ?1",
+                params![
+                    index,
+                    &keys.seal(Slot::AppKey { index, old: true }, old.expose_secret())?[..],
+                    &keys.seal(Slot::AppKey { index, old: false }, key.expose_secret())?[..]
+                ],
             )?;
         }
         tx.execute(
@@ -187,14 +218,26 @@ impl Store {
             let old = old.ok_or_else(|| missing(format!("AppKey {index}")))?;
             app_keys.push((
                 index,
-                AppKey::from_bytes(key16(old, "AppKey")?),
-                AppKey::from_bytes(key16(key, "AppKey")?),
+                AppKey::from_bytes(*self.keys.open(Slot::AppKey { index, old: true }, old)?),
+                AppKey::from_bytes(*self.keys.open(Slot::AppKey { index, old: false }, key)?),
             ));
         }
         Ok(Some(KeyRefreshRecord {
             net_key_index,
-            old_net_key: NetKey::from_bytes(key16(old, "NetKey")?),
-            new_net_key: NetKey::from_bytes(key16(key, "NetKey")?),
+            old_net_key: NetKey::from_bytes(*self.keys.open(
+                Slot::NetKey {
+                    index: net_key_index,
+                    old: true,
+                },
+                old,
+            )?),
+            new_net_key: NetKey::from_bytes(*self.keys.open(
+                Slot::NetKey {
+                    index: net_key_index,
+                    old: false,
+                },
+                key,
+            )?),
             app_keys,
             phase,
             journal,

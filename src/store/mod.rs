@@ -31,6 +31,8 @@ mod node_config;
 mod report;
 mod rollout;
 mod schema;
+mod seal;
+mod secrets;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -57,6 +59,8 @@ pub use report::{
 };
 pub use rollout::{FIRST_GROUP, LAST_GROUP};
 pub use schema::SCHEMA_VERSION;
+pub use seal::{KdfParams, KeysAtRest, Passphrase, SALT_LEN, SEALED_LEN, StoreKey};
+pub use secrets::{EncryptOutcome, MIN_PASSPHRASE_CHARS};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +188,21 @@ pub enum StoreError {
     /// Import cannot find room for this provisioner.
     #[error("{0}")]
     NoProvisionerRange(String),
+    /// The store is encrypted and was opened without its passphrase.
+    #[error(
+        "{} is encrypted: give its passphrase in MESHPROV_PASSPHRASE, with --passphrase-fd N, or at the prompt on a terminal",
+        path.display()
+    )]
+    Locked {
+        /// The store.
+        path: PathBuf,
+    },
+    /// The passphrase does not open the store (its verifier does not open).
+    #[error("wrong passphrase for {}", path.display())]
+    WrongPassphrase {
+        /// The store.
+        path: PathBuf,
+    },
 }
 
 /// `secure` or `insecure` (CDB `security`, `minSecurity`).
@@ -306,6 +325,8 @@ pub struct NetworkInfo {
     pub unicast_ranges: Vec<Range16>,
     /// Number of nodes.
     pub node_count: usize,
+    /// How the keys are kept at rest, when the store is encrypted (`None`: plaintext).
+    pub keys_at_rest: Option<KeysAtRest>,
 }
 
 /// The unicast range this provisioner allocates from when a network is created.
@@ -461,6 +482,8 @@ impl Store {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// How key columns are read and written: plaintext, or sealed (locked or unlocked).
+    keys: seal::KeyCipher,
 }
 
 pub(crate) fn uuid_from(blob: Vec<u8>) -> Result<DeviceUuid, StoreError> {
@@ -468,22 +491,6 @@ pub(crate) fn uuid_from(blob: Vec<u8>) -> Result<DeviceUuid, StoreError> {
         .try_into()
         .map_err(|_| StoreError::Corrupt("a UUID is not 16 bytes".into()))?;
     Ok(DeviceUuid(arr))
-}
-
-pub(crate) fn key16(blob: Vec<u8>, what: &str) -> Result<[u8; 16], StoreError> {
-    let mut blob = blob;
-    let r = <[u8; 16]>::try_from(blob.as_slice())
-        .map_err(|_| StoreError::Corrupt(format!("a stored {what} is not 16 bytes")));
-    zeroize_vec(&mut blob);
-    r
-}
-
-fn zeroize_vec(v: &mut [u8]) {
-    for b in v.iter_mut() {
-        // Best effort only (the compiler may elide writes to a buffer about to be freed): the
-        // protection that counts is that keys live in the zeroizing newtypes of mesh-crypto.
-        *b = 0;
-    }
 }
 
 fn format_ranges(rs: &[Range16]) -> String {
@@ -555,9 +562,11 @@ impl Store {
         for c in files::companions(path) {
             files::tighten(&c)?;
         }
+        let keys = secrets::cipher_at_open(&conn, path)?;
         Ok(Store {
             conn,
             path: path.to_path_buf(),
+            keys,
         })
     }
 
@@ -568,9 +577,7 @@ impl Store {
 
     /// Begins a write transaction that takes the write lock at once.
     fn write(&mut self) -> Result<Transaction<'_>, StoreError> {
-        Ok(self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?)
+        begin(&mut self.conn)
     }
 
     /// Creates the network with default ranges ([`NetworkOptions::default`]): the primary
@@ -611,7 +618,7 @@ impl Store {
         let mesh_uuid = random_uuid(rng);
         let prov_uuid = random_uuid(rng);
         let now = now_iso8601();
-        let tx = self.write()?;
+        let tx = begin(&mut self.conn)?;
         if let Some(existing) = tx
             .query_row("SELECT name FROM network", [], |r| r.get::<_, String>(0))
             .optional()?
@@ -622,9 +629,16 @@ impl Store {
             "INSERT INTO network (id, name, mesh_uuid, iv_index, iv_update, timestamp) VALUES (1, ?1, ?2, 0, 0, ?3)",
             params![name, &mesh_uuid.0[..], now],
         )?;
+        let sealed = self.keys.seal(
+            seal::Slot::NetKey {
+                index: 0,
+                old: false,
+            },
+            key.expose_secret(),
+        )?;
         tx.execute(
             "INSERT INTO net_keys (idx, name, key, phase, min_security, timestamp) VALUES (0, 'Primary Network Key', ?1, 0, 'secure', ?2)",
-            params![&key.expose_secret()[..], now],
+            params![&sealed[..], now],
         )?;
         tx.execute(
             "INSERT INTO provisioners (uuid, name, is_self) VALUES (?1, ?2, 1)",
@@ -707,6 +721,7 @@ impl Store {
             provisioner_name,
             unicast_ranges: self.unicast_ranges()?,
             node_count,
+            keys_at_rest: self.keys.info().cloned(),
         })
     }
 
@@ -803,7 +818,10 @@ impl Store {
             })
             .optional()?
             .ok_or(StoreError::UnknownNetKey(index))?;
-        Ok(NetKey::from_bytes(key16(blob, "NetKey")?))
+        let k = self
+            .keys
+            .open(seal::Slot::NetKey { index, old: false }, blob)?;
+        Ok(NetKey::from_bytes(*k))
     }
 
     /// The AppKey with this index.
@@ -815,7 +833,10 @@ impl Store {
             })
             .optional()?
             .ok_or_else(|| StoreError::InvalidArgument(format!("no AppKey with index {index}")))?;
-        Ok(AppKey::from_bytes(key16(blob, "AppKey")?))
+        let k = self
+            .keys
+            .open(seal::Slot::AppKey { index, old: false }, blob)?;
+        Ok(AppKey::from_bytes(*k))
     }
 
     /// Adds an AppKey bound to `net_key` with the lowest free index (`key`, or a fresh one
@@ -828,7 +849,7 @@ impl Store {
         rng: &mut dyn CryptoRng,
     ) -> Result<u16, StoreError> {
         let key = key.unwrap_or_else(|| AppKey::generate(rng));
-        let tx = self.write()?;
+        let tx = begin(&mut self.conn)?;
         let known: bool = tx.query_row(
             "SELECT count(*) FROM net_keys WHERE idx = ?1",
             [net_key],
@@ -844,9 +865,13 @@ impl Store {
         let index = (0u16..4096)
             .find(|i| used.binary_search(i).is_err())
             .ok_or(StoreError::KeyIndexesExhausted("AppKey"))?;
+        let sealed = self.keys.seal(
+            seal::Slot::AppKey { index, old: false },
+            key.expose_secret(),
+        )?;
         tx.execute(
             "INSERT INTO app_keys (idx, name, bound_net_key, key) VALUES (?1, ?2, ?3, ?4)",
-            params![index, name, net_key, &key.expose_secret()[..]],
+            params![index, name, net_key, &sealed[..]],
         )?;
         touch(&tx)?;
         tx.commit()?;
@@ -942,7 +967,7 @@ impl Store {
                 "a device has at least one element".into(),
             ));
         }
-        let tx = self.write()?;
+        let tx = begin(&mut self.conn)?;
         if let Some((address, state)) = node_state_by_uuid(&tx, &node.uuid)? {
             return Err(StoreError::UuidInUse {
                 uuid: node.uuid,
@@ -986,6 +1011,10 @@ impl Store {
             }
         }
         let loc = node.location.as_ref();
+        let sealed = self.keys.seal(
+            seal::Slot::DevKey(&node.uuid),
+            node.device_key.expose_secret(),
+        )?;
         tx.execute(
             "INSERT INTO nodes (uuid, address, elements, device_key, state, name, building, floor, room, created)
              VALUES (?1, ?2, ?3, ?4, 'unconfirmed', ?5, ?6, ?7, ?8, ?9)",
@@ -993,7 +1022,7 @@ impl Store {
                 &node.uuid.0[..],
                 node.address,
                 node.elements,
-                &node.device_key.expose_secret()[..],
+                &sealed[..],
                 node.name,
                 loc.map(|l| l.building.as_str()),
                 loc.map(|l| l.floor.as_str()),
@@ -1170,11 +1199,13 @@ impl Store {
                     .filter_map(|x| x.parse().ok())
                     .collect()
             };
+            let uuid = uuid_from(r.get(0)?)?;
+            let device_key = self.keys.open(seal::Slot::DevKey(&uuid), r.get(3)?)?;
             out.push(Node {
-                uuid: uuid_from(r.get(0)?)?,
+                uuid,
                 address: r.get(1)?,
                 elements: r.get(2)?,
-                device_key: DevKey::from_bytes(key16(r.get(3)?, "device key")?),
+                device_key: DevKey::from_bytes(*device_key),
                 state,
                 name: r.get(7)?,
                 serial: r.get(8)?,
@@ -1315,6 +1346,12 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Begins a write transaction that takes the write lock at once (borrowing only the
+/// connection, so that the store's key cipher stays usable inside it).
+fn begin(conn: &mut Connection) -> Result<Transaction<'_>, StoreError> {
+    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
 }
 
 /// Records the time of the last change (the CDB `timestamp`).

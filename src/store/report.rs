@@ -38,6 +38,13 @@ pub fn network_text(n: &NetworkInfo) -> String {
     let _ = writeln!(s, "{:<13} {}", "Unicast range", ranges);
     let _ = writeln!(s, "{:<13} {}", "Nodes", n.node_count);
     let _ = writeln!(s, "{:<13} {}", "Last change", n.timestamp);
+    if let Some(k) = &n.keys_at_rest {
+        let _ = writeln!(
+            s,
+            "{:<13} encrypted with a passphrase ({}, {}; set {})",
+            "Keys at rest", k.kdf, k.aead, k.changed
+        );
+    }
     let _ = writeln!(s, "NetKeys");
     for k in &n.net_keys {
         let _ = writeln!(
@@ -65,7 +72,7 @@ pub fn network_text(n: &NetworkInfo) -> String {
 
 /// `meshprov net show --json`.
 pub fn network_json(n: &NetworkInfo) -> String {
-    json!({
+    let mut v = json!({
         "name": n.name,
         "mesh_uuid": n.mesh_uuid.to_string(),
         "iv_index": n.iv_index,
@@ -82,8 +89,16 @@ pub fn network_json(n: &NetworkInfo) -> String {
         "app_keys": n.app_keys.iter().map(|k| json!({
             "index": k.index, "name": k.name, "bound_net_key": k.bound_net_key,
         })).collect::<Vec<_>>(),
-    })
-    .to_string()
+    });
+    // Only an encrypted store says anything about it: a plain store's JSON is as it was.
+    if let Some(k) = &n.keys_at_rest {
+        v["keys_at_rest"] = json!({
+            "encrypted": true,
+            "kdf": "argon2id", "memory_kib": k.kdf.memory_kib, "time_cost": k.kdf.time_cost,
+            "lanes": k.kdf.lanes, "aead": k.aead, "changed": k.changed,
+        });
+    }
+    v.to_string()
 }
 
 fn location_text(n: &Node) -> String {

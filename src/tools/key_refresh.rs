@@ -381,6 +381,12 @@ pub fn key_refresh(
     }
     let in_store = |e: crate::store::StoreError| failure(format!("{}: {e}", args.store.display()));
     let mut store = Store::open(&args.store).map_err(in_store)?;
+    // An encrypted store: its passphrase first (the SEQ connection below reads no key).
+    crate::tools::passphrase::unlock(&mut store, crate::tools::passphrase::Prompt::Terminal)
+        .map_err(|f| KeyRefreshFailure {
+            exit_code: f.exit_code,
+            message: f.message,
+        })?;
     let info = store.network().map_err(in_store)?;
     if !info.net_keys.iter().any(|k| k.index == args.net_key_index) {
         let have: Vec<String> = info.net_keys.iter().map(|k| k.index.to_string()).collect();

@@ -6,6 +6,8 @@ pub mod decode;
 pub mod key_refresh;
 pub mod keys;
 pub mod node;
+// Secrets at rest (issue 11 item 3): where a store's passphrase comes from.
+pub mod passphrase;
 pub mod provision;
 // `meshprov replay` (issue 10).
 pub mod replay;

@@ -510,6 +510,13 @@ pub fn run(args: &NodeArgs) -> Result<NodeReport, NodeFailure> {
         )));
     }
     let mut s = Store::open(&path)?;
+    // An encrypted store: its passphrase before the node is asked anything.
+    crate::tools::passphrase::unlock(&mut s, crate::tools::passphrase::Prompt::Terminal).map_err(
+        |f| NodeFailure {
+            exit_code: f.exit_code,
+            message: f.message,
+        },
+    )?;
     let r: NodeRef = args.node.parse().map_err(usage)?;
     let node = s.node(&r).map_err(|e| match e {
         StoreError::NoSuchNode(_) => usage(format!(

@@ -1333,11 +1333,19 @@ fn open_store_path(
             path.display()
         )));
     }
-    let s = Store::open(&path).map_err(|e| ProvisionFailure {
+    let mut s = Store::open(&path).map_err(|e| ProvisionFailure {
         exit_code: crate::exit::FAILURE,
         message: e.to_string(),
         uuid: None,
     })?;
+    // An encrypted store: its passphrase before any session starts.
+    crate::tools::passphrase::unlock(&mut s, crate::tools::passphrase::Prompt::Terminal).map_err(
+        |f| ProvisionFailure {
+            exit_code: f.exit_code,
+            message: f.message,
+            uuid: None,
+        },
+    )?;
     Ok(Some((s, path)))
 }
 

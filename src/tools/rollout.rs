@@ -407,7 +407,22 @@ fn run_plan(args: &RolloutArgs, front: Front<'_>) -> Result<(Plan, RolloutReport
         )
     })?;
     let mut rng = crate::store::os_rng()?;
-    let store = rollout::open_store(&plan, &mut rng)?;
+    // An encrypted store: its passphrase before the run starts (in the terminal UI, its
+    // dialog; `--oob-stdin` keeps standard input for the OOB answers).
+    let prompt = match front {
+        Front::Tui { .. } => crate::tools::passphrase::Prompt::Tui,
+        Front::Headless(_) if args.oob_stdin => crate::tools::passphrase::Prompt::Never,
+        Front::Headless(_) => crate::tools::passphrase::Prompt::Terminal,
+    };
+    let store = rollout::open_store_with(&plan, &mut rng, &mut |s| {
+        crate::tools::passphrase::unlock(s, prompt).map_err(|f| {
+            if f.exit_code == crate::exit::USAGE {
+                RolloutError::Usage(f.message)
+            } else {
+                RolloutError::Store(crate::store::StoreError::InvalidArgument(f.message))
+            }
+        })
+    })?;
     let store: SharedStore = std::rc::Rc::new(std::cell::RefCell::new(store));
     let prepared = rollout::prepare(&plan, &mut store.borrow_mut(), &mut rng)?;
     // --- the terminal UI (issue 9) ---

@@ -7,6 +7,7 @@
 //! - [`app`]: screens, sorting, filters, selection, dialogs; `App::handle_key` → [`app::Action`].
 //! - [`ui`]: pure rendering of every screen with ratatui; [`ui::render_to_text`] for tests.
 //! - [`theme`]: colour or monochrome styles, from `NO_COLOR` and `TERM`.
+//! - [`passphrase`]: the masked passphrase dialog shown before a run on an encrypted store.
 //! - [`terminal`]: the only I/O — raw mode, alternate screen, restored on drop and on panic.
 //! - [`sample`]: scripted view-model states for the snapshot tests, the benchmark and the
 //!   `demo-view` example.
@@ -33,6 +34,7 @@
 
 pub mod app;
 pub mod model;
+pub mod passphrase;
 pub mod sample;
 pub mod terminal;
 pub mod theme;

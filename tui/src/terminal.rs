@@ -77,6 +77,13 @@ impl Tui {
         Ok(())
     }
 
+    /// Draw one frame with any render function (the passphrase dialog, which comes before the
+    /// run and its [`App`]).
+    pub fn draw_with(&mut self, render: impl FnOnce(&mut ratatui::Frame<'_>)) -> io::Result<()> {
+        self.terminal.draw(render)?;
+        Ok(())
+    }
+
     /// Wait up to `timeout` for a terminal event (key, resize, ...).
     pub fn next_event(&mut self, timeout: Duration) -> io::Result<Option<event::Event>> {
         if event::poll(timeout)? {

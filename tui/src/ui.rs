@@ -1160,7 +1160,7 @@ fn render_log(frame: &mut Frame<'_>, app: &App, area: Rect) {
 }
 
 /// A centred rectangle of at most `w`×`h` inside `area`.
-fn centered(area: Rect, w: u16, h: u16) -> Rect {
+pub(crate) fn centered(area: Rect, w: u16, h: u16) -> Rect {
     let w = w.min(area.width);
     let h = h.min(area.height);
     Rect {
