@@ -171,6 +171,24 @@ fn a_building_at_ten_percent_loss_is_provisioned_once_and_configured_as_planned(
         methods.contains("static") && methods.contains("output"),
         "{methods:?}"
     );
+    // The capabilities name the Output OOB actions the building gives its devices.
+    let output_actions: BTreeSet<Vec<String>> = events
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Capabilities {
+                output_oob_size: 4,
+                output_oob_actions,
+                input_oob_actions,
+                ..
+            } if input_oob_actions.is_empty() => Some(output_oob_actions.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        output_actions,
+        BTreeSet::from([vec!["Output Numeric".to_string()]])
+    );
     assert!(
         plan.devices
             .iter()

@@ -358,7 +358,9 @@ pub fn updates(ev: &RolloutEvent, model: &ViewModel, opts: MapOptions) -> Vec<Up
             public_key_oob,
             static_oob,
             output_oob_size,
+            output_oob_actions,
             input_oob_size,
+            input_oob_actions,
         } => {
             let mut d = model.details.get(&u).cloned().unwrap_or_default();
             d.capabilities = Some(CapabilitiesView {
@@ -366,9 +368,9 @@ pub fn updates(ev: &RolloutEvent, model: &ViewModel, opts: MapOptions) -> Vec<Up
                 algorithms: algorithms.clone(),
                 public_key_oob: *public_key_oob,
                 static_oob: *static_oob,
-                output_oob: Vec::new(),
+                output_oob: output_oob_actions.clone(),
                 output_size: *output_oob_size,
-                input_oob: Vec::new(),
+                input_oob: input_oob_actions.clone(),
                 input_size: *input_oob_size,
             });
             d.algorithm = algorithms.last().cloned();
@@ -1221,12 +1223,16 @@ mod tests {
                     public_key_oob: false,
                     static_oob: true,
                     output_oob_size: 4,
+                    output_oob_actions: vec!["Blink".into(), "Output Numeric".into()],
                     input_oob_size: 0,
+                    input_oob_actions: Vec::new(),
                 },
             ),
         );
         let c = m.details[&u].capabilities.clone().unwrap();
         assert_eq!((c.elements, c.static_oob, c.output_size), (2, true, 4));
+        assert_eq!(c.output_oob, ["Blink", "Output Numeric"]);
+        assert!(c.input_oob.is_empty());
         feed(
             &mut m,
             &ev(
