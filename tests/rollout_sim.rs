@@ -742,3 +742,111 @@ fn sessions_that_end_during_the_installer_s_delay_do_not_stop_the_clock() {
     assert_eq!(s.done + s.failed, 30, "{}", s.message);
     assert!(s.failed > 0 && !s.stopped, "{}", s.message);
 }
+
+/// `meshprov key-refresh` after a rollout, as the terminal UI runs it
+/// (`tools::key_refresh::key_refresh_paced`): a run stepped in 100 ms stretches of simulated
+/// air (the UI's pace) reports exactly what an unstepped one does; a run stopped at its first
+/// phase 2 acknowledgement leaves the journal in phase 2, says how to resume, and the same
+/// call resumes and completes it.
+#[test]
+fn a_key_refresh_steps_stops_and_resumes() {
+    use meshprov::net::key_refresh::{KeyRefreshEvent, Phase};
+    use meshprov::tools::key_refresh::{KeyRefreshArgs, Report, key_refresh, key_refresh_paced};
+
+    let mut runs = Vec::new();
+    for stepped in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        meshprov::tools::rollout::write_demo(dir.path(), 12, 1).unwrap();
+        let (_, _, out, _) = run(dir.path(), &SimOptions::default());
+        assert_eq!(out.report.summary.done, 12);
+        let args = KeyRefreshArgs {
+            store: dir.path().join("network.db"),
+            radio: format!("sim:{}", dir.path().join("building.toml").display()),
+            net_key_index: 0,
+            exclude: Vec::new(),
+            seed: 1,
+            loss: None,
+            silent: Vec::new(),
+        };
+        let mut reports = Vec::new();
+        let mut steps = 0u32;
+        let outcome = key_refresh_paced(
+            &args,
+            &mut |r| reports.push(r.clone()),
+            &mut |simulated, deadline| {
+                steps += 1;
+                Some(if stepped {
+                    (simulated + std::time::Duration::from_millis(100)).min(deadline)
+                } else {
+                    deadline
+                })
+            },
+        )
+        .unwrap();
+        assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.problem());
+        assert_eq!(outcome.stopped_in, None);
+        eprintln!(
+            "key refresh of 12 nodes, stepped {stepped}: {steps} steps, {:.1} s",
+            outcome.virtual_time.as_secs_f64()
+        );
+        runs.push((reports, outcome.virtual_time, steps));
+        if !stepped {
+            continue;
+        }
+        // The stop: at the first acknowledgement of phase 2, the next step does not come.
+        let seen_phase_2 = std::cell::Cell::new(false);
+        let mut reports = Vec::new();
+        let stopped = key_refresh_paced(
+            &args,
+            &mut |r| {
+                if let Report::Event(KeyRefreshEvent::NodeUpdated {
+                    phase: Phase::UsingNewKeys,
+                    ..
+                }) = r
+                {
+                    seen_phase_2.set(true);
+                }
+                reports.push(r.clone());
+            },
+            &mut |_, deadline| (!seen_phase_2.get()).then_some(deadline),
+        )
+        .unwrap();
+        assert_eq!(stopped.stopped_in, Some(Phase::UsingNewKeys));
+        assert!(stopped.summary.is_none());
+        assert_ne!(stopped.exit_code(), 0);
+        assert!(
+            stopped.problem().unwrap().contains(
+                "stopped in phase 2 (using the new keys); re-run the same command to resume it"
+            ),
+            "{:?}",
+            stopped.problem()
+        );
+        let journal = Store::open(&args.store)
+            .unwrap()
+            .key_refresh(0)
+            .unwrap()
+            .expect("the journal of the stopped key refresh");
+        assert_eq!(journal.phase, 2);
+        // The same command resumes it and completes it; the journal is then closed.
+        let mut reports = Vec::new();
+        let resumed = key_refresh(&args, &mut |r| reports.push(r.clone())).unwrap();
+        assert_eq!(resumed.exit_code(), 0, "{:?}", resumed.problem());
+        assert!(resumed.resumed);
+        assert!(matches!(
+            reports.iter().find(|r| matches!(r, Report::Start { .. })),
+            Some(Report::Start { resumed: true, roster, .. })
+                if roster.iter().filter(|n| n.completed >= 1).count() == 12
+        ));
+        assert!(
+            Store::open(&args.store)
+                .unwrap()
+                .key_refresh(0)
+                .unwrap()
+                .is_none()
+        );
+    }
+    let ((plain, t_plain, _), (stepped, t_stepped, steps)) = (&runs[0], &runs[1]);
+    assert!(*steps > 100, "{steps} steps");
+    assert_eq!(t_plain, t_stepped);
+    assert_eq!(plain, stepped, "stepping changed what happened");
+}

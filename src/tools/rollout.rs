@@ -504,10 +504,15 @@ fn run_plan(args: &RolloutArgs, front: Front<'_>) -> Result<(Plan, RolloutReport
         )));
     };
     // The terminal back (the view's last frame showed the final state), then the summary.
-    if let Some(t) = tui_observer.as_mut()
-        && let Some(line) = t.finish()
-    {
-        println!("{line}");
+    if let Some(t) = tui_observer.as_mut() {
+        if let Some(line) = t.finish() {
+            println!("{line}");
+        }
+        if t.grace_used() {
+            eprintln!(
+                "meshprov: the run did not settle within 3 s of the stop and was ended as after a crash; the store resumes it (re-run the same command)"
+            );
+        }
     }
     Ok((plan, report))
 }
