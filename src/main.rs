@@ -1,5 +1,6 @@
 //! The `meshprov` command-line tool. Thin: it parses arguments and calls the library.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -686,11 +687,17 @@ fn key_refresh(
             // The procedure ended: the screen stays until the installer quits.
             view.wait_for_quit();
         }
+        // The terminal may be gone (it hung up): what cannot be printed is dropped, not a panic.
+        let mut out = std::io::stdout();
         for line in view.finish() {
-            println!("{line}");
+            let _ = writeln!(out, "{line}");
         }
         let outcome = run.map_err(|f| Failure(f.exit_code, f.message))?;
-        println!("  virtual time {:.1} s", outcome.virtual_time.as_secs_f64());
+        let _ = writeln!(
+            out,
+            "  virtual time {:.1} s",
+            outcome.virtual_time.as_secs_f64()
+        );
         return match outcome.problem() {
             Some(problem) if outcome.exit_code() != exit::SUCCESS => {
                 Err(Failure(incomplete_code, problem))
@@ -1294,7 +1301,8 @@ fn finish(r: Result<(), Failure>) -> ExitCode {
     match r {
         Ok(()) => code(exit::SUCCESS),
         Err(Failure(c, msg)) => {
-            eprintln!("meshprov: {msg}");
+            // Not eprintln!: a terminal that hung up must not turn the exit code into a panic's.
+            let _ = writeln!(std::io::stderr(), "meshprov: {msg}");
             code(c)
         }
     }

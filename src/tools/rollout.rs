@@ -504,12 +504,15 @@ fn run_plan(args: &RolloutArgs, front: Front<'_>) -> Result<(Plan, RolloutReport
         )));
     };
     // The terminal back (the view's last frame showed the final state), then the summary.
+    // The terminal may be gone (it hung up): what cannot be printed is dropped, not a panic
+    // (the exit code must stay the run's).
     if let Some(t) = tui_observer.as_mut() {
         if let Some(line) = t.finish() {
-            println!("{line}");
+            let _ = writeln!(std::io::stdout(), "{line}");
         }
         if t.grace_used() {
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "meshprov: the run did not settle within 3 s of the stop and was ended as after a crash; the store resumes it (re-run the same command)"
             );
         }
@@ -833,12 +836,13 @@ pub fn demo(args: &DemoArgs) -> i32 {
             eprintln!("meshprov: {}: {e}", building.display());
         }
     }
+    // Not println!: after the terminal UI the terminal may have hung up.
     let say = |s: String| {
-        if args.json {
-            eprintln!("{s}");
+        let _ = if args.json {
+            writeln!(std::io::stderr(), "{s}")
         } else {
-            println!("{s}");
-        }
+            writeln!(std::io::stdout(), "{s}")
+        };
     };
     say(format!(
         "{} demo in {} (building.toml, plan.toml, trust/, network.db)",

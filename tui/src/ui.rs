@@ -1217,7 +1217,17 @@ fn render_key_refresh(frame: &mut Frame<'_>, app: &mut App, area: Rect) {
                 format!(" NetKey {} · phase {}", kr.net_key_index, kr.phase.label()),
                 t.title(),
             ),
-            Span::raw(format!(" · {confirmed}/{in_procedure} nodes in this phase")),
+            Span::raw(if kr.phase == KrPhase::Normal {
+                // Not started, or over: what counts is who finished.
+                let done = kr
+                    .nodes
+                    .iter()
+                    .filter(|n| n.status != StepStatus::Excluded && n.phase == KrPhase::Revoking)
+                    .count();
+                format!(" · {done}/{in_procedure} nodes finished")
+            } else {
+                format!(" · {confirmed}/{in_procedure} nodes in this phase")
+            }),
             Span::styled(
                 if failed > 0 {
                     format!(" · {failed} failed")

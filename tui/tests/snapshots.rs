@@ -179,6 +179,24 @@ fn key_refresh_run() {
     let c = app.model.key_refresh.as_ref().unwrap().counts();
     assert_eq!((c.nodes, c.failed, c.excluded), (11, 1, 1));
     assert_eq!(c.confirmed, [10, 3, 0]);
+    // Over: back to normal, and the screen counts who finished (not who is "in phase 0").
+    let kr = app.model.key_refresh.as_mut().unwrap();
+    kr.phase = KrPhase::Normal;
+    for n in &mut kr.nodes {
+        if n.status == meshprov_tui::model::StepStatus::Running
+            || n.status == meshprov_tui::model::StepStatus::Done
+        {
+            n.phase = KrPhase::Revoking;
+            n.status = meshprov_tui::model::StepStatus::Done;
+        }
+    }
+    app.model.run = RunState::Finished;
+    app.set_screen(Screen::KeyRefresh);
+    let text = snap(&mut app, 80, 24);
+    assert!(
+        text.contains("NetKey 0 · phase normal · 10/11 nodes finished · 1 failed"),
+        "{text}"
+    );
 }
 
 #[test]
