@@ -186,7 +186,7 @@ pub fn run_key_refresh_paced<S: SeqSource>(
         let Some(until) = pace(simulated.max(mesh.now()), deadline) else {
             break;
         };
-        let until = until.clamp(mesh.now(), deadline);
+        let until = until.min(deadline).max(mesh.now());
         let answers = mesh.run_until_events(until);
         if answers.is_empty() {
             // Idle, the deadline, or a proxy connection that failed: the end. Otherwise the
