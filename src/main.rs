@@ -1,5 +1,6 @@
 //! The `meshprov` command-line tool. Thin: it parses arguments and calls the library.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -51,12 +52,17 @@ enum Command {
         /// Exclude these nodes (hex addresses) first: they never receive the new keys.
         #[arg(long, value_delimiter = ',', value_name = "ADDR,...")]
         exclude: Vec<String>,
-        /// No terminal UI (every run is headless until issue 9).
+        /// No terminal UI: one line per event on stdout (also when stdout is not a terminal,
+        /// and with --json).
         #[arg(long)]
         headless: bool,
-        /// Print one JSON object per line.
+        /// Print one JSON object per line (implies --headless).
         #[arg(long)]
         json: bool,
+        /// Simulated radio in the terminal UI: virtual seconds per wall second (headless runs
+        /// are not paced).
+        #[arg(long, value_name = "X", default_value_t = tools::rollout::DEFAULT_SPEED)]
+        speed: f64,
         /// Seed of the simulation (same seed, same run).
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -733,6 +739,7 @@ fn run_net(cmd: NetCommand) -> Result<(), Failure> {
             silent,
             args,
             exit::FAILURE,
+            None,
         )?,
         NetCommand::AddAppKey {
             name,
@@ -775,7 +782,13 @@ fn key_refresh(
     silent: Vec<String>,
     args: StoreArgs,
     incomplete_code: i32,
+    tui_speed: Option<f64>,
 ) -> Result<(), Failure> {
+    if let Some(x) = tui_speed.filter(|x| !(x.is_finite() && *x > 0.0 && *x <= 10_000.0)) {
+        return Err(usage(format!(
+            "invalid --speed {x}: give simulated seconds per wall second, more than 0 and at most 10000"
+        )));
+    }
     if let Some(l) = loss.filter(|l| !(0.0..=0.9).contains(l)) {
         return Err(usage(format!(
             "invalid --loss {l}: give a probability from 0.0 to 0.9"
@@ -812,6 +825,50 @@ fn key_refresh(
     } else {
         Default::default()
     };
+    // --- the terminal UI (issue 9): the simulated radio, a store to refresh ---
+    if let (Some(speed), Some(file)) = (tui_speed, kr_args.radio.strip_prefix("sim:"))
+        && kr_args.store.exists()
+    {
+        let network = Store::open(&kr_args.store)
+            .and_then(|s| s.network())
+            .map(|n| n.name)
+            .unwrap_or_default();
+        let building = Path::new(file)
+            .file_name()
+            .map_or(file.into(), |n| n.to_string_lossy());
+        let label = format!("sim {building} (seed {seed}, {speed}× speed)");
+        let view = tools::tui_glue::KeyRefreshTui::start(&network, &label, speed, names)
+            .map_err(|e| Failure(exit::FAILURE, format!("cannot open the terminal UI: {e}")))?;
+        let view = std::cell::RefCell::new(view);
+        let run = tools::key_refresh::key_refresh_paced(
+            &kr_args,
+            &mut |r| view.borrow_mut().report(r),
+            &mut |simulated, deadline| view.borrow_mut().pace(simulated, deadline),
+        );
+        let mut view = view.into_inner();
+        if run.is_ok() && !view.quit_requested() {
+            // The procedure ended: the screen stays until the installer quits.
+            view.wait_for_quit();
+        }
+        // The terminal may be gone (it hung up): what cannot be printed is dropped, not a panic.
+        let mut out = std::io::stdout();
+        for line in view.finish() {
+            let _ = writeln!(out, "{line}");
+        }
+        let outcome = run.map_err(|f| Failure(f.exit_code, f.message))?;
+        let _ = writeln!(
+            out,
+            "  virtual time {:.1} s",
+            outcome.virtual_time.as_secs_f64()
+        );
+        return match outcome.problem() {
+            Some(problem) if outcome.exit_code() != exit::SUCCESS => {
+                Err(Failure(incomplete_code, problem))
+            }
+            _ => Ok(()),
+        };
+    }
+    // --- end terminal UI ---
     let mut print = |r: &tools::key_refresh::Report| {
         if json {
             println!("{}", tools::key_refresh::report_json(r));
@@ -1350,13 +1407,16 @@ fn run(command: Command) -> ExitCode {
             radio,
             net_key_index,
             exclude,
-            headless: _,
+            headless,
             json,
+            speed,
             seed,
             loss,
             silent,
             store,
         } => {
+            // The terminal UI on a terminal, as `rollout` and `demo` (issue 9).
+            let tui = !headless && !json && std::io::IsTerminal::is_terminal(&std::io::stdout());
             return finish(key_refresh(
                 radio,
                 net_key_index,
@@ -1367,6 +1427,7 @@ fn run(command: Command) -> ExitCode {
                 silent,
                 store,
                 tools::rollout::EXIT_INCOMPLETE,
+                tui.then_some(speed),
             ));
         }
         Command::Net { command } => return finish(run_net(command)),
@@ -1423,7 +1484,8 @@ fn finish(r: Result<(), Failure>) -> ExitCode {
     match r {
         Ok(()) => code(exit::SUCCESS),
         Err(Failure(c, msg)) => {
-            eprintln!("meshprov: {msg}");
+            // Not eprintln!: a terminal that hung up must not turn the exit code into a panic's.
+            let _ = writeln!(std::io::stderr(), "meshprov: {msg}");
             code(c)
         }
     }

@@ -9,6 +9,11 @@
 //! `inside_*` test for the library API. Every process started has a time limit and is killed
 //! by its pid.
 //!
+//! Output and Input OOB on this real-time path (the live driver over the BlueZ radio, a
+//! provisionee behind the fake's GATT service): answered in the terminal UI's dialog (its
+//! view and glue, without a terminal; and the real binary in a tmux pane), a wrong answer,
+//! and `--oob-stdin`.
+//!
 //! Without python3-dbusmock or dbus-daemon the tests skip with a message, unless `CI` is set,
 //! where they fail.
 #![cfg(target_os = "linux")]
@@ -937,15 +942,40 @@ fn node_commands_go_through_a_gatt_proxy_over_bluez() {
 /// meshprov's network, transport, Configuration Server and proxy server layers behind it.
 /// Only the writes to its own characteristics are read. Runs until `stop`; returns its address
 /// and the Config requests it answered.
+/// How the device behind [`gatt_node_firmware`] authenticates.
+enum FirmwareOob {
+    /// A static OOB value.
+    Static([u8; 16]),
+    /// Output OOB, Output Numeric of `size` digits: what it shows goes to `shown` (the
+    /// installer reads it off the device).
+    Output {
+        size: u8,
+        shown: mpsc::Sender<String>,
+    },
+    /// Input OOB, Input Numeric of `size` digits: what its installer types comes from `typed`.
+    Input {
+        size: u8,
+        typed: mpsc::Receiver<String>,
+    },
+}
+
+/// What a node's firmware ends with: the address and device key it was given, and the Config
+/// requests it answered.
+struct FirmwareEnd {
+    address: u16,
+    device_key: [u8; 16],
+    served: Vec<String>,
+}
+
 fn gatt_node_firmware(
     bus: &str,
     ble_address: &str,
     uuid: [u8; 16],
-    static_oob: [u8; 16],
+    oob: FirmwareOob,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> (u16, Vec<String>) {
+) -> Result<FirmwareEnd, String> {
     use meshprov::bearer::pb_gatt::PbGattLink;
-    use meshprov::provisioning::{Device, DeviceConfig, DeviceEvent};
+    use meshprov::provisioning::{Device, DeviceConfig, DeviceEvent, OobValue};
     use meshprov::wire::{
         Algorithms, Capabilities, InputOobActions, OobType, OutputOobActions, PublicKeyType,
     };
@@ -979,31 +1009,56 @@ fn gatt_node_firmware(
             .method_call("org.meshprov.FakeBluez", "Notify", (ble_address, value))
             .unwrap();
     };
-    let caps = Capabilities {
+    let mut caps = Capabilities {
         num_elements: 2,
         algorithms: Algorithms::CMAC_AES128 | Algorithms::HMAC_SHA256,
         public_key_type: PublicKeyType::EMPTY,
-        oob_type: OobType::STATIC_OOB_AVAILABLE,
+        oob_type: OobType::EMPTY,
         output_oob_size: 0,
         output_oob_action: OutputOobActions::EMPTY,
         input_oob_size: 0,
         input_oob_action: InputOobActions::EMPTY,
     };
+    match &oob {
+        FirmwareOob::Static(_) => caps.oob_type = OobType::STATIC_OOB_AVAILABLE,
+        FirmwareOob::Output { size, .. } => {
+            caps.output_oob_size = *size;
+            caps.output_oob_action = OutputOobActions::OUTPUT_NUMERIC;
+        }
+        FirmwareOob::Input { size, .. } => {
+            caps.input_oob_size = *size;
+            caps.input_oob_action = InputOobActions::INPUT_NUMERIC;
+        }
+    }
     let mut config = DeviceConfig::new(uuid, caps);
-    config.static_oob = Some(static_oob.to_vec());
+    if let FirmwareOob::Static(v) = &oob {
+        config.static_oob = Some(v.to_vec());
+    }
     let mut device = Device::new(
         config,
         Box::new(ChaCha20Rng::seed_from_u64(u64::from(uuid[15]))),
     );
+    // Input OOB: the device waits for its installer's value.
+    let mut input_wanted = false;
     let mut link = PbGattLink::new(67);
     let epoch = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(80);
     let mut keys = None;
     while keys.is_none() {
-        assert!(
-            Instant::now() < deadline && !stop.load(std::sync::atomic::Ordering::Relaxed),
-            "{ble_address} was not provisioned"
-        );
+        if Instant::now() >= deadline || stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(format!("{ble_address} was not provisioned"));
+        }
+        if let (true, FirmwareOob::Input { typed, .. }) = (input_wanted, &oob)
+            && let Ok(v) = typed.try_recv()
+        {
+            // The installer typed the value meshprov showed on the device's keypad.
+            let now = meshprov::time::Instant::from_epoch(epoch.elapsed());
+            let n: u128 = v.parse().map_err(|e| format!("typed {v:?}: {e}"))?;
+            device
+                .provide_input(now, OobValue::Numeric(n))
+                .map_err(|e| format!("{ble_address} refused the input {v}: {e}"))?;
+            input_wanted = false;
+        }
         for data in writes(&mut seen) {
             let now = meshprov::time::Instant::from_epoch(epoch.elapsed());
             if let Some(pdu) = link.handle_data(now, &data).expect("a proxy PDU") {
@@ -1025,8 +1080,17 @@ fn gatt_node_firmware(
                     iv_index,
                     ..
                 } => keys = Some((device_key, net_key, address, iv_index)),
-                DeviceEvent::Failed(e) => panic!("{ble_address} failed: {e}"),
-                _ => {}
+                DeviceEvent::Failed(e) => return Err(format!("{ble_address} failed: {e}")),
+                DeviceEvent::Display(v) => {
+                    if let FirmwareOob::Output { shown, .. } = &oob {
+                        let text = match v {
+                            OobValue::Numeric(n) => n.to_string(),
+                            OobValue::Alphanumeric(s) => s,
+                        };
+                        let _ = shown.send(text);
+                    }
+                }
+                DeviceEvent::InputRequested { .. } => input_wanted = true,
             }
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -1034,6 +1098,7 @@ fn gatt_node_firmware(
     let Some((dev_key, net_key, unicast, iv_index)) = keys else {
         unreachable!()
     };
+    let dev_key_bytes = *dev_key.expose_secret();
     // A provisioned node: its Mesh Proxy service, advertised with its Node Identity.
     let random = [uuid[15]; 8];
     let hash = mesh_crypto::beacon::node_identity_hash(
@@ -1062,7 +1127,11 @@ fn gatt_node_firmware(
         Some(own_path.as_str()),
         seen,
     );
-    (unicast, served)
+    Ok(FirmwareEnd {
+        address: unicast,
+        device_key: dev_key_bytes,
+        served,
+    })
 }
 
 /// `meshprov rollout --radio bluez` with a two-device plan against the fake bluetoothd: each
@@ -1137,7 +1206,9 @@ bind = [{ element = 0, model = "1000", app_key = "lights" }]
             let (bus, stop) = (fake.address.clone(), stop.clone());
             let mut uuid = [0u8; 16];
             uuid.copy_from_slice(&::hex::decode(u).unwrap());
-            std::thread::spawn(move || gatt_node_firmware(&bus, a, uuid, oob, stop))
+            std::thread::spawn(move || {
+                gatt_node_firmware(&bus, a, uuid, FirmwareOob::Static(oob), stop)
+            })
         })
         .collect();
     let started = std::time::Instant::now();
@@ -1152,7 +1223,13 @@ bind = [{ element = 0, model = "1000", app_key = "lights" }]
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let served: Vec<(u16, Vec<String>)> = firmware
         .into_iter()
-        .map(|f| f.join().expect("a node's firmware"))
+        .map(|f| {
+            let end = f
+                .join()
+                .expect("a node's firmware")
+                .expect("a node's firmware");
+            (end.address, end.served)
+        })
         .collect();
     assert_eq!(
         code,
@@ -1200,6 +1277,409 @@ bind = [{ element = 0, model = "1000", app_key = "lights" }]
         "rollout of 2 devices over the fake BlueZ (PB-GATT, then the GATT proxy): {:.1} s wall time",
         wall.as_secs_f64()
     );
+}
+
+// ---- Output and Input OOB on a real-time path: the live driver, the BlueZ radio, a device --
+
+/// The device of the OOB tests: a PB-GATT device behind the fake, provisioned and then
+/// configured through its own GATT proxy.
+const OOB_UUID: &str = "7b2c1a90000040008000000000000d01";
+const OOB_ADDRESS: &str = "D0:00:00:00:00:31";
+
+fn oob_fake() -> FakeBluez {
+    FakeBluez::start(
+        Some(adapter(json!({"devices": [
+            {"address": OOB_ADDRESS, "rssi": -52, "delay_ms": 30,
+             "service_data": {"1827": format!("{OOB_UUID}{OOB}")},
+             "gatt": {"service": "1827", "mtu": 69, "echo": false}}
+        ]}))),
+        false,
+    )
+}
+
+/// A one-device plan (`auth`: `output` or `input`), no retries, in `dir`.
+fn oob_plan(dir: &Path, auth: &str) -> std::path::PathBuf {
+    let plan = dir.join("plan.toml");
+    let text = format!(
+        r#"
+[network]
+name = "oob"
+store = "net.db"
+
+[provisioner]
+unicast_ranges = ["0300-03FF"]
+
+[policy]
+auth = ["{auth}"]
+bearer = "gatt"
+gatt_connections = 1
+configure_concurrency = 1
+retries = 0
+provision_timeout_s = 30
+configure_timeout_s = 30
+
+[templates.light]
+app_keys = ["lights"]
+bind = [{{ element = 0, model = "1000", app_key = "lights" }}]
+
+[[device]]
+uuid = "{OOB_UUID}"
+name = "Lobby light"
+auth = "{auth}"
+template = "light"
+elements = 2
+"#
+    );
+    std::fs::write(&plan, text).unwrap();
+    plan
+}
+
+fn oob_uuid() -> [u8; 16] {
+    let mut uuid = [0u8; 16];
+    uuid.copy_from_slice(&::hex::decode(OOB_UUID).unwrap());
+    uuid
+}
+
+/// An Output OOB device over BlueZ, answered in the terminal UI's dialog: the prompt event
+/// opens the dialog, the installer types what the device shows, and the glue's command
+/// reaches the live driver, which completes provisioning with that value; then the node is
+/// configured through its proxy.
+#[test]
+fn output_oob_answered_in_the_terminal_ui_s_dialog_over_bluez() {
+    if !tools_present() {
+        return;
+    }
+    oob_fake().run_inside("inside::inside_output_oob_dialog");
+}
+
+/// The same, with a wrong value typed: the device rejects the confirmation, and the device
+/// fails with the message that says the OOB value is probably wrong.
+#[test]
+fn a_wrong_output_oob_answer_fails_the_confirmation_over_bluez() {
+    if !tools_present() {
+        return;
+    }
+    oob_fake().run_inside("inside::inside_output_oob_wrong");
+}
+
+/// An Input OOB device over BlueZ: the value meshprov draws in the terminal UI's dialog is the
+/// one the device's installer types, and provisioning completes with it.
+#[test]
+fn input_oob_value_in_the_terminal_ui_s_dialog_reaches_the_device_over_bluez() {
+    if !tools_present() {
+        return;
+    }
+    oob_fake().run_inside("inside::inside_input_oob_dialog");
+}
+
+/// `meshprov rollout --radio bluez --headless`: without `--oob-stdin` an Output OOB device
+/// fails at once and says how to answer; with it, the `UUID VALUE` line typed after the
+/// `oob_requested` event answers it and the device is provisioned and configured.
+#[test]
+fn a_headless_rollout_answers_output_oob_from_stdin_over_bluez() {
+    if !tools_present() {
+        return;
+    }
+    // Without --oob-stdin.
+    {
+        let fake = oob_fake();
+        let dir = tempfile::tempdir().unwrap();
+        let plan = oob_plan(dir.path(), "output");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (shown_tx, shown) = mpsc::channel();
+        let firmware = {
+            let (bus, stop) = (fake.address.clone(), stop.clone());
+            std::thread::spawn(move || {
+                gatt_node_firmware(
+                    &bus,
+                    OOB_ADDRESS,
+                    oob_uuid(),
+                    FirmwareOob::Output {
+                        size: 4,
+                        shown: shown_tx,
+                    },
+                    stop,
+                )
+            })
+        };
+        let started = Instant::now();
+        let (code, out, err) = fake.meshprov(&[
+            "rollout",
+            plan.to_str().unwrap(),
+            "--radio",
+            "bluez:hci0",
+            "--json",
+        ]);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            firmware.join().unwrap().is_err(),
+            "provisioned without an answer"
+        );
+        // The device did show its value; nobody could read it, and the run did not wait.
+        assert!(shown.try_recv().is_ok());
+        assert!(started.elapsed() < Duration::from_secs(20), "{out}");
+        assert_eq!(code, 3, "stdout {out}\nstderr {err}");
+        let failed: Value = out
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["event"] == "failed")
+            .unwrap_or_else(|| panic!("no failed event: {out}"));
+        assert!(
+            failed["reason"].as_str().unwrap().contains("--oob-stdin"),
+            "{failed}"
+        );
+    }
+    // With --oob-stdin.
+    let fake = oob_fake();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = oob_plan(dir.path(), "output");
+    let (shown_tx, shown) = mpsc::channel();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let firmware = {
+        let (bus, stop) = (fake.address.clone(), stop.clone());
+        std::thread::spawn(move || {
+            gatt_node_firmware(
+                &bus,
+                OOB_ADDRESS,
+                oob_uuid(),
+                FirmwareOob::Output {
+                    size: 4,
+                    shown: shown_tx,
+                },
+                stop,
+            )
+        })
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshprov"))
+        .args(["rollout", plan.to_str().unwrap(), "--radio", "bluez:hci0"])
+        .args(["--json", "--oob-stdin"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &fake.address)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("err")).unwrap())
+        .spawn()
+        .expect("meshprov");
+    let mut stdin = child.stdin.take().unwrap();
+    let (line_tx, lines) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line_tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let mut requested = false;
+    let mut answered = None;
+    let status = loop {
+        while let Ok(l) = lines.try_recv() {
+            let v: Value = serde_json::from_str(&l).unwrap_or(Value::Null);
+            requested |= v["event"] == "oob_requested";
+            out.push(l);
+        }
+        // The installer reads the device once meshprov asks for the value, and types the line.
+        if requested
+            && answered.is_none()
+            && let Ok(v) = shown.try_recv()
+        {
+            use std::io::Write;
+            writeln!(stdin, "{} {v}", OOB_UUID).unwrap();
+            stdin.flush().unwrap();
+            answered = Some(v);
+        }
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > PROCESS_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("meshprov --oob-stdin ran too long:\n{}", out.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(stdin);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let end = firmware.join().unwrap().expect("the device's firmware");
+    // The rest of stdout.
+    std::thread::sleep(Duration::from_millis(100));
+    out.extend(lines.try_iter());
+    let text = out.join("\n");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{text}\nstderr: {}",
+        std::fs::read_to_string(dir.path().join("err")).unwrap_or_default()
+    );
+    assert!(answered.is_some(), "{text}");
+    let events: Vec<Value> = out
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let at = |name: &str| events.iter().position(|e| e["event"] == name);
+    assert!(at("oob_requested") < at("authenticated"), "{text}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "authenticated" && e["method"] == "output"),
+        "{text}"
+    );
+    let store = meshprov::store::Store::open(&dir.path().join("net.db")).unwrap();
+    let node = store.node_by_uuid(&OOB_UUID.parse().unwrap()).unwrap();
+    assert_eq!(node.state, meshprov::store::NodeState::Configured);
+    assert_eq!(node.address, end.address);
+    assert_eq!(node.device_key.expose_secret(), &end.device_key);
+}
+
+/// A tmux server of the test's own (killed by its pid when dropped) with one 120×40 pane.
+struct Pane {
+    socket: String,
+    pid: Option<u32>,
+}
+
+impl Pane {
+    fn start(socket: &str, cmd: &str) -> Option<Self> {
+        let ok = Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "tmux is needed for this test (CI installs it)"
+            );
+            eprintln!("skipped: tmux is not installed");
+            return None;
+        }
+        let mut pane = Pane {
+            socket: format!("{socket}-{}", std::process::id()),
+            pid: None,
+        };
+        pane.tmux(&["new-session", "-d", "-s", "p", "-x", "120", "-y", "40", cmd])
+            .expect("tmux new-session");
+        pane.pid = pane
+            .tmux(&["display", "-p", "-t", "p", "#{pid}"])
+            .and_then(|s| s.trim().parse().ok());
+        Some(pane)
+    }
+
+    fn tmux(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", "p"])
+            .unwrap_or_default()
+    }
+
+    fn wait(&self, what: &str, secs: u64, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {secs} s waiting for {what}; the screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "p"];
+        args.extend_from_slice(keys);
+        self.tmux(&args).expect("tmux send-keys");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+}
+
+impl Drop for Pane {
+    fn drop(&mut self) {
+        let _ = self.tmux(&["kill-server"]);
+        if let Some(pid) = self.pid {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
+}
+
+/// The real binary: `meshprov rollout PLAN --radio bluez:hci0` on a terminal (tmux) against
+/// the fake bluetoothd; the Output OOB dialog opens on the screen, the test types what the
+/// device shows, and the device is provisioned and configured; q quits with exit 0.
+#[test]
+fn the_output_oob_dialog_on_a_terminal_answers_a_device_over_bluez() {
+    if !tools_present() {
+        return;
+    }
+    let fake = oob_fake();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = oob_plan(dir.path(), "output");
+    let (shown_tx, shown) = mpsc::channel();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let firmware = {
+        let (bus, stop) = (fake.address.clone(), stop.clone());
+        std::thread::spawn(move || {
+            gatt_node_firmware(
+                &bus,
+                OOB_ADDRESS,
+                oob_uuid(),
+                FirmwareOob::Output {
+                    size: 4,
+                    shown: shown_tx,
+                },
+                stop,
+            )
+        })
+    };
+    let q = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
+    let cmd = format!(
+        "env TERM=xterm-256color NO_COLOR=1 DBUS_SYSTEM_BUS_ADDRESS='{}' {} rollout {} --radio bluez:hci0 2>{}; echo EXIT=$?; sleep 60",
+        fake.address,
+        q(Path::new(env!("CARGO_BIN_EXE_meshprov"))),
+        q(&plan),
+        q(&dir.path().join("stderr"))
+    );
+    let Some(pane) = Pane::start("meshprov-bluez-oob", &cmd) else {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        return;
+    };
+    let s = pane.wait("the Output OOB dialog", 40, |s| s.contains(" Output OOB "));
+    assert!(s.contains("Lobby light"), "{s}");
+    let value = shown
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the device shows its value");
+    pane.keys(&["-l", &value]);
+    pane.wait("the value typed", 5, |s| {
+        s.contains(&format!("Value:  {value}▏"))
+    });
+    pane.keys(&["Enter"]);
+    let s = pane.wait("the device done", 40, |s| {
+        s.contains("done 1") && s.contains("finished")
+    });
+    assert!(s.contains("all 1 devices done"), "{s}");
+    pane.keys(&["q"]);
+    let s = pane.wait("the exit", 20, |s| s.contains("EXIT="));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let end = firmware.join().unwrap().expect("the device's firmware");
+    assert!(
+        s.contains("EXIT=0"),
+        "{s}\nstderr: {}",
+        std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default()
+    );
+    let store = meshprov::store::Store::open(&dir.path().join("net.db")).unwrap();
+    let node = store.node_by_uuid(&OOB_UUID.parse().unwrap()).unwrap();
+    assert_eq!(node.state, meshprov::store::NodeState::Configured);
+    assert_eq!(node.device_key.expose_secret(), &end.device_key);
 }
 
 mod inside {
@@ -1523,5 +2003,319 @@ mod inside {
         radio.disconnect(conn).await.unwrap();
         let e = radio.gatt_write(conn, &[1]).await.unwrap_err().to_string();
         assert!(e.contains("closed"), "{e}");
+    }
+
+    // ---- Output and Input OOB through the terminal UI's dialog, without a terminal --------
+
+    use meshprov::rollout::{self, Command as EngineCommand, Engine, EventKind, Observer};
+    use meshprov::rollout::{RolloutEvent, RolloutReport};
+    use meshprov::tools::tui_glue::{self, MapOptions};
+    use meshprov_tui::app::App;
+    use meshprov_tui::model::{OobKind, ViewModel};
+    use meshprov_tui::theme::Theme;
+    use ratatui::crossterm::event::{KeyCode, KeyEvent};
+
+    /// The installer at the terminal UI, with the view but no terminal: the glue maps each
+    /// event into the view model (a prompt opens the dialog); the installer reads the dialog
+    /// and the device, answers with keys, and the action becomes the engine command the glue
+    /// sends (`tui_glue::command`) — the path of `meshprov rollout` on a terminal.
+    struct Installer {
+        app: App,
+        /// What the device shows (Output OOB), as the installer reads it.
+        shown: Option<mpsc::Receiver<String>>,
+        /// The device's keypad (Input OOB).
+        keypad: Option<mpsc::Sender<String>>,
+        /// What the installer types for what the device shows (a slip, in one test).
+        typed: fn(&str) -> String,
+        /// What happened, in order: the prompt's event, the screen, the answer.
+        log: Vec<String>,
+        /// The frame drawn when the installer answered.
+        screen: String,
+    }
+
+    impl Installer {
+        fn new(typed: fn(&str) -> String) -> Self {
+            Self {
+                app: App::new(ViewModel::new("oob", "bluez hci0"), Theme::monochrome()),
+                shown: None,
+                keypad: None,
+                typed,
+                log: Vec::new(),
+                screen: String::new(),
+            }
+        }
+
+        fn key(&mut self, code: KeyCode) -> Option<meshprov_tui::app::Action> {
+            self.app.handle_key(KeyEvent::from(code))
+        }
+    }
+
+    impl Observer for Installer {
+        fn event(&mut self, ev: &RolloutEvent) {
+            if let EventKind::Start { .. } = ev.kind {
+                // The planned device's row, as `TuiObserver::start` lists it.
+                let mut row = meshprov_tui::model::DeviceRow::planned(
+                    tui_glue::view_uuid(&OOB_UUID.parse().unwrap()),
+                    "Lobby light",
+                    meshprov_tui::model::Location::new("-", "-", "-"),
+                    "output",
+                );
+                row.name = "Lobby light".into();
+                self.app.model.devices.upsert(row);
+            }
+            match &ev.kind {
+                EventKind::OobRequested { .. } => self.log.push("oob_requested".into()),
+                EventKind::OobDisplay { .. } => self.log.push("oob_display".into()),
+                EventKind::Authenticated { method } => {
+                    self.log.push(format!("authenticated {method}"))
+                }
+                _ => {}
+            }
+            for u in tui_glue::updates(ev, &self.app.model, MapOptions { prompts: true }) {
+                let _ = self.app.model.apply(u);
+            }
+        }
+
+        fn tick(&mut self, _engine: &Engine) -> Vec<EngineCommand> {
+            let Some(prompt) = self.app.model.prompts.first().cloned() else {
+                return Vec::new();
+            };
+            match prompt.kind {
+                OobKind::Output { .. } => {
+                    let Some(v) = self.shown.as_ref().and_then(|r| r.try_recv().ok()) else {
+                        return Vec::new();
+                    };
+                    let v = (self.typed)(&v);
+                    for c in v.chars() {
+                        assert_eq!(self.key(KeyCode::Char(c)), None);
+                    }
+                    self.screen = meshprov_tui::ui::render_to_text(&mut self.app, 100, 30);
+                    let action = self.key(KeyCode::Enter).expect("Enter sends the value");
+                    self.log.push(format!("answered {v}"));
+                    tui_glue::command(&action).into_iter().collect()
+                }
+                OobKind::Input { .. } => {
+                    if self.screen.is_empty() {
+                        // The installer reads the value off the dialog and types it on the
+                        // device.
+                        self.screen = meshprov_tui::ui::render_to_text(&mut self.app, 100, 30);
+                        let value = self
+                            .screen
+                            .lines()
+                            .find_map(|l| l.split("value: ").nth(1))
+                            .map(|v| v.trim_end_matches(['│', ' ']).trim().to_string())
+                            .expect("the value in the dialog");
+                        self.log.push(format!("typed {value}"));
+                        let _ = self.keypad.as_ref().unwrap().send(value);
+                    }
+                    Vec::new()
+                }
+            }
+        }
+    }
+
+    /// Rolls the one-device plan out over the fake's BlueZ with `installer` at the terminal
+    /// UI, the device's firmware (`oob`) beside it; the report, the firmware's end, the store.
+    async fn oob_rollout(
+        bus: &str,
+        auth: &str,
+        oob: FirmwareOob,
+        installer: &mut Installer,
+    ) -> (
+        RolloutReport,
+        Result<FirmwareEnd, String>,
+        meshprov::store::Store,
+        tempfile::TempDir,
+    ) {
+        use rand_chacha::ChaCha20Rng;
+        use rand_chacha::rand_core::SeedableRng;
+        let dir = tempfile::tempdir().unwrap();
+        let plan = rollout::Plan::load(&oob_plan(dir.path(), auth)).unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let store = rollout::open_store(&plan, &mut rng).unwrap();
+        let store: rollout::SharedStore = std::rc::Rc::new(std::cell::RefCell::new(store));
+        let prepared = rollout::prepare(&plan, &mut store.borrow_mut(), &mut rng).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let firmware = {
+            let (bus, stop) = (bus.to_string(), stop.clone());
+            std::thread::spawn(move || gatt_node_firmware(&bus, OOB_ADDRESS, oob_uuid(), oob, stop))
+        };
+        let mut radio = BluezRadio::open(Some("hci0")).await.expect("open");
+        let opts = rollout::live_driver::LiveRolloutOptions {
+            config_bearer: rollout::live_driver::ConfigBearer::Proxy,
+            oob_answers: true,
+            seed: Some(11),
+            ..Default::default()
+        };
+        let report = rollout::live_driver::run(
+            &mut radio,
+            &plan,
+            store.clone(),
+            &prepared,
+            &opts,
+            installer,
+        )
+        .await
+        .expect("the run");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let end = firmware.join().expect("the firmware thread");
+        drop(prepared);
+        let store = std::rc::Rc::try_unwrap(store)
+            .map(|c| c.into_inner())
+            .unwrap_or_else(|_| meshprov::store::Store::open(&dir.path().join("net.db")).unwrap());
+        (report, end, store, dir)
+    }
+
+    #[tokio::test]
+    #[ignore = "run by output_oob_answered_in_the_terminal_ui_s_dialog_over_bluez"]
+    async fn inside_output_oob_dialog() {
+        let Some(bus) = bus() else { return };
+        let (tx, rx) = mpsc::channel();
+        let mut installer = Installer::new(|v| v.to_string());
+        installer.shown = Some(rx);
+        let (report, end, store, _dir) = oob_rollout(
+            &bus,
+            "output",
+            FirmwareOob::Output { size: 4, shown: tx },
+            &mut installer,
+        )
+        .await;
+        let end = end.expect("the device was provisioned");
+        let s = &report.summary;
+        assert_eq!((s.done, s.failed), (1, 0), "{}", s.message);
+        // The prompt first, then the answer, then the authentication it made.
+        assert_eq!(installer.log[0], "oob_requested", "{:?}", installer.log);
+        assert!(
+            installer.log[1].starts_with("answered "),
+            "{:?}",
+            installer.log
+        );
+        assert_eq!(
+            installer.log[2], "authenticated output",
+            "{:?}",
+            installer.log
+        );
+        // The dialog the installer typed into.
+        let typed = installer.log[1].trim_start_matches("answered ");
+        assert!(
+            installer.screen.contains(" Output OOB "),
+            "{}",
+            installer.screen
+        );
+        assert!(
+            installer.screen.contains("Lobby light"),
+            "{}",
+            installer.screen
+        );
+        assert!(
+            installer.screen.contains(&format!("Value:  {typed}▏")),
+            "{}",
+            installer.screen
+        );
+        // The capabilities named the action the dialog asked for.
+        let detail = &installer.app.model.details[&tui_glue::view_uuid(&OOB_UUID.parse().unwrap())];
+        assert_eq!(
+            detail.capabilities.as_ref().unwrap().output_oob,
+            ["Output Numeric"]
+        );
+        // Both ends derived one device key: the value was the device's.
+        let node = store.node_by_uuid(&OOB_UUID.parse().unwrap()).unwrap();
+        assert_eq!(node.device_key.expose_secret(), &end.device_key);
+        assert_eq!(node.address, end.address);
+        assert_eq!(node.state, meshprov::store::NodeState::Configured);
+        assert!(installer.app.model.prompts.is_empty(), "the dialog closed");
+    }
+
+    #[tokio::test]
+    #[ignore = "run by a_wrong_output_oob_answer_fails_the_confirmation_over_bluez"]
+    async fn inside_output_oob_wrong() {
+        let Some(bus) = bus() else { return };
+        let (tx, rx) = mpsc::channel();
+        // A slip on the last digit.
+        let mut installer = Installer::new(|v| {
+            let (head, last) = v.split_at(v.len() - 1);
+            let d = last.parse::<u8>().unwrap();
+            format!("{head}{}", (d + 1) % 10)
+        });
+        installer.shown = Some(rx);
+        let (report, end, store, _dir) = oob_rollout(
+            &bus,
+            "output",
+            FirmwareOob::Output { size: 4, shown: tx },
+            &mut installer,
+        )
+        .await;
+        let e = end.err().expect("the device refused the value");
+        assert!(e.contains("onfirmation"), "{e}");
+        let s = &report.summary;
+        assert_eq!((s.done, s.failed), (0, 1), "{}", s.message);
+        let d = &report.devices[0];
+        let why = d.last_error.as_deref().unwrap();
+        assert!(
+            why.contains("confirmation") && why.contains("the OOB value is probably wrong"),
+            "{why}"
+        );
+        assert!(installer.log.iter().any(|l| l.starts_with("answered ")));
+        assert!(!installer.log.iter().any(|l| l.starts_with("authenticated")));
+        // Nothing was committed for it.
+        assert!(store.node_by_uuid(&OOB_UUID.parse().unwrap()).is_err());
+        // The view says why, on the device's row.
+        let row = installer
+            .app
+            .model
+            .devices
+            .get(&tui_glue::view_uuid(&OOB_UUID.parse().unwrap()))
+            .unwrap();
+        assert!(
+            row.last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("OOB value"),
+            "{row:?}"
+        );
+    }
+
+    #[tokio::test]
+    #[ignore = "run by input_oob_value_in_the_terminal_ui_s_dialog_reaches_the_device_over_bluez"]
+    async fn inside_input_oob_dialog() {
+        let Some(bus) = bus() else { return };
+        let (tx, rx) = mpsc::channel();
+        let mut installer = Installer::new(|v| v.to_string());
+        installer.keypad = Some(tx);
+        let (report, end, store, _dir) = oob_rollout(
+            &bus,
+            "input",
+            FirmwareOob::Input { size: 4, typed: rx },
+            &mut installer,
+        )
+        .await;
+        let end = end.expect("the device was provisioned");
+        let s = &report.summary;
+        assert_eq!((s.done, s.failed), (1, 0), "{}", s.message);
+        assert_eq!(installer.log[0], "oob_display", "{:?}", installer.log);
+        assert!(
+            installer.log[1].starts_with("typed "),
+            "{:?}",
+            installer.log
+        );
+        assert_eq!(
+            installer.log[2], "authenticated input",
+            "{:?}",
+            installer.log
+        );
+        assert!(
+            installer.screen.contains(" Input OOB "),
+            "{}",
+            installer.screen
+        );
+        let value = installer.log[1].trim_start_matches("typed ");
+        assert!(
+            !value.is_empty() && value.chars().all(|c| c.is_ascii_digit()),
+            "{value}"
+        );
+        let node = store.node_by_uuid(&OOB_UUID.parse().unwrap()).unwrap();
+        assert_eq!(node.device_key.expose_secret(), &end.device_key);
+        assert_eq!(node.state, meshprov::store::NodeState::Configured);
+        assert!(installer.app.model.prompts.is_empty(), "the dialog closed");
     }
 }

@@ -171,6 +171,24 @@ fn a_building_at_ten_percent_loss_is_provisioned_once_and_configured_as_planned(
         methods.contains("static") && methods.contains("output"),
         "{methods:?}"
     );
+    // The capabilities name the Output OOB actions the building gives its devices.
+    let output_actions: BTreeSet<Vec<String>> = events
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Capabilities {
+                output_oob_size: 4,
+                output_oob_actions,
+                input_oob_actions,
+                ..
+            } if input_oob_actions.is_empty() => Some(output_oob_actions.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        output_actions,
+        BTreeSet::from([vec!["Output Numeric".to_string()]])
+    );
     assert!(
         plan.devices
             .iter()
@@ -520,4 +538,315 @@ fn the_discovery_rule_takes_exactly_the_matching_devices() {
         "nothing is provisioned again"
     );
     assert!(store.borrow().node_by_uuid(&found).is_ok());
+}
+
+/// What the terminal UI does when the installer quits (or the terminal hangs up): from
+/// `stop_at` on it sends [`Command::Stop`] at every tick until the engine has no work running,
+/// no longer keeps the run open, and lets virtual time run as fast as the CPU goes. Counts the
+/// driver's steps after the stop.
+struct Quitter {
+    stop_at: meshprov::time::Instant,
+    stopped_at: Option<meshprov::time::Instant>,
+    steps_after_stop: u64,
+    last: meshprov::time::Instant,
+}
+
+/// More steps than any stop needs (a few thousand at most): past it the run is spinning.
+const STOP_STEP_LIMIT: u64 = 50_000;
+
+impl rollout::Observer for Quitter {
+    fn event(&mut self, _: &rollout::RolloutEvent) {}
+
+    fn tick(&mut self, engine: &rollout::Engine) -> Vec<rollout::Command> {
+        if self.stopped_at.is_none() {
+            return Vec::new();
+        }
+        self.steps_after_stop += 1;
+        assert!(
+            self.steps_after_stop < STOP_STEP_LIMIT,
+            "the run does not settle after a Stop at {:?}: {} steps, virtual time held at {:?}, engine finished {}",
+            self.stopped_at,
+            self.steps_after_stop,
+            self.last,
+            engine.is_finished()
+        );
+        if engine.is_finished() {
+            Vec::new()
+        } else {
+            vec![rollout::Command::Stop]
+        }
+    }
+
+    fn pace(
+        &mut self,
+        now: meshprov::time::Instant,
+        next: Option<meshprov::time::Instant>,
+    ) -> Option<meshprov::time::Instant> {
+        self.last = now;
+        if self.stopped_at.is_none() && next.is_none_or(|t| t >= self.stop_at) {
+            // The installer quits now (a tick follows at once).
+            self.stopped_at = Some(now);
+            return Some(now);
+        }
+        if self.stopped_at.is_some() {
+            return next.or(Some(now + std::time::Duration::from_millis(100)));
+        }
+        next
+    }
+
+    fn keep_running(&self) -> bool {
+        self.stopped_at.is_none()
+    }
+}
+
+/// A Stop in the middle of a run (the terminal UI's quit, a closed terminal) ends it within a
+/// bounded number of steps and of virtual time, with every device in a stage a rerun resumes
+/// from and the store agreeing; the rerun finishes the building. It once did not end: a Stop
+/// during the simulated installer's delay before an Output OOB answer left the installer's
+/// timer behind its cancelled session, in the past, and the driver's clock stopped there.
+#[test]
+fn a_stop_mid_run_settles_and_the_store_resumes() {
+    // Instants that fall in every part of the run: first sessions and the installers' delays
+    // (5 s), provisioning and configuration in full swing, the last devices.
+    for stop_s in [5u64, 7, 13, 20, 40, 70, 100] {
+        let dir = tempfile::tempdir().unwrap();
+        meshprov::tools::rollout::write_demo(dir.path(), 30, 1).unwrap();
+        let plan = Plan::load(&dir.path().join("plan.toml")).unwrap();
+        let building = Building::load(&dir.path().join("building.toml")).unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let store = rollout::open_store(&plan, &mut rng).unwrap();
+        let store: SharedStore = std::rc::Rc::new(std::cell::RefCell::new(store));
+        let prepared = rollout::prepare(&plan, &mut store.borrow_mut(), &mut rng).unwrap();
+        let mut q = Quitter {
+            stop_at: meshprov::time::Instant::ZERO + std::time::Duration::from_secs(stop_s),
+            stopped_at: None,
+            steps_after_stop: 0,
+            last: meshprov::time::Instant::ZERO,
+        };
+        let out = sim_driver::run(
+            &plan,
+            &building,
+            store.clone(),
+            &prepared,
+            &SimOptions::default(),
+            &mut q,
+        )
+        .unwrap();
+        let stopped = q.stopped_at.expect("the run reached the stop");
+        let s = &out.report.summary;
+        let settle = std::time::Duration::from_millis(s.virtual_time_ms.unwrap())
+            .saturating_sub(stopped.since_epoch());
+        eprintln!(
+            "stop at {stop_s} s: {} steps, {:.1} s of virtual time to settle; {} of 30 done",
+            q.steps_after_stop,
+            settle.as_secs_f64(),
+            s.done
+        );
+        // Settling is the links' and the transport's own ends (Link Close, segments in
+        // flight), seconds at most.
+        assert!(
+            settle < std::time::Duration::from_secs(30),
+            "stop at {stop_s} s: {settle:?} to settle"
+        );
+        assert!(
+            s.stopped && s.done < 30,
+            "stop at {stop_s} s: {}",
+            s.message
+        );
+        // Every device is in a stage a rerun resumes from, and the store agrees with it.
+        let st = store.borrow();
+        for d in &out.report.devices {
+            let node = st.node_by_uuid(&d.uuid).ok();
+            match d.stage {
+                Stage::Scheduled => assert!(
+                    node.as_ref()
+                        .is_none_or(|n| n.state == NodeState::Unconfirmed),
+                    "{} scheduled but {:?} in the store",
+                    d.name,
+                    node.map(|n| n.state)
+                ),
+                Stage::Committed => {
+                    let n = node.unwrap_or_else(|| panic!("{} committed, not stored", d.name));
+                    assert_eq!(Some(n.address), d.address, "{}", d.name);
+                    assert_ne!(n.state, NodeState::Configured, "{}", d.name);
+                }
+                Stage::Done => {
+                    let n = node.unwrap_or_else(|| panic!("{} done, not stored", d.name));
+                    assert_eq!(n.state, NodeState::Configured, "{}", d.name);
+                    assert_eq!(Some(n.address), d.address, "{}", d.name);
+                }
+                other => panic!("stop at {stop_s} s: {} left {other:?}", d.name),
+            }
+        }
+        drop(st);
+        // A rerun on the same store resumes and finishes the building.
+        let (_, store2, out2, _) = run(dir.path(), &SimOptions::default());
+        let s2 = &out2.report.summary;
+        assert_eq!(
+            s2.done, 30,
+            "rerun after a stop at {stop_s} s: {}",
+            s2.message
+        );
+        let st = store2.borrow();
+        let mut addresses = BTreeSet::new();
+        for d in &plan.devices {
+            let n = st.node_by_uuid(&d.uuid).unwrap();
+            assert_eq!(n.state, NodeState::Configured, "{}", d.uuid);
+            for a in n.address..n.address + u16::from(n.elements) {
+                assert!(addresses.insert(a), "address {a:#06x} used twice");
+            }
+        }
+    }
+}
+
+/// The same cause without a Stop: sessions that time out (4 s here) while the simulated
+/// installer waits to answer an Output OOB prompt. Each device fails after its attempts, and
+/// the run ends; it used to spin at one instant for ever.
+#[test]
+fn sessions_that_end_during_the_installer_s_delay_do_not_stop_the_clock() {
+    struct Steps(u64);
+    impl rollout::Observer for Steps {
+        fn event(&mut self, _: &rollout::RolloutEvent) {}
+        fn tick(&mut self, _: &rollout::Engine) -> Vec<rollout::Command> {
+            self.0 += 1;
+            // About 10,000 steps are enough; far more is a clock that does not move.
+            assert!(self.0 < 200_000, "the run spins: {} steps", self.0);
+            Vec::new()
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    meshprov::tools::rollout::write_demo(dir.path(), 30, 1).unwrap();
+    let p = dir.path().join("plan.toml");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("[policy]\n", "[policy]\nprovision_timeout_s = 4\n");
+    std::fs::write(&p, text).unwrap();
+    let plan = Plan::load(&p).unwrap();
+    assert_eq!(plan.policy.provision_timeout.as_secs(), 4);
+    let building = Building::load(&dir.path().join("building.toml")).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let store = rollout::open_store(&plan, &mut rng).unwrap();
+    let store: SharedStore = std::rc::Rc::new(std::cell::RefCell::new(store));
+    let prepared = rollout::prepare(&plan, &mut store.borrow_mut(), &mut rng).unwrap();
+    let mut steps = Steps(0);
+    let out = sim_driver::run(
+        &plan,
+        &building,
+        store,
+        &prepared,
+        &SimOptions::default(),
+        &mut steps,
+    )
+    .unwrap();
+    let s = &out.report.summary;
+    assert_eq!(s.done + s.failed, 30, "{}", s.message);
+    assert!(s.failed > 0 && !s.stopped, "{}", s.message);
+}
+
+/// `meshprov key-refresh` after a rollout, as the terminal UI runs it
+/// (`tools::key_refresh::key_refresh_paced`): a run stepped in 100 ms stretches of simulated
+/// air (the UI's pace) reports exactly what an unstepped one does; a run stopped at its first
+/// phase 2 acknowledgement leaves the journal in phase 2, says how to resume, and the same
+/// call resumes and completes it.
+#[test]
+fn a_key_refresh_steps_stops_and_resumes() {
+    use meshprov::net::key_refresh::{KeyRefreshEvent, Phase};
+    use meshprov::tools::key_refresh::{KeyRefreshArgs, Report, key_refresh, key_refresh_paced};
+
+    let mut runs = Vec::new();
+    for stepped in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        meshprov::tools::rollout::write_demo(dir.path(), 12, 1).unwrap();
+        let (_, _, out, _) = run(dir.path(), &SimOptions::default());
+        assert_eq!(out.report.summary.done, 12);
+        let args = KeyRefreshArgs {
+            store: dir.path().join("network.db"),
+            radio: format!("sim:{}", dir.path().join("building.toml").display()),
+            net_key_index: 0,
+            exclude: Vec::new(),
+            seed: 1,
+            loss: None,
+            silent: Vec::new(),
+        };
+        let mut reports = Vec::new();
+        let mut steps = 0u32;
+        let outcome = key_refresh_paced(
+            &args,
+            &mut |r| reports.push(r.clone()),
+            &mut |simulated, deadline| {
+                steps += 1;
+                Some(if stepped {
+                    (simulated + std::time::Duration::from_millis(100)).min(deadline)
+                } else {
+                    deadline
+                })
+            },
+        )
+        .unwrap();
+        assert_eq!(outcome.exit_code(), 0, "{:?}", outcome.problem());
+        assert_eq!(outcome.stopped_in, None);
+        eprintln!(
+            "key refresh of 12 nodes, stepped {stepped}: {steps} steps, {:.1} s",
+            outcome.virtual_time.as_secs_f64()
+        );
+        runs.push((reports, outcome.virtual_time, steps));
+        if !stepped {
+            continue;
+        }
+        // The stop: at the first acknowledgement of phase 2, the next step does not come.
+        let seen_phase_2 = std::cell::Cell::new(false);
+        let mut reports = Vec::new();
+        let stopped = key_refresh_paced(
+            &args,
+            &mut |r| {
+                if let Report::Event(KeyRefreshEvent::NodeUpdated {
+                    phase: Phase::UsingNewKeys,
+                    ..
+                }) = r
+                {
+                    seen_phase_2.set(true);
+                }
+                reports.push(r.clone());
+            },
+            &mut |_, deadline| (!seen_phase_2.get()).then_some(deadline),
+        )
+        .unwrap();
+        assert_eq!(stopped.stopped_in, Some(Phase::UsingNewKeys));
+        assert!(stopped.summary.is_none());
+        assert_ne!(stopped.exit_code(), 0);
+        assert!(
+            stopped.problem().unwrap().contains(
+                "stopped in phase 2 (using the new keys); re-run the same command to resume it"
+            ),
+            "{:?}",
+            stopped.problem()
+        );
+        let journal = Store::open(&args.store)
+            .unwrap()
+            .key_refresh(0)
+            .unwrap()
+            .expect("the journal of the stopped key refresh");
+        assert_eq!(journal.phase, 2);
+        // The same command resumes it and completes it; the journal is then closed.
+        let mut reports = Vec::new();
+        let resumed = key_refresh(&args, &mut |r| reports.push(r.clone())).unwrap();
+        assert_eq!(resumed.exit_code(), 0, "{:?}", resumed.problem());
+        assert!(resumed.resumed);
+        assert!(matches!(
+            reports.iter().find(|r| matches!(r, Report::Start { .. })),
+            Some(Report::Start { resumed: true, roster, .. })
+                if roster.iter().filter(|n| n.completed >= 1).count() == 12
+        ));
+        assert!(
+            Store::open(&args.store)
+                .unwrap()
+                .key_refresh(0)
+                .unwrap()
+                .is_none()
+        );
+    }
+    let ((plain, t_plain, _), (stepped, t_stepped, steps)) = (&runs[0], &runs[1]);
+    assert!(*steps > 100, "{steps} steps");
+    assert_eq!(t_plain, t_stepped);
+    assert_eq!(plain, stepped, "stepping changed what happened");
 }

@@ -291,6 +291,10 @@ fn the_demo_in_the_terminal_ui() {
     assert!(s.contains("STTY:icanon"), "still raw:\n{s}");
     assert!(s.contains("EXIT=3"), "{s}");
     assert!(s.contains("(stopped)"), "no summary line:\n{s}");
+    assert!(
+        !s.contains("did not settle"),
+        "the quit needed the grace:\n{s}"
+    );
     assert!(!s.contains("1 Dashboard"), "{s}");
     // The store is consistent: a rerun resumes and finishes the building (headless).
     let out = Command::new(env!("CARGO_BIN_EXE_meshprov"))
@@ -319,10 +323,13 @@ fn a_closed_terminal_ends_the_run() {
         pid: None,
         pane: None,
     };
+    // Its stderr to a file: the terminal will be gone when it writes there.
+    let stderr = tmp.path().join("stderr.txt");
     let cmd = format!(
-        "exec env TERM=xterm-256color {} demo --dir {} --speed 30",
+        "exec env TERM=xterm-256color {} demo --dir {} --speed 30 2>{}",
         shell_quote(Path::new(env!("CARGO_BIN_EXE_meshprov"))),
-        shell_quote(&dir)
+        shell_quote(&dir),
+        shell_quote(&stderr)
     );
     tmux.run(&[
         "new-session",
@@ -377,6 +384,12 @@ fn a_closed_terminal_ends_the_run() {
             "meshprov (pid {pane}) still runs 15 s after its terminal went away; threads: {threads:?}"
         );
     }
+    // The run settled after the stop: the last-resort grace (which ends a run that does not
+    // settle, as a crash would) was not needed; and printing the summary to the dead terminal
+    // did not panic (the exit code stays the run's).
+    let err = std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert!(!err.contains("did not settle"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
     // The store is consistent: a headless rerun finishes the building.
     let out = Command::new(env!("CARGO_BIN_EXE_meshprov"))
         .args(["demo", "--headless", "--dir"])
@@ -388,5 +401,179 @@ fn a_closed_terminal_ends_the_run() {
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// A tmux server of our own running `cmd` in a `w`×`h` pane.
+fn tmux_with(socket: &str, w: u16, h: u16, cmd: &str) -> Tmux {
+    let mut tmux = Tmux {
+        socket: format!("{socket}-{}", std::process::id()),
+        pid: None,
+        pane: None,
+    };
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "e2e",
+        "-x",
+        &w.to_string(),
+        "-y",
+        &h.to_string(),
+        cmd,
+    ])
+    .expect("tmux new-session");
+    tmux.pid = tmux
+        .run(&["display", "-p", "-t", "e2e", "#{pid}"])
+        .and_then(|s| s.trim().parse().ok());
+    tmux
+}
+
+/// `meshprov key-refresh` in the terminal UI on a store a headless demo rollout made: the
+/// dashboard follows the procedure through its phases to the end, the key refresh screen lists
+/// every node done with phase 3, `q` quits without a question once it is over, and the store
+/// says the refresh is complete. A second refresh quit in phase 1 (the question first) exits 3
+/// with the way to resume, and a headless re-run of the same command resumes and completes it.
+#[test]
+fn key_refresh_in_the_terminal_ui() {
+    if !have_tmux() {
+        return;
+    }
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let bin = Path::new(env!("CARGO_BIN_EXE_meshprov"));
+    let out = Command::new(bin)
+        .args(["demo", "--headless", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let store = dir.join("network.db");
+    let radio = format!("sim:{}", dir.join("building.toml").display());
+    let kr_cmd = |speed: u32| {
+        format!(
+            "TERM=xterm-256color {} key-refresh --radio {} --store {} --speed {speed}; echo EXIT=$?; \
+             stty -a | grep -o -- '-*icanon' | sed 's/^/STTY:/'; sleep 60",
+            shell_quote(bin),
+            shell_quote(Path::new(&radio)),
+            shell_quote(&store)
+        )
+    };
+    let journal = || {
+        meshprov::store::Store::open(&store)
+            .unwrap()
+            .key_refresh(0)
+            .unwrap()
+            .map(|r| r.phase)
+    };
+
+    // 1. A whole key refresh: the phases go by on the dashboard.
+    let tmux = tmux_with("meshprov-e2e-kr", 120, 40, &kr_cmd(5));
+    let s = tmux.wait("the key refresh dashboard", 20, |s| {
+        s.contains("┌ Key refresh") && s.contains("Network demo") && s.contains("of 30 nodes")
+    });
+    assert!(tmux.alternate_on(), "{s}");
+    assert!(
+        s.contains("radio sim building.toml (seed 1, 5× speed)"),
+        "{s}"
+    );
+    let s = tmux.wait("phase 2 or 3", 30, |s| {
+        s.contains("phase 2 switching to new keys") || s.contains("phase 3 revoking old keys")
+    });
+    assert!(s.contains("1 distributing keys        30/30"), "{s}");
+    // The key refresh screen: nodes in phase 2 or 3, each with its status.
+    tmux.keys(&["5"]);
+    let s = tmux.wait("the node list", 5, |s| s.contains("Addr   Name"));
+    assert!(
+        s.lines()
+            .any(|l| l.contains("light ") && (l.contains(" 2     ") || l.contains(" 3     "))),
+        "{s}"
+    );
+    let s = tmux.wait("the end of the key refresh", 30, |s| {
+        s.contains("finished") && s.contains("phase normal")
+    });
+    let rows: Vec<&str> = s
+        .lines()
+        .filter(|l| {
+            ["light ", "sensor ", "switch "]
+                .iter()
+                .any(|n| l.contains(n))
+        })
+        .collect();
+    assert!(rows.len() >= 20, "{s}");
+    assert!(
+        rows.iter().all(|r| r.contains(" 3     done")),
+        "a node not done with phase 3:\n{s}"
+    );
+    tmux.keys(&["1"]);
+    let s = tmux.wait("the dashboard at the end", 5, |s| s.contains("finished 30"));
+    assert!(
+        s.contains("30 / 30 nodes finished") && s.contains("no node left behind"),
+        "{s}"
+    );
+    assert!(s.contains("the key refresh is complete; q quits"), "{s}");
+    // Over: q quits at once, the terminal is back, exit 0, the store closed the journal.
+    tmux.keys(&["q"]);
+    let s = tmux.wait("the exit", 10, |s| s.contains("STTY:"));
+    assert!(!tmux.alternate_on(), "{s}");
+    assert!(s.contains("STTY:icanon"), "{s}");
+    assert!(s.contains("EXIT=0"), "{s}");
+    assert!(
+        s.contains("Finished: 30 nodes use the new keys, 0 left behind, 0 excluded"),
+        "{s}"
+    );
+    assert_eq!(journal(), None, "the store still has a key refresh journal");
+    drop(tmux);
+
+    // 2. Another refresh, quit in phase 1: asked first, exit 3, the journal kept.
+    let tmux = tmux_with("meshprov-e2e-kr2", 100, 30, &kr_cmd(2));
+    tmux.wait("phase 1 under way", 20, |s| {
+        s.lines().any(|l| {
+            l.contains("1 distributing keys")
+                && l.split_whitespace()
+                    .find(|w| w.contains("/30"))
+                    .and_then(|w| w.split('/').next()?.parse::<u32>().ok())
+                    .is_some_and(|n| (3..30).contains(&n))
+        })
+    });
+    tmux.keys(&["q"]);
+    let s = tmux.wait("the quit question", 5, |s| s.contains("Quit?"));
+    assert!(
+        s.contains("The key refresh is running") && s.contains("same command resumes it"),
+        "{s}"
+    );
+    tmux.keys(&["y"]);
+    let s = tmux.wait("the exit", 10, |s| s.contains("STTY:"));
+    assert!(s.contains("EXIT=3"), "{s}");
+    assert!(s.contains("STTY:icanon"), "{s}");
+    assert!(
+        s.replace('\n', "")
+            .contains("the key refresh was stopped in phase 1"),
+        "{s}"
+    );
+    drop(tmux);
+    assert_eq!(journal(), Some(1), "the stopped key refresh's journal");
+    // The same command, headless, resumes it and completes it.
+    let out = Command::new(bin)
+        .args(["key-refresh", "--headless", "--radio", &radio, "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("Resuming the key refresh of NetKey 0"),
+        "{stdout}"
+    );
+    assert_eq!(journal(), None);
+    eprintln!(
+        "key_refresh_in_the_terminal_ui: {:.1} s",
+        t0.elapsed().as_secs_f64()
     );
 }

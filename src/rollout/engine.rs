@@ -241,8 +241,14 @@ pub enum EventKind {
         static_oob: bool,
         /// Output OOB size (0: none).
         output_oob_size: u8,
+        /// Output OOB actions offered, by name (`Blink`, `Output Numeric`, ...;
+        /// MshPRT v1.1 §5.4.1.2, Table 5.22).
+        output_oob_actions: Vec<String>,
         /// Input OOB size (0: none).
         input_oob_size: u8,
+        /// Input OOB actions offered, by name (`Push`, `Input Numeric`, ...;
+        /// MshPRT v1.1 §5.4.1.2, Table 5.24).
+        input_oob_actions: Vec<String>,
     },
     /// The device shows a value: the installer enters it ([`Command::AnswerOob`]).
     OobRequested {

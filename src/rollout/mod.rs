@@ -622,6 +622,7 @@ pub fn transcript_events(
 ) -> Vec<EventKind> {
     use crate::provisioning::Direction;
     use crate::wire::PduType;
+    let names = |v: Vec<&str>| v.into_iter().map(String::from).collect::<Vec<_>>();
     let mut out = Vec::new();
     for (i, e) in t.iter().enumerate().skip(seen) {
         if i == 0 {
@@ -640,7 +641,9 @@ pub fn transcript_events(
                         public_key_oob: c.public_key_type.0 & 1 != 0,
                         static_oob: c.oob_type.0 & 1 != 0,
                         output_oob_size: c.output_oob_size,
+                        output_oob_actions: names(c.output_oob_action.names()),
                         input_oob_size: c.input_oob_size,
+                        input_oob_actions: names(c.input_oob_action.names()),
                     });
                 }
             }

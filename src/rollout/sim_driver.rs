@@ -81,6 +81,8 @@ pub struct SimOutcome {
     pub nodes: Vec<(DeviceUuid, VirtualDevice)>,
 }
 
+/// The simulated installer's part in one session (and the GATT connection's set-up time): it
+/// belongs to the session and is cleared when the session ends, whichever way.
 #[derive(Default)]
 struct Installer {
     output_pending: bool,
@@ -385,6 +387,7 @@ pub fn run(
                 }
                 Action::Cancel { uuid } => {
                     let i = by_uuid[&uuid];
+                    runs[i].installer = Installer::default();
                     if let Some(id) = runs[i].session.take() {
                         host.abort(now, id, ProvisioningError::LinkClosed);
                         if bearer == BearerChoice::Gatt
@@ -633,6 +636,7 @@ pub fn run(
             }
             runs[i].session = None;
             runs[i].deadline = None;
+            runs[i].installer = Installer::default();
             let uuid = targets[i].uuid;
             if bearer == BearerChoice::Gatt
                 && let Some(d) = devs[i].as_mut()
@@ -773,10 +777,15 @@ pub fn run(
         for &i in &live {
             let r = &runs[i];
             consider(r.deadline);
+            // The installer's timers only while their session runs: they are acted on only
+            // then (step 2), and a time that nothing acts on would hold the clock at `now`
+            // for ever (a Stop or a failure during the installer's delay once did just that).
             let inst = &r.installer;
-            consider(inst.gatt_ready_at);
-            consider(inst.output_at.filter(|_| inst.output_pending));
-            consider(inst.input_at.filter(|_| inst.input_value.is_some()));
+            if r.session.is_some() {
+                consider(inst.gatt_ready_at);
+                consider(inst.output_at.filter(|_| inst.output_pending));
+                consider(inst.input_at.filter(|_| inst.input_value.is_some()));
+            }
             if let Some(d) = &devs[i] {
                 consider(d.poll_timeout_with(&air));
             }

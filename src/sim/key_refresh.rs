@@ -119,6 +119,26 @@ pub fn run_key_refresh<S: SeqSource>(
     sink: &mut dyn ProgressSink,
     on_event: &mut dyn FnMut(&KeyRefreshEvent, &mut SimMesh<S>),
 ) -> Result<KeyRefreshReport, KeyRefreshRunError> {
+    run_key_refresh_paced(mesh, kr, opts, sink, on_event, &mut |_, deadline| {
+        Some(deadline)
+    })
+}
+
+/// [`run_key_refresh`] with a say in how virtual time moves: before each stretch of simulated
+/// air, `pace(simulated, deadline)` — the air has been simulated up to `simulated` — returns
+/// how far the air may run this time (an instant before `deadline` makes a step of it: the
+/// terminal UI sleeps until the wall clock is past `simulated` so that virtual time follows
+/// it, and reads keys), or `None` to stop the run here. A stop leaves the procedure at
+/// a consistent point: every acknowledgement so far is saved, and a later run resumes from
+/// the progress (requests still in flight are asked again then, and are idempotent).
+pub fn run_key_refresh_paced<S: SeqSource>(
+    mesh: &mut SimMesh<S>,
+    kr: &mut KeyRefresh,
+    opts: &KeyRefreshOptions,
+    sink: &mut dyn ProgressSink,
+    on_event: &mut dyn FnMut(&KeyRefreshEvent, &mut SimMesh<S>),
+    pace: &mut dyn FnMut(Instant, Instant) -> Option<Instant>,
+) -> Result<KeyRefreshReport, KeyRefreshRunError> {
     let started = mesh.now();
     let deadline = started + opts.deadline;
     let air_before = mesh.air_stats();
@@ -128,6 +148,10 @@ pub fn run_key_refresh<S: SeqSource>(
     let mut events = Vec::new();
     let mut saved: Option<KeyRefreshProgress> = None;
     kr.configure_transport(mesh.transport_mut());
+    // How far the air has been simulated: a step that ended with nothing on the air up to its
+    // end has been simulated to its end (the mesh's clock stays at the last thing that
+    // happened).
+    let mut simulated = mesh.now();
     loop {
         while let Some(ev) = kr.poll_event() {
             match &ev {
@@ -159,10 +183,21 @@ pub fn run_key_refresh<S: SeqSource>(
         if kr.is_finished() || kr.in_flight() == 0 {
             break;
         }
-        let answers = mesh.run_until_events(deadline);
-        if answers.is_empty() {
+        let Some(until) = pace(simulated.max(mesh.now()), deadline) else {
             break;
+        };
+        let until = until.min(deadline).max(mesh.now());
+        let answers = mesh.run_until_events(until);
+        if answers.is_empty() {
+            // Idle, the deadline, or a proxy connection that failed: the end. Otherwise the
+            // step ended before the next thing on the air: the next step.
+            if until >= deadline || mesh.pending() == 0 || mesh.proxy_failure().is_some() {
+                break;
+            }
+            simulated = until;
+            continue;
         }
+        simulated = mesh.now();
         for a in answers {
             match a {
                 ConfigEvent::Response { src, message, .. } => {

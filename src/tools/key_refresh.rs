@@ -31,11 +31,11 @@ use crate::exit;
 use crate::net::config::ConfigMessage;
 use crate::net::key_refresh::{
     AppKeyChange, KeyRefresh, KeyRefreshConfig, KeyRefreshEvent, KeyRefreshKeys, KeyRefreshNode,
-    KeyRefreshProgress, KeyRefreshSummary, NodeProgress,
+    KeyRefreshProgress, KeyRefreshSummary, NodeProgress, Phase,
 };
 use crate::sim::building::Building;
 use crate::sim::configure::{ConfigOptions, StoreSeq};
-use crate::sim::key_refresh::{KeyRefreshOptions, ProgressSink, run_key_refresh};
+use crate::sim::key_refresh::{KeyRefreshOptions, ProgressSink, run_key_refresh_paced};
 use crate::sim::mesh::SimMesh;
 use crate::sim::node::DeviceState;
 use crate::store::{NodeKeysUpdated, NodeState, Store};
@@ -248,6 +248,9 @@ pub enum Report {
         excluded: usize,
         /// A journal was resumed.
         resumed: bool,
+        /// Every node that holds the NetKey, in address order, where the journal says it
+        /// stands (the text and JSON output leave this out; the terminal UI lists them).
+        roster: Vec<RosterNode>,
     },
     /// A node of the store that is not on the simulated air.
     NotOnAir {
@@ -258,11 +261,25 @@ pub enum Report {
     Event(KeyRefreshEvent),
 }
 
+/// One node of a key refresh as the run begins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RosterNode {
+    /// Its primary address.
+    pub address: u16,
+    /// The last phase it acknowledged (0–3; 3 also for a node provisioned with the new key).
+    pub completed: u8,
+    /// Kept out of the procedure.
+    pub excluded: bool,
+}
+
 /// The end of a run.
 #[derive(Debug, Clone)]
 pub struct KeyRefreshOutcome {
-    /// How the procedure ended (`None`: the run's deadline passed first).
+    /// How the procedure ended (`None`: the run's deadline passed first, or it was stopped).
     pub summary: Option<KeyRefreshSummary>,
+    /// The run was stopped (the terminal UI's quit) in this phase before it ended; the
+    /// journal has every acknowledgement, and the same command resumes it.
+    pub stopped_in: Option<Phase>,
     /// Virtual time of the run.
     pub virtual_time: Duration,
     /// A journal was resumed.
@@ -280,6 +297,11 @@ impl KeyRefreshOutcome {
 
     /// For exit code 1: which nodes did not finish, and how to go on.
     pub fn problem(&self) -> Option<String> {
+        if let (None, Some(p)) = (&self.summary, self.stopped_in) {
+            return Some(format!(
+                "the key refresh was stopped in {p}; re-run the same command to resume it"
+            ));
+        }
         let Some(s) = &self.summary else {
             return Some(
                 "the key refresh did not finish in time; re-run the same command to resume it"
@@ -365,6 +387,20 @@ pub fn key_refresh(
     args: &KeyRefreshArgs,
     report: &mut dyn FnMut(&Report),
 ) -> Result<KeyRefreshOutcome, KeyRefreshFailure> {
+    key_refresh_paced(args, report, &mut |_, deadline| Some(deadline))
+}
+
+/// [`key_refresh`] with a say in how the simulated clock moves and when to stop
+/// ([`crate::sim::key_refresh::run_key_refresh_paced`]): the terminal UI paces virtual time
+/// to the wall clock and stops the run when the installer quits.
+pub fn key_refresh_paced(
+    args: &KeyRefreshArgs,
+    report: &mut dyn FnMut(&Report),
+    pace: &mut dyn FnMut(
+        crate::time::Instant,
+        crate::time::Instant,
+    ) -> Option<crate::time::Instant>,
+) -> Result<KeyRefreshOutcome, KeyRefreshFailure> {
     let Some(file) = args.radio.strip_prefix("sim:") else {
         return Err(usage(format!(
             "radio '{}' is not available in this build; use --radio sim:FILE.toml (the simulated building)",
@@ -426,12 +462,29 @@ pub fn key_refresh(
         Some(setup.progress.clone()),
     )
     .map_err(|e| failure(e.to_string()))?;
+    let progress = kr.progress();
+    let mut roster: Vec<RosterNode> = progress
+        .nodes
+        .iter()
+        .map(|(a, n)| RosterNode {
+            address: *a,
+            completed: n.completed,
+            excluded: false,
+        })
+        .chain(progress.excluded.iter().map(|a| RosterNode {
+            address: *a,
+            completed: 0,
+            excluded: true,
+        }))
+        .collect();
+    roster.sort_by_key(|n| n.address);
     report(&Report::Start {
         net_key_index: args.net_key_index,
         app_keys: setup.keys.app_keys.iter().map(|a| a.index).collect(),
-        nodes: kr.progress().nodes.len(),
-        excluded: kr.progress().excluded.len(),
+        nodes: progress.nodes.len(),
+        excluded: progress.excluded.len(),
         resumed: setup.resumed,
+        roster,
     });
 
     // The provisioner's own address, reserved in the store (the scan this replaced looked only
@@ -479,16 +532,23 @@ pub fn key_refresh(
         store: &mut store,
         net_key_index: args.net_key_index,
     };
-    let r = run_key_refresh(
+    let mut stopped = false;
+    let r = run_key_refresh_paced(
         &mut mesh,
         &mut kr,
         &KeyRefreshOptions::default(),
         &mut journal,
         &mut |ev, _| report(&Report::Event(ev.clone())),
+        &mut |now, deadline| {
+            let step = pace(now, deadline);
+            stopped |= step.is_none();
+            step
+        },
     )
     .map_err(|e| failure(e.to_string()))?;
     Ok(KeyRefreshOutcome {
         summary: r.summary.clone(),
+        stopped_in: (stopped && r.summary.is_none()).then_some(r.progress.phase),
         virtual_time: r.virtual_time(),
         resumed: setup.resumed,
     })
@@ -513,6 +573,7 @@ pub fn report_text(r: &Report, names: &BTreeMap<u16, String>) -> Option<String> 
             nodes,
             excluded,
             resumed,
+            ..
         } => format!(
             "{} key refresh of NetKey {net_key_index}{}: {nodes} node{}, {excluded} excluded",
             if *resumed {
@@ -581,6 +642,7 @@ pub fn report_json(r: &Report) -> Value {
             nodes,
             excluded,
             resumed,
+            ..
         } => json!({
             "event": "start",
             "net_key_index": net_key_index,

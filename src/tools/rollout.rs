@@ -519,10 +519,18 @@ fn run_plan(args: &RolloutArgs, front: Front<'_>) -> Result<(Plan, RolloutReport
         )));
     };
     // The terminal back (the view's last frame showed the final state), then the summary.
-    if let Some(t) = tui_observer.as_mut()
-        && let Some(line) = t.finish()
-    {
-        println!("{line}");
+    // The terminal may be gone (it hung up): what cannot be printed is dropped, not a panic
+    // (the exit code must stay the run's).
+    if let Some(t) = tui_observer.as_mut() {
+        if let Some(line) = t.finish() {
+            let _ = writeln!(std::io::stdout(), "{line}");
+        }
+        if t.grace_used() {
+            let _ = writeln!(
+                std::io::stderr(),
+                "meshprov: the run did not settle within 3 s of the stop and was ended as after a crash; the store resumes it (re-run the same command)"
+            );
+        }
     }
     Ok((plan, report))
 }
@@ -843,12 +851,13 @@ pub fn demo(args: &DemoArgs) -> i32 {
             eprintln!("meshprov: {}: {e}", building.display());
         }
     }
+    // Not println!: after the terminal UI the terminal may have hung up.
     let say = |s: String| {
-        if args.json {
-            eprintln!("{s}");
+        let _ = if args.json {
+            writeln!(std::io::stderr(), "{s}")
         } else {
-            println!("{s}");
-        }
+            writeln!(std::io::stdout(), "{s}")
+        };
     };
     say(format!(
         "{} demo in {} (building.toml, plan.toml, trust/, network.db)",

@@ -15,28 +15,30 @@
 //!   store is consistent), then gives the terminal back — also on SIGINT, SIGTERM and SIGHUP,
 //!   and on a panic (the view's panic hook).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use meshprov_tui::app::{Action, App};
+use meshprov_tui::app::{Action, App, Screen};
 use meshprov_tui::model::{
     Beacon, CapabilitiesView, CompositionView, ConfigStep, DeviceRow, Direction, ElementView,
-    InputAction, Level, Location, LogEntry, OobKind, OobPrompt, OutputAction, RunState, Stage,
-    StepStatus, TranscriptEntry, Update, Uuid, ViewModel,
+    InputAction, KeyRefreshView, KrNode, KrPhase, Level, Location, LogEntry, OobKind, OobPrompt,
+    OutputAction, RunState, Stage, StepStatus, TranscriptEntry, Update, Uuid, ViewModel,
 };
 use meshprov_tui::terminal::Tui;
 use meshprov_tui::theme::{ColorSupport, Theme};
 use ratatui::crossterm::event::Event;
 
+use crate::net::key_refresh::KeyRefreshEvent;
 use crate::rollout::{
     Command, DeviceStatus, Engine, EngineDevice, EventKind, Observer, Phase, RolloutEvent,
     Stage as EngineStage,
 };
 use crate::time::Instant;
+use crate::tools::key_refresh::{Report, report_text};
 use crate::uuid::DeviceUuid;
 
 /// The longest the view waits between two frames while something moves (the spinner, the
@@ -358,7 +360,9 @@ pub fn updates(ev: &RolloutEvent, model: &ViewModel, opts: MapOptions) -> Vec<Up
             public_key_oob,
             static_oob,
             output_oob_size,
+            output_oob_actions,
             input_oob_size,
+            input_oob_actions,
         } => {
             let mut d = model.details.get(&u).cloned().unwrap_or_default();
             d.capabilities = Some(CapabilitiesView {
@@ -366,9 +370,9 @@ pub fn updates(ev: &RolloutEvent, model: &ViewModel, opts: MapOptions) -> Vec<Up
                 algorithms: algorithms.clone(),
                 public_key_oob: *public_key_oob,
                 static_oob: *static_oob,
-                output_oob: Vec::new(),
+                output_oob: output_oob_actions.clone(),
                 output_size: *output_oob_size,
-                input_oob: Vec::new(),
+                input_oob: input_oob_actions.clone(),
                 input_size: *input_oob_size,
             });
             d.algorithm = algorithms.last().cloned();
@@ -689,36 +693,6 @@ struct State {
     close: bool,
 }
 
-/// The [`Observer`] that shows a rollout in the terminal UI (see the module documentation).
-pub struct TuiObserver {
-    state: Arc<Mutex<State>>,
-    ui: Option<JoinHandle<io::Result<()>>>,
-    opts: TuiOptions,
-    steps: Option<StepNames>,
-    /// Wall and virtual time at the last re-anchoring of the pace.
-    anchor: Option<(std::time::Instant, Instant)>,
-    /// Devices whose detail to refresh from the engine at the next tick.
-    refresh: BTreeSet<DeviceUuid>,
-    /// The installer asked to quit: stop, settle, then let the driver return.
-    quitting: bool,
-    /// When the quit began (wall clock): the run gets [`QUIT_GRACE`] to settle.
-    quit_at: Option<std::time::Instant>,
-    /// The run was finished at the last tick (a summary line was logged).
-    finished: bool,
-    /// The summary line of the end of the run, for the terminal after the UI.
-    summary: Option<String>,
-    signalled: Arc<AtomicBool>,
-}
-
-impl std::fmt::Debug for TuiObserver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TuiObserver")
-            .field("opts", &self.opts)
-            .field("quitting", &self.quitting)
-            .finish_non_exhaustive()
-    }
-}
-
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     // A panic on the view thread leaves the data as it was: keep using it.
     state
@@ -726,20 +700,20 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-impl TuiObserver {
+/// The terminal taken and the view thread that draws it and reads keys: what a rollout and a
+/// key refresh share. Signals (SIGINT, SIGTERM, SIGHUP) become a quit.
+struct View {
+    state: Arc<Mutex<State>>,
+    ui: Option<JoinHandle<io::Result<()>>>,
+    signalled: Arc<AtomicBool>,
+}
+
+impl View {
     /// Takes the terminal (alternate screen, raw mode; restored on every exit path) and starts
-    /// the view thread over the plan's `devices`. `steps` names a device's configuration
-    /// steps for its detail screen.
-    pub fn start(
-        devices: &[EngineDevice],
-        opts: TuiOptions,
-        steps: Option<StepNames>,
-    ) -> io::Result<Self> {
-        let mut model = ViewModel::new(&opts.network, &opts.radio);
-        for d in devices {
-            model.devices.upsert(planned_row(d));
-        }
-        let app = App::new(model, Theme::new(ColorSupport::detect()));
+    /// the view thread over `model`, on `screen`.
+    fn start(model: ViewModel, screen: Screen) -> io::Result<Self> {
+        let mut app = App::new(model, Theme::new(ColorSupport::detect()));
+        app.set_screen(screen);
         let state = Arc::new(Mutex::new(State {
             app,
             actions: VecDeque::new(),
@@ -765,21 +739,12 @@ impl TuiObserver {
         Ok(Self {
             state,
             ui: Some(ui),
-            opts,
-            steps,
-            anchor: None,
-            refresh: BTreeSet::new(),
-            quitting: false,
-            quit_at: None,
-            finished: false,
-            summary: None,
             signalled,
         })
     }
 
-    /// Ends the view thread and gives the terminal back (also done on drop); returns the run's
-    /// summary line for the terminal, if the run ended with one.
-    pub fn finish(&mut self) -> Option<String> {
+    /// Ends the view thread and gives the terminal back.
+    fn finish(&mut self) {
         lock(&self.state).close = true;
         if let Some(ui) = self.ui.take() {
             // A terminal that hung up (its window closed, tmux killed) leaves the view thread
@@ -796,15 +761,18 @@ impl TuiObserver {
             }
         }
         let _ = meshprov_tui::terminal::restore_terminal();
-        self.summary.clone()
     }
 
-    /// Whether the installer quit (or a signal asked the run to end).
-    pub fn quit_requested(&self) -> bool {
-        self.quitting
+    /// The view thread ended (the terminal is gone) or a signal asked the run to end.
+    fn must_end(&self) -> bool {
+        self.ui.as_ref().is_none_or(|u| u.is_finished()) || self.signalled.load(Ordering::SeqCst)
     }
 
-    fn apply(&mut self, ups: Vec<Update>) {
+    fn take_actions(&self) -> Vec<Action> {
+        lock(&self.state).actions.drain(..).collect()
+    }
+
+    fn apply(&self, ups: Vec<Update>) {
         if ups.is_empty() {
             return;
         }
@@ -816,7 +784,7 @@ impl TuiObserver {
         s.dirty = true;
     }
 
-    fn log(&mut self, level: Level, text: String) {
+    fn log(&self, level: Level, text: String) {
         let mut s = lock(&self.state);
         let at = s.app.model.elapsed;
         s.app.model.push_log(LogEntry {
@@ -828,6 +796,7 @@ impl TuiObserver {
         s.dirty = true;
     }
 
+    /// Actions wait for the driver, or the view thread is gone.
     fn pending(&self) -> bool {
         let s = lock(&self.state);
         !s.actions.is_empty() || self.ui.as_ref().is_none_or(|u| u.is_finished())
@@ -839,6 +808,98 @@ impl TuiObserver {
             s.app.model.elapsed = d;
             s.dirty = true;
         }
+    }
+}
+
+/// The [`Observer`] that shows a rollout in the terminal UI (see the module documentation).
+pub struct TuiObserver {
+    view: View,
+    opts: TuiOptions,
+    steps: Option<StepNames>,
+    /// Wall and virtual time at the last re-anchoring of the pace.
+    anchor: Option<(std::time::Instant, Instant)>,
+    /// Devices whose detail to refresh from the engine at the next tick.
+    refresh: BTreeSet<DeviceUuid>,
+    /// The installer asked to quit: stop, settle, then let the driver return.
+    quitting: bool,
+    /// When the quit began (wall clock): the run gets [`QUIT_GRACE`] to settle.
+    quit_at: Option<std::time::Instant>,
+    /// The run was finished at the last tick (a summary line was logged).
+    finished: bool,
+    /// The summary line of the end of the run, for the terminal after the UI.
+    summary: Option<String>,
+    /// The quit's grace ran out: the run was ended without settling.
+    graced: bool,
+}
+
+impl std::fmt::Debug for TuiObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TuiObserver")
+            .field("opts", &self.opts)
+            .field("quitting", &self.quitting)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TuiObserver {
+    /// Takes the terminal (alternate screen, raw mode; restored on every exit path) and starts
+    /// the view thread over the plan's `devices`. `steps` names a device's configuration
+    /// steps for its detail screen.
+    pub fn start(
+        devices: &[EngineDevice],
+        opts: TuiOptions,
+        steps: Option<StepNames>,
+    ) -> io::Result<Self> {
+        let mut model = ViewModel::new(&opts.network, &opts.radio);
+        for d in devices {
+            model.devices.upsert(planned_row(d));
+        }
+        Ok(Self {
+            view: View::start(model, Screen::Dashboard)?,
+            opts,
+            steps,
+            anchor: None,
+            refresh: BTreeSet::new(),
+            quitting: false,
+            quit_at: None,
+            finished: false,
+            summary: None,
+            graced: false,
+        })
+    }
+
+    /// Ends the view thread and gives the terminal back (also done on drop); returns the run's
+    /// summary line for the terminal, if the run ended with one.
+    pub fn finish(&mut self) -> Option<String> {
+        self.view.finish();
+        self.summary.clone()
+    }
+
+    /// Whether the installer quit (or a signal asked the run to end).
+    pub fn quit_requested(&self) -> bool {
+        self.quitting
+    }
+
+    /// Whether a quitting run had to be ended by the grace ([`QUIT_GRACE`]) instead of
+    /// settling: the normal path never needs it.
+    pub fn grace_used(&self) -> bool {
+        self.graced
+    }
+
+    fn apply(&mut self, ups: Vec<Update>) {
+        self.view.apply(ups);
+    }
+
+    fn log(&mut self, level: Level, text: String) {
+        self.view.log(level, text);
+    }
+
+    fn pending(&self) -> bool {
+        self.view.pending()
+    }
+
+    fn set_elapsed(&self, d: Duration) {
+        self.view.set_elapsed(d);
     }
 }
 
@@ -860,7 +921,7 @@ impl Observer for TuiObserver {
             (&ev.kind, uuid, &self.steps)
         {
             let u = view_uuid(&d);
-            let mut s = lock(&self.state);
+            let mut s = lock(&self.view.state);
             let address = s.app.model.devices.get(&u).and_then(|r| r.address);
             let listed = s
                 .app
@@ -880,7 +941,7 @@ impl Observer for TuiObserver {
             }
         }
         let ups = {
-            let s = lock(&self.state);
+            let s = lock(&self.view.state);
             updates(
                 ev,
                 &s.app.model,
@@ -899,8 +960,7 @@ impl Observer for TuiObserver {
     }
 
     fn tick(&mut self, engine: &Engine) -> Vec<Command> {
-        let actions: Vec<Action> = lock(&self.state).actions.drain(..).collect();
-        let ui_gone = self.ui.as_ref().is_none_or(|u| u.is_finished());
+        let actions = self.view.take_actions();
         let mut commands = Vec::new();
         let mut errors = Vec::new();
         for a in actions {
@@ -923,7 +983,7 @@ impl Observer for TuiObserver {
         for e in errors {
             self.log(Level::Warn, format!("refused: {e}"));
         }
-        if (ui_gone || self.signalled.load(Ordering::SeqCst)) && !self.quitting {
+        if self.view.must_end() && !self.quitting {
             self.quitting = true;
         }
         if self.quitting && !engine.is_finished() {
@@ -935,7 +995,7 @@ impl Observer for TuiObserver {
         // Details: the transcript and Composition Data the engine keeps.
         let refresh = std::mem::take(&mut self.refresh);
         let ups: Vec<Update> = {
-            let s = lock(&self.state);
+            let s = lock(&self.view.state);
             refresh
                 .iter()
                 .filter_map(|u| engine.status(u))
@@ -952,11 +1012,11 @@ impl Observer for TuiObserver {
         } else {
             RunState::Running
         };
-        if lock(&self.state).app.model.run != run {
+        if lock(&self.view.state).app.model.run != run {
             self.apply(vec![Update::Run(run)]);
         }
         if finished && !self.finished && !self.quitting {
-            let c = lock(&self.state).app.model.devices.counts();
+            let c = lock(&self.view.state).app.model.devices.counts();
             let text = if c.failed + c.skipped == 0 {
                 format!("finished: all {} devices done; q quits", c.total())
             } else {
@@ -984,10 +1044,13 @@ impl Observer for TuiObserver {
             return next;
         };
         if self.quitting {
-            // A run that has not settled within the grace ends here, as a crash would: every
-            // commit is already in the store, which is made to resume from any moment. (The
-            // simulated air has been seen to stay busy after a Stop when the terminal hung up.)
+            // A last resort: a run that has not settled within the grace ends here, as a
+            // crash would (every commit is already in the store, which is made to resume from
+            // any moment). A stop settles in a few seconds of virtual time, well under a
+            // second of wall time (`tests/rollout_sim.rs`); the grace once hid a driver whose
+            // clock stood still after a Stop (the simulated installer's stale timer).
             if self.quit_at.is_some_and(|t| t.elapsed() >= QUIT_GRACE) {
+                self.graced = true;
                 return None;
             }
             // Settle as fast as the CPU goes: the installer is waiting for the terminal.
@@ -1025,6 +1088,348 @@ impl Observer for TuiObserver {
 
     fn keep_running(&self) -> bool {
         !self.quitting
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `meshprov key-refresh` on a terminal.
+
+/// The view's phase for a number of acknowledged phases (0–3).
+pub fn kr_phase(n: u8) -> KrPhase {
+    match n {
+        0 => KrPhase::Normal,
+        1 => KrPhase::Distributing,
+        2 => KrPhase::Switching,
+        _ => KrPhase::Revoking,
+    }
+}
+
+fn node_label(names: &BTreeMap<u16, String>, a: u16) -> String {
+    names.get(&a).cloned().unwrap_or_default()
+}
+
+/// The view-model updates one line of a key refresh run means (the same [`Report`]s the text
+/// and JSON output print). `model` is the view model before them, `names` the nodes' names
+/// from the store, `at` the run's elapsed time for the log.
+pub fn kr_updates(
+    r: &Report,
+    model: &ViewModel,
+    names: &BTreeMap<u16, String>,
+    at: Duration,
+) -> Vec<Update> {
+    let mut out = Vec::new();
+    let log = |level: Level, text: String| {
+        Update::Log(LogEntry {
+            at,
+            level,
+            uuid: None,
+            text,
+        })
+    };
+    let kr = model.key_refresh.as_ref();
+    let node = |address: u16| kr.and_then(|k| k.nodes.iter().find(|n| n.address == address));
+    let text = report_text(r, names).map(|t| t.trim().to_string());
+    match r {
+        Report::Excluded { .. } => {
+            out.extend(text.map(|t| log(Level::Warn, t)));
+        }
+        Report::Start {
+            net_key_index,
+            roster,
+            ..
+        } => {
+            let nodes = roster
+                .iter()
+                .map(|n| KrNode {
+                    address: n.address,
+                    name: node_label(names, n.address),
+                    phase: kr_phase(n.completed),
+                    status: if n.excluded {
+                        StepStatus::Excluded
+                    } else if n.completed >= 3 {
+                        StepStatus::Done
+                    } else {
+                        StepStatus::Pending
+                    },
+                })
+                .collect();
+            out.push(Update::KeyRefresh(Some(KeyRefreshView {
+                net_key_index: *net_key_index,
+                phase: KrPhase::Normal,
+                nodes,
+            })));
+            out.push(Update::Run(RunState::Running));
+            out.extend(text.map(|t| log(Level::Info, t)));
+        }
+        Report::NotOnAir { address } => {
+            if let Some(n) = node(*address) {
+                out.push(Update::KeyRefreshNode(KrNode {
+                    status: StepStatus::Failed(
+                        "not in the building file: not on the simulated air".into(),
+                    ),
+                    ..n.clone()
+                }));
+            }
+            out.extend(text.map(|t| log(Level::Warn, t)));
+        }
+        Report::Event(ev) => match ev {
+            KeyRefreshEvent::PhaseStarted(p) => {
+                if let Some(k) = kr {
+                    let phase = kr_phase(p.number());
+                    let mut v = k.clone();
+                    v.phase = phase;
+                    // Every node still in the procedure has this phase to do, unless it did
+                    // it in an earlier run.
+                    for n in &mut v.nodes {
+                        if matches!(
+                            n.status,
+                            StepStatus::Pending | StepStatus::Running | StepStatus::Done
+                        ) {
+                            n.status = if n.phase < phase {
+                                StepStatus::Running
+                            } else {
+                                StepStatus::Done
+                            };
+                        }
+                    }
+                    out.push(Update::KeyRefresh(Some(v)));
+                }
+                out.extend(text.map(|t| log(Level::Info, t)));
+            }
+            KeyRefreshEvent::NodeUpdated { address, phase } => {
+                out.push(Update::KeyRefreshNode(KrNode {
+                    address: *address,
+                    name: node_label(names, *address),
+                    phase: kr_phase(phase.number()),
+                    status: StepStatus::Done,
+                }));
+                out.extend(text.map(|t| log(Level::Info, t)));
+            }
+            KeyRefreshEvent::NodeFailed {
+                address, reason, ..
+            } => {
+                let why = if reason.is_unreachable() {
+                    format!("unreachable: {reason}")
+                } else {
+                    reason.to_string()
+                };
+                out.push(Update::KeyRefreshNode(KrNode {
+                    address: *address,
+                    name: node_label(names, *address),
+                    phase: node(*address).map_or(KrPhase::Normal, |n| n.phase),
+                    status: StepStatus::Failed(why),
+                }));
+                out.extend(text.map(|t| log(Level::Error, t)));
+            }
+            KeyRefreshEvent::PhaseComplete(_) | KeyRefreshEvent::Blocked { .. } => {
+                let level = if matches!(ev, KeyRefreshEvent::Blocked { .. }) {
+                    Level::Warn
+                } else {
+                    Level::Info
+                };
+                out.extend(text.map(|t| log(level, t)));
+            }
+            KeyRefreshEvent::ProvisionerKeys(k) => out.push(log(
+                Level::Info,
+                format!(
+                    "the provisioner sends with the {} keys and receives with {}",
+                    if k.tx_new { "new" } else { "old" },
+                    if k.rx_old {
+                        "both"
+                    } else {
+                        "the new ones only"
+                    }
+                ),
+            )),
+            KeyRefreshEvent::Beacons(b) => out.push(log(
+                Level::Info,
+                match b {
+                    Some(true) => {
+                        "Secure Network beacons under the new NetKey, Key Refresh flag set"
+                    }
+                    Some(false) => {
+                        "Secure Network beacons under the new NetKey, Key Refresh flag cleared"
+                    }
+                    None => "no more Secure Network beacons",
+                }
+                .into(),
+            )),
+            KeyRefreshEvent::Finished(summary) => {
+                if let Some(k) = kr
+                    && summary.stopped.is_none()
+                {
+                    // Back to normal operation, with the new keys.
+                    let mut v = k.clone();
+                    v.phase = KrPhase::Normal;
+                    out.push(Update::KeyRefresh(Some(v)));
+                }
+                out.push(Update::Run(RunState::Finished));
+                let level = if summary.is_complete() {
+                    Level::Info
+                } else {
+                    Level::Warn
+                };
+                out.extend(text.map(|t| log(level, t)));
+                out.push(log(
+                    level,
+                    if summary.is_complete() {
+                        "the key refresh is complete; q quits".into()
+                    } else {
+                        "nodes were left behind: q quits, and the same command resumes them".into()
+                    },
+                ));
+            }
+        },
+    }
+    out
+}
+
+/// `meshprov key-refresh` in the terminal UI: the dashboard and the key refresh screen follow
+/// the procedure's [`Report`]s ([`kr_updates`]); [`KeyRefreshTui::pace`] paces the simulated
+/// air to the wall clock at `--speed` and stops the run when the installer quits (`q` asks
+/// while the procedure runs; SIGINT, SIGTERM, SIGHUP and a closed terminal quit without
+/// asking). A stopped run has saved every acknowledgement: the same command resumes it.
+pub struct KeyRefreshTui {
+    view: View,
+    names: BTreeMap<u16, String>,
+    speed: f64,
+    /// Wall and virtual time at the last re-anchoring of the pace.
+    anchor: Option<(std::time::Instant, Instant)>,
+    /// Virtual time when the run began (elapsed is counted from it).
+    origin: Option<Instant>,
+    quitting: bool,
+    /// The text lines of the end, for the terminal after the UI.
+    summary: Vec<String>,
+}
+
+impl std::fmt::Debug for KeyRefreshTui {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRefreshTui")
+            .field("speed", &self.speed)
+            .field("quitting", &self.quitting)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyRefreshTui {
+    /// Takes the terminal and opens the dashboard; `names` are the nodes' names from the
+    /// store, `speed` the simulated seconds per wall second.
+    pub fn start(
+        network: &str,
+        radio: &str,
+        speed: f64,
+        names: BTreeMap<u16, String>,
+    ) -> io::Result<Self> {
+        let model = ViewModel::new(network, radio);
+        Ok(Self {
+            view: View::start(model, Screen::Dashboard)?,
+            names,
+            speed,
+            anchor: None,
+            origin: None,
+            quitting: false,
+            summary: Vec::new(),
+        })
+    }
+
+    /// One report of the run, into the view.
+    pub fn report(&mut self, r: &Report) {
+        if let Report::Event(KeyRefreshEvent::Finished(_)) = r
+            && let Some(t) = report_text(r, &self.names)
+        {
+            self.summary.push(t);
+        }
+        let ups = {
+            let s = lock(&self.view.state);
+            kr_updates(r, &s.app.model, &self.names, s.app.model.elapsed)
+        };
+        self.view.apply(ups);
+    }
+
+    /// Keys since the last look: a quit ends the run; what a key refresh cannot do is said in
+    /// the log pane.
+    fn handle_actions(&mut self) {
+        for a in self.view.take_actions() {
+            match a {
+                Action::Quit => self.quitting = true,
+                Action::Start | Action::Pause | Action::Resume => self.view.log(
+                    Level::Warn,
+                    "a key refresh does not pause: q stops it, and the same command resumes it"
+                        .into(),
+                ),
+                Action::OpenDetail(_) => {}
+                other => self.view.log(
+                    Level::Warn,
+                    format!("refused: {other:?} is a rollout action, not one of a key refresh"),
+                ),
+            }
+        }
+        if self.view.must_end() {
+            self.quitting = true;
+        }
+    }
+
+    /// [`crate::tools::key_refresh::key_refresh_paced`]'s pace: the air has been simulated up
+    /// to `simulated`; returns how far it may go now (sleeping until the wall clock at
+    /// `--speed` is past `simulated`), or `None` once the installer quit.
+    pub fn pace(&mut self, simulated: Instant, deadline: Instant) -> Option<Instant> {
+        let speed = self.speed;
+        let origin = *self.origin.get_or_insert(simulated);
+        let start = std::time::Instant::now();
+        let (mut w0, mut v0) = *self.anchor.get_or_insert((start, simulated));
+        let reached = |w0: std::time::Instant, v0: Instant, w: std::time::Instant| {
+            v0 + w.saturating_duration_since(w0).mul_f64(speed)
+        };
+        // Behind (the CPU could not keep up): never race to catch up, go on from here.
+        if reached(w0, v0, start) > simulated + FRAME.mul_f64(speed * 5.0) {
+            (w0, v0) = (start, simulated);
+            self.anchor = Some((w0, v0));
+        }
+        // The smallest step worth a turn of the loop: a fifth of a frame.
+        let min_step = (FRAME / 5).mul_f64(speed);
+        loop {
+            self.handle_actions();
+            if self.quitting {
+                return None;
+            }
+            let w = std::time::Instant::now();
+            let v = reached(w0, v0, w);
+            self.view
+                .set_elapsed(v.saturating_duration_since(origin).max(Duration::ZERO));
+            if v >= simulated + min_step || v >= deadline {
+                return Some(v.min(deadline));
+            }
+            let left = (simulated + min_step)
+                .saturating_duration_since(v)
+                .div_f64(speed);
+            std::thread::sleep(left.clamp(Duration::from_millis(1), Duration::from_millis(20)));
+        }
+    }
+
+    /// After the procedure ended: the screen stays (the installer reads it) until `q`, a
+    /// signal or a closed terminal.
+    pub fn wait_for_quit(&mut self) {
+        while !self.quitting {
+            self.handle_actions();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the installer quit (or a signal asked the run to end).
+    pub fn quit_requested(&self) -> bool {
+        self.quitting
+    }
+
+    /// Gives the terminal back; returns the lines of the end for the terminal.
+    pub fn finish(&mut self) -> Vec<String> {
+        self.view.finish();
+        std::mem::take(&mut self.summary)
+    }
+}
+
+impl Drop for KeyRefreshTui {
+    fn drop(&mut self) {
+        self.view.finish();
     }
 }
 
@@ -1221,12 +1626,16 @@ mod tests {
                     public_key_oob: false,
                     static_oob: true,
                     output_oob_size: 4,
+                    output_oob_actions: vec!["Blink".into(), "Output Numeric".into()],
                     input_oob_size: 0,
+                    input_oob_actions: Vec::new(),
                 },
             ),
         );
         let c = m.details[&u].capabilities.clone().unwrap();
         assert_eq!((c.elements, c.static_oob, c.output_size), (2, true, 4));
+        assert_eq!(c.output_oob, ["Blink", "Output Numeric"]);
+        assert!(c.input_oob.is_empty());
         feed(
             &mut m,
             &ev(
@@ -1558,5 +1967,239 @@ mod tests {
             m2.apply(u).unwrap();
         }
         assert!(m2.devices.is_empty());
+    }
+
+    // --- key refresh ---
+
+    fn kr_feed(m: &mut ViewModel, names: &BTreeMap<u16, String>, r: &Report) -> Vec<Update> {
+        let ups = kr_updates(r, m, names, Duration::from_secs(5));
+        for u in ups.clone() {
+            m.apply(u).unwrap();
+        }
+        ups
+    }
+
+    fn kr_node(m: &ViewModel, a: u16) -> KrNode {
+        m.key_refresh
+            .as_ref()
+            .unwrap()
+            .nodes
+            .iter()
+            .find(|n| n.address == a)
+            .cloned()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_key_refresh_reaches_the_view_model() {
+        use crate::net::key_refresh::{
+            FailureReason, KeyRefreshSummary, NodeFailure, Phase as KrPhaseNet, ProvisionerKeys,
+        };
+        use crate::tools::key_refresh::RosterNode;
+        let names: BTreeMap<u16, String> = [
+            (1, "Lamp 1"),
+            (3, "Lamp 2"),
+            (5, "Lamp 3"),
+            (7, "Lamp 4"),
+            (9, "Lamp 5"),
+        ]
+        .into_iter()
+        .map(|(a, n)| (a, n.to_string()))
+        .collect();
+        let mut m = ViewModel::new("HQ", "sim");
+        let ev = |e: KeyRefreshEvent| Report::Event(e);
+        kr_feed(&mut m, &names, &Report::Excluded { address: 9 });
+        // A resumed run: Lamp 3 had acknowledged phase 1 before; Lamp 5 is excluded.
+        let roster = [
+            (1, 0, false),
+            (3, 0, false),
+            (5, 1, false),
+            (7, 0, false),
+            (9, 0, true),
+        ]
+        .into_iter()
+        .map(|(address, completed, excluded)| RosterNode {
+            address,
+            completed,
+            excluded,
+        })
+        .collect();
+        kr_feed(
+            &mut m,
+            &names,
+            &Report::Start {
+                net_key_index: 0,
+                app_keys: vec![0, 1],
+                nodes: 4,
+                excluded: 1,
+                resumed: true,
+                roster,
+            },
+        );
+        assert_eq!(m.run, RunState::Running);
+        let kr = m.key_refresh.clone().unwrap();
+        assert_eq!((kr.net_key_index, kr.nodes.len()), (0, 5));
+        assert_eq!(kr_node(&m, 5).phase, KrPhase::Distributing);
+        assert_eq!(kr_node(&m, 9).status, StepStatus::Excluded);
+        assert_eq!(kr_node(&m, 1).name, "Lamp 1");
+        assert!(m.log.iter().any(|l| l.text.starts_with(
+            "Resuming the key refresh of NetKey 0 and AppKeys 0, 1: 4 nodes, 1 excluded"
+        )));
+        assert!(
+            m.log
+                .iter()
+                .any(|l| l.text == "excluded 0009 (Lamp 5)" && l.level == Level::Warn)
+        );
+
+        kr_feed(&mut m, &names, &Report::NotOnAir { address: 7 });
+        assert!(
+            matches!(kr_node(&m, 7).status, StepStatus::Failed(ref w) if w.contains("building file"))
+        );
+        kr_feed(
+            &mut m,
+            &names,
+            &ev(KeyRefreshEvent::PhaseStarted(KrPhaseNet::KeyDistribution)),
+        );
+        kr_feed(
+            &mut m,
+            &names,
+            &ev(KeyRefreshEvent::ProvisionerKeys(ProvisionerKeys {
+                tx_new: false,
+                rx_old: true,
+            })),
+        );
+        let kr = m.key_refresh.clone().unwrap();
+        assert_eq!(kr.phase, KrPhase::Distributing);
+        assert_eq!(kr_node(&m, 1).status, StepStatus::Running);
+        // Done with phase 1 in the earlier run; left out of the procedure, or off the air:
+        // unchanged.
+        assert_eq!(kr_node(&m, 5).status, StepStatus::Done);
+        assert_eq!(kr_node(&m, 9).status, StepStatus::Excluded);
+        assert!(matches!(kr_node(&m, 7).status, StepStatus::Failed(_)));
+
+        kr_feed(
+            &mut m,
+            &names,
+            &ev(KeyRefreshEvent::NodeUpdated {
+                address: 1,
+                phase: KrPhaseNet::KeyDistribution,
+            }),
+        );
+        kr_feed(
+            &mut m,
+            &names,
+            &ev(KeyRefreshEvent::NodeUpdated {
+                address: 3,
+                phase: KrPhaseNet::KeyDistribution,
+            }),
+        );
+        kr_feed(
+            &mut m,
+            &names,
+            &ev(KeyRefreshEvent::NodeFailed {
+                address: 7,
+                phase: KrPhaseNet::KeyDistribution,
+                reason: FailureReason::Unreachable { rounds: 3 },
+            }),
+        );
+        let n1 = kr_node(&m, 1);
+        assert_eq!(
+            (n1.phase, n1.status),
+            (KrPhase::Distributing, StepStatus::Done)
+        );
+        assert_eq!(
+            kr_node(&m, 7).status,
+            StepStatus::Failed("unreachable: no answer after 3 rounds of requests".into())
+        );
+        assert!(m.log.iter().any(|l| l.level == Level::Error
+            && l.text == "0007 (Lamp 4): FAILED in phase 1: no answer after 3 rounds of requests"));
+        kr_feed(
+            &mut m,
+            &names,
+            &ev(KeyRefreshEvent::PhaseComplete(KrPhaseNet::KeyDistribution)),
+        );
+        kr_feed(
+            &mut m,
+            &names,
+            &ev(KeyRefreshEvent::PhaseStarted(KrPhaseNet::UsingNewKeys)),
+        );
+        kr_feed(&mut m, &names, &ev(KeyRefreshEvent::Beacons(Some(true))));
+        assert_eq!(m.key_refresh.as_ref().unwrap().phase, KrPhase::Switching);
+        for a in [1, 3, 5] {
+            assert_eq!(kr_node(&m, a).status, StepStatus::Running, "{a}");
+        }
+        assert!(matches!(kr_node(&m, 7).status, StepStatus::Failed(_)));
+        for p in [KrPhaseNet::UsingNewKeys, KrPhaseNet::Revoking] {
+            if p == KrPhaseNet::Revoking {
+                kr_feed(&mut m, &names, &ev(KeyRefreshEvent::PhaseStarted(p)));
+            }
+            for a in [1, 3, 5] {
+                kr_feed(
+                    &mut m,
+                    &names,
+                    &ev(KeyRefreshEvent::NodeUpdated {
+                        address: a,
+                        phase: p,
+                    }),
+                );
+            }
+        }
+        let c = m.key_refresh.as_ref().unwrap().counts();
+        assert_eq!(
+            (c.nodes, c.confirmed, c.failed, c.excluded),
+            (4, [3, 3, 3], 1, 1)
+        );
+        kr_feed(
+            &mut m,
+            &names,
+            &ev(KeyRefreshEvent::Finished(KeyRefreshSummary {
+                updated: vec![1, 3, 5],
+                left_behind: vec![(
+                    7,
+                    0,
+                    Some(NodeFailure {
+                        phase: KrPhaseNet::KeyDistribution,
+                        reason: FailureReason::Unreachable { rounds: 3 },
+                    }),
+                )],
+                excluded: vec![9],
+                stopped: None,
+            })),
+        );
+        assert_eq!(m.run, RunState::Finished);
+        assert_eq!(m.key_refresh.as_ref().unwrap().phase, KrPhase::Normal);
+        let last: Vec<&str> = m
+            .log
+            .iter()
+            .rev()
+            .take(2)
+            .map(|l| l.text.as_str())
+            .collect();
+        assert_eq!(
+            last,
+            [
+                "nodes were left behind: q quits, and the same command resumes them",
+                "Finished: 3 nodes use the new keys, 1 left behind, 1 excluded"
+            ]
+        );
+        // Every log line is stamped with the run's elapsed time; none carries a key.
+        assert!(m.log.iter().all(|l| l.at == Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn key_refresh_node_updates_need_a_running_key_refresh() {
+        use crate::net::key_refresh::Phase as KrPhaseNet;
+        // Before the start nothing lists the nodes: an event is logged, not applied.
+        let m = ViewModel::new("HQ", "sim");
+        let ups = kr_updates(
+            &Report::Event(KeyRefreshEvent::PhaseStarted(KrPhaseNet::KeyDistribution)),
+            &m,
+            &BTreeMap::new(),
+            Duration::ZERO,
+        );
+        assert!(ups.iter().all(|u| matches!(u, Update::Log(_))), "{ups:?}");
+        assert_eq!(kr_phase(0), KrPhase::Normal);
+        assert_eq!(kr_phase(3), KrPhase::Revoking);
+        assert_eq!(kr_phase(9), KrPhase::Revoking);
     }
 }

@@ -715,6 +715,8 @@ pub enum StepStatus {
     Done,
     /// Failed, with the reason.
     Failed(String),
+    /// Left out on purpose (a node excluded from a key refresh).
+    Excluded,
 }
 
 impl StepStatus {
@@ -725,6 +727,7 @@ impl StepStatus {
             StepStatus::Running => "running",
             StepStatus::Done => "done",
             StepStatus::Failed(_) => "failed",
+            StepStatus::Excluded => "excluded",
         }
     }
 }
@@ -929,6 +932,42 @@ pub struct KeyRefreshView {
     pub phase: KrPhase,
     /// Per node.
     pub nodes: Vec<KrNode>,
+}
+
+/// Counts over the nodes of a key refresh (excluded nodes are counted apart, in nothing else).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KrCounts {
+    /// Nodes in the procedure (not excluded).
+    pub nodes: u32,
+    /// Of those, the ones that confirmed phase 1, 2 and 3 (or a later one).
+    pub confirmed: [u32; 3],
+    /// Nodes left behind (failed, unreachable).
+    pub failed: u32,
+    /// Nodes kept out.
+    pub excluded: u32,
+}
+
+impl KeyRefreshView {
+    /// The counts the dashboard shows.
+    pub fn counts(&self) -> KrCounts {
+        let mut c = KrCounts::default();
+        for n in &self.nodes {
+            if n.status == StepStatus::Excluded {
+                c.excluded += 1;
+                continue;
+            }
+            c.nodes += 1;
+            for p in 1..=3u8 {
+                if n.phase.number() >= p {
+                    c.confirmed[usize::from(p - 1)] += 1;
+                }
+            }
+            if matches!(n.status, StepStatus::Failed(_)) {
+                c.failed += 1;
+            }
+        }
+        c
+    }
 }
 
 /// How bad a log event is.

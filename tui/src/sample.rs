@@ -521,6 +521,67 @@ pub fn key_refresh(m: &ViewModel, nodes: usize, phase: KrPhase) -> KeyRefreshVie
     }
 }
 
+/// A `meshprov key-refresh` run on its own (no devices to roll out): `nodes` lamps in phase 2
+/// of the refresh of NetKey 0, the first third done with it, node 3 unreachable in phase 1 and
+/// the last node excluded, with the log lines the glue writes.
+pub fn key_refresh_run(nodes: u16) -> ViewModel {
+    let mut m = ViewModel::new("HQ-mesh", "sim building.toml (seed 1, 10× speed)");
+    m.run = RunState::Running;
+    m.elapsed = Duration::from_secs(41);
+    let mut list = Vec::new();
+    for i in 0..nodes {
+        let address = 1 + 2 * i;
+        let (phase, status) = if i + 1 == nodes {
+            (KrPhase::Normal, StepStatus::Excluded)
+        } else if i == 3 {
+            (
+                KrPhase::Normal,
+                StepStatus::Failed("unreachable: no answer after 3 rounds of requests".into()),
+            )
+        } else if i < nodes / 3 {
+            (KrPhase::Switching, StepStatus::Done)
+        } else {
+            (KrPhase::Distributing, StepStatus::Running)
+        };
+        list.push(KrNode {
+            address,
+            name: format!("Lamp {}", i + 1),
+            phase,
+            status,
+        });
+    }
+    m.key_refresh = Some(KeyRefreshView {
+        net_key_index: 0,
+        phase: KrPhase::Switching,
+        nodes: list,
+    });
+    let log = [
+        (
+            0,
+            Level::Info,
+            "starting a key refresh of NetKey 0 and AppKey 0".to_string(),
+        ),
+        (0, Level::Info, "phase 1 (key distribution)".into()),
+        (
+            33,
+            Level::Error,
+            "0007 (Lamp 4): FAILED in phase 1: no answer after 3 rounds of requests".into(),
+        ),
+        (33, Level::Info, "phase 1 complete".into()),
+        (33, Level::Info, "phase 2 (using the new keys)".into()),
+        (37, Level::Info, "0001 (Lamp 1): done with phase 2".into()),
+    ];
+    for (at, level, text) in log {
+        m.push_log(LogEntry {
+            at: Duration::from_secs(at),
+            level,
+            uuid: None,
+            text,
+        });
+    }
+    m
+}
+
 fn prev(p: KrPhase) -> KrPhase {
     match p {
         KrPhase::Normal | KrPhase::Distributing => KrPhase::Normal,

@@ -17,8 +17,8 @@ use ratatui::widgets::{Block, Cell, Clear, Gauge, Paragraph, Row, Table, Wrap};
 
 use crate::app::{App, KEYMAP, Modal, Screen};
 use crate::model::{
-    Category, Counts, DeviceDetail, DeviceRow, Direction, Level, OobKind, Stage, StepStatus,
-    ViewModel,
+    Category, Counts, DeviceDetail, DeviceRow, Direction, KrPhase, Level, OobKind, Stage,
+    StepStatus, ViewModel,
 };
 use crate::theme::Theme;
 
@@ -196,7 +196,10 @@ fn render_footer(frame: &mut Frame<'_>, app: &App, area: Rect) {
         crate::model::RunState::Paused => "resume",
         crate::model::RunState::Finished => "finished",
     };
-    spans.extend(hint(&t, "Space", space));
+    // A key refresh on its own does not pause (q stops it; the same command resumes it).
+    if !(app.model.devices.is_empty() && app.model.key_refresh.is_some()) {
+        spans.extend(hint(&t, "Space", space));
+    }
     let acts = if area.width >= FOOTER_WIDE {
         "retry skip identify exclude"
     } else {
@@ -255,6 +258,11 @@ fn counts_line(t: &Theme, c: &Counts) -> Line<'static> {
 }
 
 fn render_dashboard(frame: &mut Frame<'_>, app: &mut App, area: Rect) {
+    if app.model.devices.is_empty() && app.model.key_refresh.is_some() {
+        // `meshprov key-refresh`: no devices to roll out, a key refresh to follow.
+        render_kr_dashboard(frame, app, area);
+        return;
+    }
     let t = app.theme;
     let m = &app.model;
     let c = m.devices.counts();
@@ -312,6 +320,132 @@ fn render_dashboard(frame: &mut Frame<'_>, app: &mut App, area: Rect) {
         (a, b)
     };
     render_tree(frame, app, tree_area);
+    render_log_block(frame, app, log_area, " Recent events ", 0, false);
+}
+
+/// The dashboard of a key refresh run: network, radio, elapsed time and state, the phase, the
+/// nodes' counts and a gauge of the acknowledgements, each phase's progress and the nodes left
+/// behind, and the recent events.
+fn render_kr_dashboard(frame: &mut Frame<'_>, app: &mut App, area: Rect) {
+    let t = app.theme;
+    let m = &app.model;
+    let Some(kr) = &m.key_refresh else { return };
+    let c = kr.counts();
+    let [summary, gauge, rest] = Layout::vertical([
+        Constraint::Length(5),
+        Constraint::Length(1),
+        Constraint::Min(3),
+    ])
+    .areas(area);
+    let finished = c.confirmed[2];
+    let in_progress = c.nodes.saturating_sub(finished + c.failed);
+    let lines = vec![
+        Line::from(vec![
+            Span::styled("Network ", t.dim()),
+            Span::styled(m.network.clone(), t.title()),
+            Span::styled("  radio ", t.dim()),
+            Span::raw(m.radio.clone()),
+            Span::styled("  elapsed ", t.dim()),
+            Span::raw(clock(m.elapsed)),
+            Span::styled("  ", t.dim()),
+            Span::styled(m.run.label(), t.title()),
+        ]),
+        Line::from(vec![
+            Span::styled(format!("NetKey {} · phase ", kr.net_key_index), t.dim()),
+            Span::styled(kr.phase.label(), t.title()),
+        ]),
+        Line::from(vec![
+            Span::styled(format!("finished {finished}"), t.category(Category::Done)),
+            Span::raw("  "),
+            Span::styled(
+                format!("in progress {in_progress}"),
+                t.category(Category::InProgress),
+            ),
+            Span::raw("  "),
+            Span::styled(format!("failed {}", c.failed), t.category(Category::Failed)),
+            Span::raw("  "),
+            Span::styled(
+                format!("excluded {}", c.excluded),
+                t.category(Category::Skipped),
+            ),
+            Span::raw("  "),
+            Span::styled(format!("of {} nodes", c.nodes + c.excluded), t.dim()),
+        ]),
+    ];
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(" Key refresh ")),
+        summary,
+    );
+    // Acknowledgements: three per node in the procedure.
+    let acks: u32 = c.confirmed.iter().sum();
+    let ratio = f64::from(acks) / f64::from((3 * c.nodes).max(1));
+    frame.render_widget(
+        Gauge::default()
+            .ratio(ratio.clamp(0.0, 1.0))
+            .label(format!(
+                "{finished} / {} nodes finished, {acks} of {} phase acknowledgements ({:.0}%)",
+                c.nodes,
+                3 * c.nodes,
+                ratio * 100.0
+            ))
+            .use_unicode(true)
+            .gauge_style(t.gauge()),
+        gauge,
+    );
+    let (left, log_area) = if rest.width >= WIDE {
+        let [a, b] = Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
+            .areas(rest);
+        (a, b)
+    } else {
+        let log_h = (rest.height / 3).clamp(3, 8);
+        let [a, b] = Layout::vertical([Constraint::Min(3), Constraint::Length(log_h)]).areas(rest);
+        (a, b)
+    };
+    let block = Block::bordered().title(" Phases · nodes left behind ");
+    let inner = block.inner(left);
+    frame.render_widget(block, left);
+    let w = inner.width as usize;
+    let bar_w = if w >= 50 { 10 } else { 5 };
+    let mut l = Vec::new();
+    for (i, p) in [KrPhase::Distributing, KrPhase::Switching, KrPhase::Revoking]
+        .into_iter()
+        .enumerate()
+    {
+        let done = c.confirmed[i];
+        let style = if p == kr.phase { t.title() } else { t.dim() };
+        l.push(Line::from(vec![
+            Span::styled(format!("{:<24}", p.label()), style),
+            Span::styled(
+                format!("{done:>5}/{:<5} ", c.nodes),
+                t.category(Category::Done),
+            ),
+            Span::styled(mini_bar(done, c.nodes, bar_w), t.gauge()),
+        ]));
+    }
+    l.push(Line::raw(""));
+    let behind: Vec<&crate::model::KrNode> = kr
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.status, StepStatus::Failed(_)))
+        .collect();
+    if behind.is_empty() {
+        l.push(Line::styled("no node left behind", t.dim()));
+    }
+    for n in behind {
+        let why = match &n.status {
+            StepStatus::Failed(why) => why.as_str(),
+            _ => "",
+        };
+        l.push(Line::from(vec![
+            Span::styled("✗ ", t.error()),
+            Span::raw(format!("{:04x} {} ", n.address, n.name)),
+            Span::styled(
+                format!("(phase {} confirmed): {why}", n.phase.number()),
+                t.error(),
+            ),
+        ]));
+    }
+    frame.render_widget(Paragraph::new(l).wrap(Wrap { trim: false }), inner);
     render_log_block(frame, app, log_area, " Recent events ", 0, false);
 }
 
@@ -906,6 +1040,7 @@ fn detail_right<'a>(t: &Theme, d: Option<&DeviceDetail>) -> Vec<Line<'a>> {
             StepStatus::Running => ("▶", t.category(Category::InProgress)),
             StepStatus::Done => ("✓", t.category(Category::Done)),
             StepStatus::Failed(_) => ("✗", t.error()),
+            StepStatus::Excluded => ("-", t.dim()),
         };
         let mut spans = vec![
             Span::styled(format!("{mark} {:<8}", s.status.label()), style),
@@ -1061,7 +1196,16 @@ fn render_key_refresh(frame: &mut Frame<'_>, app: &mut App, area: Rect) {
         Constraint::Min(1),
     ])
     .areas(area);
-    let confirmed = kr.nodes.iter().filter(|n| n.phase >= kr.phase).count();
+    let confirmed = kr
+        .nodes
+        .iter()
+        .filter(|n| n.status != StepStatus::Excluded && n.phase >= kr.phase)
+        .count();
+    let in_procedure = kr
+        .nodes
+        .iter()
+        .filter(|n| n.status != StepStatus::Excluded)
+        .count();
     let failed = kr
         .nodes
         .iter()
@@ -1073,10 +1217,17 @@ fn render_key_refresh(frame: &mut Frame<'_>, app: &mut App, area: Rect) {
                 format!(" NetKey {} · phase {}", kr.net_key_index, kr.phase.label()),
                 t.title(),
             ),
-            Span::raw(format!(
-                " · {confirmed}/{} nodes in this phase",
-                kr.nodes.len()
-            )),
+            Span::raw(if kr.phase == KrPhase::Normal {
+                // Not started, or over: what counts is who finished.
+                let done = kr
+                    .nodes
+                    .iter()
+                    .filter(|n| n.status != StepStatus::Excluded && n.phase == KrPhase::Revoking)
+                    .count();
+                format!(" · {done}/{in_procedure} nodes finished")
+            } else {
+                format!(" · {confirmed}/{in_procedure} nodes in this phase")
+            }),
             Span::styled(
                 if failed > 0 {
                     format!(" · {failed} failed")
@@ -1117,6 +1268,7 @@ fn render_key_refresh(frame: &mut Frame<'_>, app: &mut App, area: Rect) {
         .map(|n| {
             let status = match &n.status {
                 StepStatus::Failed(why) => Span::styled(format!("failed: {why}"), t.error()),
+                StepStatus::Excluded => Span::styled("excluded", t.dim()),
                 s => Span::raw(s.label().to_owned()),
             };
             Row::new(vec![
@@ -1244,17 +1396,41 @@ fn render_modal(frame: &mut Frame<'_>, app: &App, modal: &Modal, area: Rect) {
     let (title, lines): (String, Vec<Line<'_>>) = match modal {
         Modal::QuitConfirm => {
             let c = m.devices.counts();
-            (
-                " Quit? ".into(),
-                vec![
-                    Line::raw(format!(
+            let (what, how) = match &m.key_refresh {
+                Some(kr) if m.devices.is_empty() => {
+                    let k = kr.counts();
+                    let left = k.nodes.saturating_sub(k.confirmed[2] + k.failed);
+                    (
+                        format!(
+                            "The key refresh is {}: {left} node{} not finished.",
+                            m.run.label(),
+                            if left == 1 { "" } else { "s" }
+                        ),
+                        [
+                            "Quitting stops it: every acknowledgement is saved,",
+                            "and the same command resumes it.",
+                        ],
+                    )
+                }
+                _ => (
+                    format!(
                         "The rollout is {}: {} device{} in progress.",
                         m.run.label(),
                         c.in_progress,
                         if c.in_progress == 1 { "" } else { "s" }
-                    )),
-                    Line::raw("Quitting stops it cleanly: the store stays consistent"),
-                    Line::raw("and the next run resumes where this one stopped."),
+                    ),
+                    [
+                        "Quitting stops it cleanly: the store stays consistent",
+                        "and the next run resumes where this one stopped.",
+                    ],
+                ),
+            };
+            (
+                " Quit? ".into(),
+                vec![
+                    Line::raw(what),
+                    Line::raw(how[0]),
+                    Line::raw(how[1]),
                     Line::raw(""),
                     Line::from(vec![
                         Span::styled("y", t.key()),

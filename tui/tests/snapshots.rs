@@ -163,6 +163,42 @@ fn discovery_key_refresh_and_log() {
     insta::assert_snapshot!("key_refresh_none_80x24", snap(&mut app, 80, 24));
 }
 
+/// `meshprov key-refresh` alone: the dashboard follows the key refresh (no devices), and the
+/// key refresh screen shows a failed and an excluded node.
+#[test]
+fn key_refresh_run() {
+    let mut app = App::new(sample::key_refresh_run(12), Theme::monochrome());
+    insta::assert_snapshot!("key_refresh_dashboard_120x40", snap(&mut app, 120, 40));
+    insta::assert_snapshot!("key_refresh_dashboard_80x24", snap(&mut app, 80, 24));
+    app.set_screen(Screen::KeyRefresh);
+    insta::assert_snapshot!("key_refresh_run_80x24", snap(&mut app, 80, 24));
+    // Quitting while it runs asks, in the key refresh's words.
+    app.set_screen(Screen::Dashboard);
+    assert_eq!(app.handle_key(chr('q')), None);
+    insta::assert_snapshot!("key_refresh_quit_80x24", snap(&mut app, 80, 24));
+    let c = app.model.key_refresh.as_ref().unwrap().counts();
+    assert_eq!((c.nodes, c.failed, c.excluded), (11, 1, 1));
+    assert_eq!(c.confirmed, [10, 3, 0]);
+    // Over: back to normal, and the screen counts who finished (not who is "in phase 0").
+    let kr = app.model.key_refresh.as_mut().unwrap();
+    kr.phase = KrPhase::Normal;
+    for n in &mut kr.nodes {
+        if n.status == meshprov_tui::model::StepStatus::Running
+            || n.status == meshprov_tui::model::StepStatus::Done
+        {
+            n.phase = KrPhase::Revoking;
+            n.status = meshprov_tui::model::StepStatus::Done;
+        }
+    }
+    app.model.run = RunState::Finished;
+    app.set_screen(Screen::KeyRefresh);
+    let text = snap(&mut app, 80, 24);
+    assert!(
+        text.contains("NetKey 0 · phase normal · 10/11 nodes finished · 1 failed"),
+        "{text}"
+    );
+}
+
 #[test]
 fn oob_dialogs() {
     let (script, mut app) = app_at(1000, 100);
