@@ -1263,7 +1263,9 @@ uuid = "7b2c1a90-0000-4000-8000-000000000003"
                 "unknown field `explode`",
             ),
             (
-                format!("{dev}public_key_oob = true\nprivate_key = \"529aa0670d72cd6497502ed473502b037e8803b5c60829a5a3caa219505530ba\"\n[device.fault]\nreflect = [\"public-key\"]\n"),
+                format!(
+                    "{dev}public_key_oob = true\nprivate_key = \"529aa0670d72cd6497502ed473502b037e8803b5c60829a5a3caa219505530ba\"\n[device.fault]\nreflect = [\"public-key\"]\n"
+                ),
                 ".fault.reflect: a device that offers its public key out of band",
             ),
             (

@@ -129,7 +129,10 @@ pub const FAILED_CODE_NAMES: [(&str, FailedCode); 9] = [
     ("out-of-resources", FailedCode::OUT_OF_RESOURCES),
     ("decryption-failed", FailedCode::DECRYPTION_FAILED),
     ("unexpected-error", FailedCode::UNEXPECTED_ERROR),
-    ("cannot-assign-addresses", FailedCode::CANNOT_ASSIGN_ADDRESSES),
+    (
+        "cannot-assign-addresses",
+        FailedCode::CANNOT_ASSIGN_ADDRESSES,
+    ),
     ("invalid-data", FailedCode::INVALID_DATA),
 ];
 
@@ -268,7 +271,10 @@ impl RawFault {
             }
             Some(s) if (1..=86_400).contains(&s) => Some(Duration::from_secs(s)),
             Some(s) => {
-                return Err(("return_after_s", format!("{s} is not in 1..=86400 (seconds)")));
+                return Err((
+                    "return_after_s",
+                    format!("{s} is not in 1..=86400 (seconds)"),
+                ));
             }
         };
         f.vanish = vanish.map(|trigger| Vanish {
@@ -659,7 +665,9 @@ mod tests {
             .check(false)
             .unwrap();
         assert_eq!(f.fail, Some((Step::Start, FailedCode::OUT_OF_RESOURCES)));
-        let f = raw("fail_at = \"invite\"\nfail_code = 0x0c").check(false).unwrap();
+        let f = raw("fail_at = \"invite\"\nfail_code = 0x0c")
+            .check(false)
+            .unwrap();
         assert_eq!(f.fail, Some((Step::Invite, FailedCode(0x0c))));
         let f = raw("garbage_at = \"random\"\ngarbage = \"malformed\"\ngarbage_fcs = \"invalid\"")
             .check(false)
@@ -675,21 +683,57 @@ mod tests {
         assert!(raw("").check(false).unwrap().is_none());
         for (text, field, expected) in [
             ("vanish_at = \"lunch\"", "vanish_at", "unknown step 'lunch'"),
-            ("vanish_at = \"data\"\nvanish_after_pdus = 3", "vanish_at", "not both"),
+            (
+                "vanish_at = \"data\"\nvanish_after_pdus = 3",
+                "vanish_at",
+                "not both",
+            ),
             ("vanish_after_pdus = 0", "vanish_after_pdus", "0 PDUs"),
             ("return_after_s = 5", "return_after_s", "needs vanish_at"),
-            ("vanish_at = \"data\"\nreturn_after_s = 0", "return_after_s", "1..=86400"),
+            (
+                "vanish_at = \"data\"\nreturn_after_s = 0",
+                "return_after_s",
+                "1..=86400",
+            ),
             ("late_ms = 600001", "late_ms", "0..=600000"),
             ("fail_code = 4", "fail_code", "needs fail_at"),
-            ("fail_at = \"data\"\nfail_code = 0", "fail_code", "prohibited"),
-            ("fail_at = \"data\"\nfail_code = \"oops\"", "fail_code", "unknown code 'oops'"),
-            ("fail_at = \"data\"\nfail_code = 1.5", "fail_code", "found float"),
-            ("reflect = [\"address\"]", "reflect", "unknown value 'address'"),
+            (
+                "fail_at = \"data\"\nfail_code = 0",
+                "fail_code",
+                "prohibited",
+            ),
+            (
+                "fail_at = \"data\"\nfail_code = \"oops\"",
+                "fail_code",
+                "unknown code 'oops'",
+            ),
+            (
+                "fail_at = \"data\"\nfail_code = 1.5",
+                "fail_code",
+                "found float",
+            ),
+            (
+                "reflect = [\"address\"]",
+                "reflect",
+                "unknown value 'address'",
+            ),
             ("reflect = []", "reflect", "at least one"),
             ("garbage = \"random\"", "garbage_at", "need garbage_at"),
-            ("garbage_at = \"invite\"\ngarbage = \"noise\"", "garbage", "unknown kind"),
-            ("garbage_at = \"invite\"\ngarbage_fcs = \"maybe\"", "garbage_fcs", "valid, invalid"),
-            ("fail_at = \"invite\"\nreflect = [\"random\"]", "fault", "give one of"),
+            (
+                "garbage_at = \"invite\"\ngarbage = \"noise\"",
+                "garbage",
+                "unknown kind",
+            ),
+            (
+                "garbage_at = \"invite\"\ngarbage_fcs = \"maybe\"",
+                "garbage_fcs",
+                "valid, invalid",
+            ),
+            (
+                "fail_at = \"invite\"\nreflect = [\"random\"]",
+                "fault",
+                "give one of",
+            ),
         ] {
             let (f, m) = raw(text).check(false).unwrap_err();
             assert_eq!(f, field, "{text}");
@@ -698,7 +742,10 @@ mod tests {
         let (f, m) = raw("reflect = [\"public-key\"]").check(true).unwrap_err();
         assert_eq!(f, "reflect");
         assert!(m.contains("out of band"), "{m}");
-        assert!(toml::from_str::<RawFault>("vanish = true").is_err(), "unknown key");
+        assert!(
+            toml::from_str::<RawFault>("vanish = true").is_err(),
+            "unknown key"
+        );
     }
 
     fn state(text: &str) -> FaultState {
@@ -723,7 +770,10 @@ mod tests {
         assert!(!s.sent_one() && !s.sent_one());
         assert!(s.sent_one());
         s.vanish(t);
-        assert!(!s.wake(t + Duration::from_secs(100_000)) && s.powered_off(), "for good");
+        assert!(
+            !s.wake(t + Duration::from_secs(100_000)) && s.powered_off(),
+            "for good"
+        );
         assert!(!s.sent_one(), "only once");
     }
 
@@ -731,10 +781,7 @@ mod tests {
     fn failed_and_garbage_answers_end_the_session() {
         let mut s = state("fail_at = \"confirmation\"\nfail_code = \"confirmation-failed\"");
         assert_eq!(s.received(&[0x00, 0x05]), Intercept::Pass);
-        assert_eq!(
-            s.received(&[0x05; 17]),
-            Intercept::Answer(vec![0x09, 0x04])
-        );
+        assert_eq!(s.received(&[0x05; 17]), Intercept::Answer(vec![0x09, 0x04]));
         assert_eq!(s.received(&[0x06; 17]), Intercept::Drop, "ignored after");
         s.new_session();
         assert_eq!(s.received(&[0x05; 17]), Intercept::Answer(vec![0x09, 0x04]));
@@ -752,7 +799,11 @@ mod tests {
             panic!("no garbage")
         };
         assert!((1..=64).contains(&p.len()));
-        assert_eq!(s.on_air(vec![1, 2, 3]), vec![1, 2, 3], "valid FCS: untouched");
+        assert_eq!(
+            s.on_air(vec![1, 2, 3]),
+            vec![1, 2, 3],
+            "valid FCS: untouched"
+        );
     }
 
     #[test]
@@ -794,6 +845,10 @@ mod tests {
         let pk = vec![0x03; 65];
         assert_eq!(s.outgoing(pk.clone()), pk, "not reflected");
         let random = vec![0x06; 17];
-        assert_eq!(s.outgoing(random.clone()), random, "nothing received to reflect");
+        assert_eq!(
+            s.outgoing(random.clone()),
+            random,
+            "nothing received to reflect"
+        );
     }
 }
