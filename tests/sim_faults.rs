@@ -247,3 +247,97 @@ fn faults_work_on_pb_gatt_too() {
     let r = result(&results, "vanish-at-confirmation");
     assert_eq!(error(r), &ProvisioningError::Timeout);
 }
+
+/// Counts the simulated driver's steps at one instant: a run whose virtual time stops moving
+/// calls `pace` forever at the same `now`. After 100,000 such calls it ends the run.
+#[derive(Default)]
+struct SpinGuard {
+    events: meshprov::rollout::Collect,
+    last: Option<meshprov::time::Instant>,
+    same: u64,
+    spun: bool,
+}
+
+impl meshprov::rollout::Observer for SpinGuard {
+    fn event(&mut self, e: &meshprov::rollout::RolloutEvent) {
+        self.events.event(e);
+    }
+
+    fn pace(
+        &mut self,
+        now: meshprov::time::Instant,
+        next: Option<meshprov::time::Instant>,
+    ) -> Option<meshprov::time::Instant> {
+        if self.last == Some(now) {
+            self.same += 1;
+        } else {
+            (self.last, self.same) = (Some(now), 0);
+        }
+        if self.same > 100_000 {
+            self.spun = true;
+            return None;
+        }
+        next
+    }
+}
+
+/// Regression (found by the 2,000-device soak): an Output OOB session that ended — here its
+/// 10 s time limit — while the simulated installer was still about to read the value left
+/// the installer's instant in the past; the driver kept waking up for it without moving
+/// virtual time, and the rollout never ended.
+#[test]
+fn a_session_that_ends_before_the_installer_reads_the_value_does_not_stop_time() {
+    use meshprov::rollout::sim_driver::{self, SimOptions};
+    use meshprov::rollout::{self, EventKind, Plan, SharedStore, Stage};
+    use rand_chacha::ChaCha20Rng;
+    use rand_chacha::rand_core::SeedableRng;
+
+    let dir = tempfile::tempdir().unwrap();
+    let uuid = "7b2c1a90-0000-4000-8000-000000000077";
+    // Capabilities after 4 s, its Public Key 4 s after the provisioner's: the installer would
+    // read the value at about 11.4 s, after the 10 s limit.
+    std::fs::write(
+        dir.path().join("building.toml"),
+        format!(
+            "[[device]]\nuuid = \"{uuid}\"\noutput_oob = {{ size = 4, actions = [\"numeric\"] }}\n[device.fault]\nlate_ms = 4000\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("plan.toml"),
+        format!(
+            "[network]\nname = \"spin\"\nstore = \"network.db\"\n[provisioner]\nunicast_ranges = [\"0001-00FF\"]\n[policy]\nauth = [\"output\"]\nretries = 1\nprovision_timeout_s = 10\n[templates.t]\ndefault_ttl = 5\n[[device]]\nuuid = \"{uuid}\"\nauth = \"output\"\ntemplate = \"t\"\n"
+        ),
+    )
+    .unwrap();
+    let plan = Plan::load(&dir.path().join("plan.toml")).unwrap();
+    let building =
+        meshprov::sim::building::Building::load(&dir.path().join("building.toml")).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(4);
+    let store = rollout::open_store(&plan, &mut rng).unwrap();
+    let store: SharedStore = std::rc::Rc::new(std::cell::RefCell::new(store));
+    let prepared = rollout::prepare(&plan, &mut store.borrow_mut(), &mut rng).unwrap();
+    let mut guard = SpinGuard::default();
+    let opts = SimOptions {
+        seed: 4,
+        loss: Some(0.0),
+        ..SimOptions::default()
+    };
+    let out = sim_driver::run(&plan, &building, store, &prepared, &opts, &mut guard).unwrap();
+    assert!(
+        !guard.spun,
+        "virtual time stopped at {:?}",
+        guard.last.unwrap()
+    );
+    // Both attempts asked the installer and ran out of time; then the device failed.
+    let asked = guard
+        .events
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::OobRequested { .. }))
+        .count();
+    assert_eq!(asked, 2);
+    let d = &out.report.devices[0];
+    assert_eq!(d.stage, Stage::Failed);
+    assert!(!out.report.summary.stopped);
+}

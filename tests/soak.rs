@@ -57,7 +57,10 @@ fn every_fault_and_a_blackout_on_a_small_building() {
     }
     assert_eq!(out.kinds[&Kind::VanishAndReturn].done, 2);
     assert!(out.air.adv_blackout > 0, "{:?}", out.air);
-    assert_eq!(out.report.summary.failed, 18 + out.kinds[&Kind::VanishAfterPdus].failed);
+    assert_eq!(
+        out.report.summary.failed,
+        18 + out.kinds[&Kind::VanishAfterPdus].failed
+    );
     assert!(out.report.devices.iter().all(|d| d.stage.is_final()));
     assert!(
         out.report

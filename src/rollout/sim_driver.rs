@@ -632,6 +632,8 @@ pub fn run(
             }
             runs[i].session = None;
             runs[i].deadline = None;
+            // Nothing left for the simulated installer to read or type.
+            runs[i].installer = Installer::default();
             let uuid = targets[i].uuid;
             if bearer == BearerChoice::Gatt
                 && let Some(d) = devs[i].as_mut()
@@ -772,10 +774,15 @@ pub fn run(
         for &i in &live {
             let r = &runs[i];
             consider(r.deadline);
-            let inst = &r.installer;
-            consider(inst.gatt_ready_at);
-            consider(inst.output_at.filter(|_| inst.output_pending));
-            consider(inst.input_at.filter(|_| inst.input_value.is_some()));
+            // The installer's timers only while a session can take what they do (the
+            // installer loop above skips devices without one: a past instant here would stop
+            // virtual time for good).
+            if r.session.is_some() {
+                let inst = &r.installer;
+                consider(inst.gatt_ready_at);
+                consider(inst.output_at.filter(|_| inst.output_pending));
+                consider(inst.input_at.filter(|_| inst.input_value.is_some()));
+            }
             if let Some(d) = &devs[i] {
                 consider(d.poll_timeout_with(&air));
             }

@@ -434,6 +434,8 @@ struct Watch {
     next_quarter: usize,
     progress: bool,
     started: Option<std::time::Instant>,
+    /// When the last progress line was printed (wall clock).
+    last_line: Option<std::time::Instant>,
 }
 
 impl Watch {
@@ -449,6 +451,31 @@ impl Watch {
 }
 
 impl Observer for Watch {
+    fn pace(
+        &mut self,
+        now: crate::time::Instant,
+        next: Option<crate::time::Instant>,
+    ) -> Option<crate::time::Instant> {
+        // A line every 10 s of wall time: long work shows progress.
+        let wall = std::time::Instant::now();
+        if self.progress
+            && self
+                .last_line
+                .is_none_or(|t| wall - t >= Duration::from_secs(10))
+        {
+            self.last_line = Some(wall);
+            eprintln!(
+                "soak: {} of {} devices finished, {:.0} s of virtual time, {:.0} s of wall time, resident set {}",
+                self.finished,
+                self.devices,
+                now.since_epoch().as_secs_f64(),
+                self.started.map_or(0.0, |t| t.elapsed().as_secs_f64()),
+                rss_kb().map_or("?".into(), |(r, _)| format!("{:.1} MB", r as f64 / 1024.0))
+            );
+        }
+        next
+    }
+
     fn event(&mut self, ev: &RolloutEvent) {
         let uuid = ev.uuid.clone().unwrap_or_default();
         match &ev.kind {
@@ -691,9 +718,7 @@ pub fn run(opts: &SoakOptions) -> Result<SoakOutcome, RolloutError> {
     let wall = std::time::Instant::now();
     let out = sim_driver::run(&plan, &building, store.clone(), &prepared, &sim, &mut watch)?;
     let wall = wall.elapsed();
-    let cpu = cpu_time()
-        .zip(cpu_before)
-        .map(|(a, b)| a.saturating_sub(b));
+    let cpu = cpu_time().zip(cpu_before).map(|(a, b)| a.saturating_sub(b));
     let peak_rss_kb = rss_kb().map(|(_, hwm)| hwm);
     let report_path = opts.dir.join("report.json");
     let text = serde_json::json!({
@@ -719,7 +744,14 @@ pub fn run(opts: &SoakOptions) -> Result<SoakOutcome, RolloutError> {
             ok_detail
         } else {
             let mut d = format!("{} offender(s): ", offenders.len());
-            d.push_str(&offenders.iter().take(5).cloned().collect::<Vec<_>>().join("; "));
+            d.push_str(
+                &offenders
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            );
             if offenders.len() > 5 {
                 d.push_str("; …");
             }
@@ -853,8 +885,11 @@ pub fn run(opts: &SoakOptions) -> Result<SoakOutcome, RolloutError> {
                     .or_else(|| u8::from_str_radix(code.trim_start_matches("0x"), 16).ok())
                     .map(|c| format!("({c:#04x})"))
                     .unwrap_or_default();
-                (!(failed && never && !hex.is_empty() && reason.contains(&hex)))
-                    .then(|| why(&format!("should fail with {hex} in its reason, never provisioned")))
+                (!(failed && never && !hex.is_empty() && reason.contains(&hex))).then(|| {
+                    why(&format!(
+                        "should fail with {hex} in its reason, never provisioned"
+                    ))
+                })
             }
             Kind::ReflectPublicKey | Kind::ReflectConfirmation | Kind::ReflectRandom => {
                 let named = match d.kind {
@@ -1043,9 +1078,9 @@ pub fn parse_blackout(s: &str) -> Result<Option<(Duration, Duration)>, String> {
     if s == "none" {
         return Ok(None);
     }
-    let (a, b) = s
-        .split_once(':')
-        .ok_or_else(|| format!("--blackout '{s}': give START_S:DURATION_S (e.g. 300:60) or none"))?;
+    let (a, b) = s.split_once(':').ok_or_else(|| {
+        format!("--blackout '{s}': give START_S:DURATION_S (e.g. 300:60) or none")
+    })?;
     let start: u64 = a
         .trim()
         .parse()
