@@ -39,6 +39,10 @@ enum Command {
     /// Write a sample three-floor building and its plan (into a temporary directory or --dir)
     /// and roll it out on the simulated radio; the same --dir again resumes.
     Demo(tools::rollout::DemoArgs),
+    /// A soak and fault run on the simulated radio: a generated building of N devices (every
+    /// fault kind on a fraction, a radio blackout), rolled out headless, then checked; exit 0
+    /// every check passed, 3 one failed (the line says which), 2 usage, 1 internal.
+    Soak(tools::soak::SoakArgs),
     /// The network's key refresh with the rollout's conventions: JSON lines with --json, exit
     /// 0 every node finished, 3 some did not (re-run to resume), 2 usage, 1 internal. Same as
     /// `net key-refresh` otherwise.
@@ -1403,6 +1407,7 @@ fn run(command: Command) -> ExitCode {
         },
         Command::Rollout(args) => return code(tools::rollout::rollout(&args)),
         Command::Demo(args) => return code(tools::rollout::demo(&args)),
+        Command::Soak(args) => return code(tools::soak::soak(&args)),
         Command::KeyRefresh {
             radio,
             net_key_index,

@@ -329,10 +329,11 @@ impl ProvisioningError {
             E::OobPublicKeyMismatch => "the device's public key is not the one known for it: wrong device or impersonation; check the device identity".into(),
             E::ConfirmationFailed => "the device's confirmation did not match: the OOB value is probably wrong; check the label on the device or re-enter the value".into(),
             E::DecryptionFailed | E::InvalidData(_) => format!("the provisioning data was refused ({self}); retry"),
+            // The code is always named: it is what a support engineer asks for.
             E::FailedReceived(code) => match *code {
-                FailedCode::CONFIRMATION_FAILED => "device rejected the confirmation: the OOB value is probably wrong; check the label on the device".into(),
-                FailedCode::OUT_OF_RESOURCES => "device is out of resources; power-cycle it and retry".into(),
-                FailedCode::CANNOT_ASSIGN_ADDRESSES => "device cannot take the unicast address range; choose another address".into(),
+                FailedCode::CONFIRMATION_FAILED => format!("device rejected the confirmation (Provisioning Failed: {code}): the OOB value is probably wrong; check the label on the device"),
+                FailedCode::OUT_OF_RESOURCES => format!("device is out of resources (Provisioning Failed: {code}); power-cycle it and retry"),
+                FailedCode::CANNOT_ASSIGN_ADDRESSES => format!("device cannot take the unicast address range (Provisioning Failed: {code}); choose another address"),
                 _ => format!("device reported Provisioning Failed: {code}; retry, and reset the device if it repeats"),
             },
             E::InvalidRecordsList(_)

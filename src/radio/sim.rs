@@ -39,7 +39,12 @@
 //! known: when its event has ended.
 //!
 //! GATT writes and notifications travel on a connection: they are never lost (the link layer
-//! acknowledges and retransmits them) and arrive in order after `gatt_latency`. Nothing here
+//! acknowledges and retransmits them) and arrive in order after `gatt_latency`.
+//!
+//! **Blackouts.** During each window of [`AirConfig::blackouts`] the air delivers nothing, in
+//! either direction: every advertising copy that is on air at some point of the window is lost
+//! at every receiver, and GATT values sent during it are lost (a radio that hangs, an adapter
+//! that is reset). Senders still send; their bearers find out by their timers. Nothing here
 //! reads a clock: the driver moves time forward to [`SimAir::next_delivery`] or to its state
 //! machines' deadlines.
 //!
@@ -132,6 +137,26 @@ pub struct AirConfig {
     pub floor_loss: f64,
     /// How many floors a transmission reaches (and disturbs): 0 is the sender's floor only.
     pub max_floors: u32,
+    /// Windows in which the air delivers nothing at all (see the module documentation).
+    pub blackouts: Vec<Blackout>,
+}
+
+/// A window of virtual time in which the air delivers nothing, in either direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blackout {
+    /// Its start, from the start of the run.
+    pub start: Duration,
+    /// How long it lasts.
+    pub duration: Duration,
+}
+
+impl Blackout {
+    /// Whether `[s, e)` meets the window.
+    fn overlaps(&self, s: Instant, e: Instant) -> bool {
+        let start = Instant::ZERO + self.start;
+        let end = start + self.duration;
+        s < end && e > start
+    }
 }
 
 impl Default for AirConfig {
@@ -148,6 +173,7 @@ impl Default for AirConfig {
             scan_window: Duration::from_millis(30),
             floor_loss: 0.3,
             max_floors: 1,
+            blackouts: Vec::new(),
         }
     }
 }
@@ -157,6 +183,11 @@ impl AirConfig {
     pub fn loss_at(&self, floors: u32) -> f64 {
         let keep = (1.0 - self.loss) * (1.0 - self.floor_loss).powi(floors.min(1000) as i32);
         1.0 - keep
+    }
+
+    /// Whether `[s, e)` meets a blackout.
+    pub fn blacked_out(&self, s: Instant, e: Instant) -> bool {
+        self.blackouts.iter().any(|b| b.overlaps(s, e))
     }
 }
 
@@ -250,6 +281,10 @@ pub struct AirStats {
     pub adv_deaf: u64,
     /// GATT values carried.
     pub gatt_sent: u64,
+    /// Advertisement copies lost to a blackout ([`AirConfig::blackouts`]).
+    pub adv_blackout: u64,
+    /// GATT values lost to a blackout.
+    pub gatt_lost: u64,
 }
 
 /// One advertising event waiting for its fate to be decided.
@@ -869,6 +904,12 @@ impl SimAir {
     pub fn gatt_send(&mut self, from: EndpointId, to: EndpointId, data: &[u8]) {
         self.stats.gatt_sent += 1;
         let earliest = self.now + self.config.gatt_latency;
+        if self.config.blacked_out(self.now, earliest) {
+            self.stats.gatt_lost += 1;
+            let packet = TapPacket::Gatt { data };
+            self.tap(from, self.now, from, Some(to), ADV_CHANNELS[0], packet);
+            return;
+        }
         let tail = self
             .gatt_tail
             .get(&(from, to))
@@ -1054,6 +1095,10 @@ impl SimAir {
                     && (ch != k
                         || self.channel_index(rx, before(e, Duration::from_micros(1))) != Some(k))
                 {
+                    continue;
+                }
+                if cfg.blacked_out(s, e) {
+                    stats.adv_blackout += 1;
                     continue;
                 }
                 if rx.busy.iter().rev().any(|&(bs, be)| bs < e && be > s) {
@@ -1339,6 +1384,55 @@ mod tests {
         assert_eq!(air.stats().adv_events, events, "nothing new after the stop");
         let last = got.iter().filter_map(|r| r.on_air).max().unwrap();
         assert!(last < Instant::from_millis(1100), "{last:?}");
+    }
+
+    #[test]
+    fn a_blackout_delivers_nothing_in_either_direction() {
+        let mut air = SimAir::new(
+            AirConfig {
+                blackouts: vec![Blackout {
+                    start: Duration::from_secs(1),
+                    duration: Duration::from_secs(2),
+                }],
+                ..quiet()
+            },
+            8,
+        );
+        let a = air.add_endpoint();
+        let b = air.add_endpoint();
+        let mut got = Vec::new();
+        // Every 100 ms for 4 s: an advertisement from a, a GATT value each way.
+        for ms in (0..4000u64).step_by(100) {
+            while let Some(t) = air
+                .next_delivery()
+                .filter(|t| *t <= Instant::from_millis(ms))
+            {
+                air.advance_to(t);
+                got.extend(std::iter::from_fn(|| air.pop_due_received()));
+            }
+            air.advance_to(Instant::from_millis(ms));
+            air.advertise(a, 0x29, &[1]);
+            air.gatt_send(a, b, &[3]);
+            air.gatt_send(b, a, &[4]);
+        }
+        got.extend(drain(&mut air));
+        let count = |to: EndpointId, gatt: bool| {
+            got.iter()
+                .filter(|r| r.delivery.to() == to)
+                .filter(|r| matches!(r.delivery, Delivery::Gatt { .. }) == gatt)
+                .count()
+        };
+        // Sent at 0..=900 and 3000..=3900 ms: 20 of the 40 (three copies per advertisement).
+        assert_eq!(count(b, false), 60);
+        assert_eq!((count(b, true), count(a, true)), (20, 20));
+        assert_eq!(count(a, false), 0);
+        for r in &got {
+            let sent = r.on_air.unwrap_or(r.at);
+            let t = sent.since_epoch().as_millis();
+            assert!(!(1000..3000).contains(&t), "{r:?}");
+        }
+        let s = air.stats();
+        assert_eq!((s.adv_blackout, s.gatt_lost), (60, 40), "{s:?}");
     }
 
     #[test]

@@ -301,10 +301,9 @@ pub fn run(
                         && !provisioned
                         && let Some(old) = devs[i].take()
                     {
-                        // A device whose session failed starts over, as after a reset.
-                        let mut v = VirtualDevice::new(
-                            spec.clone(),
-                            old.endpoint,
+                        // A device whose session failed starts over, as after a reset
+                        // (its faults, if the building gives it any, stay).
+                        let mut v = old.restarted(
                             opts.seed
                                 .wrapping_add(1000 + i as u64 + 7919 * u64::from(attempt)),
                         );

@@ -19,6 +19,7 @@
 //! floor_loss = 0.3          # extra loss per floor between sender and receiver, 0.0..=0.9
 //! max_floors = 1            # a transmission reaches (and disturbs) this many floors away
 //! beacon_interval_ms = 5000 # devices' Unprovisioned Device beacon interval (0: none)
+//! blackouts = [{ start_s = 300, duration_s = 60 }]  # the air delivers nothing then
 //!
 //! [provisioner]       # where the installer's laptop is
 //! floor = 0
@@ -50,6 +51,15 @@
 //! models = ["0000", "0002", "1000", "0x0059:0001"]   # SIG IDs in hex, vendor CID:model
 //! [[device.element]]
 //! models = ["1000"]
+//! ```
+//!
+//! Faults a device injects on purpose ([`crate::sim::fault`], README "Simulated building
+//! file"), one table per device:
+//!
+//! ```toml
+//! [device.fault]
+//! vanish_at = "confirmation"   # or vanish_after_pdus = 12; return_after_s = 90 to come back
+//! late_ms = 3000               # every provisioning answer this late
 //! ```
 //!
 //! Without `[[device.element]]` tables, element 0 has the Configuration Server (0x0000), the
@@ -86,6 +96,7 @@ use serde::Deserialize;
 
 use crate::net::config::{CompositionPage0, Element, Features, ModelId};
 use crate::radio::sim::AirConfig;
+use crate::sim::fault::{DeviceFaults, RawFault};
 use crate::uuid::DeviceUuid;
 use crate::wire::OobInformation;
 
@@ -154,6 +165,14 @@ struct RawAir {
     floor_loss: Option<f64>,
     max_floors: Option<u32>,
     beacon_interval_ms: Option<u64>,
+    blackouts: Option<Vec<RawBlackout>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBlackout {
+    start_s: u64,
+    duration_s: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -202,6 +221,7 @@ struct RawDevice {
     uri: Option<String>,
     #[serde(rename = "element")]
     element_list: Option<Vec<RawElement>>,
+    fault: Option<RawFault>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -309,6 +329,8 @@ pub struct DeviceSpec {
     pub oob_info: OobInformation,
     /// The URI it advertises (its beacon carries the URI Hash).
     pub uri: Option<String>,
+    /// How it misbehaves (`[device.fault]`; [`crate::sim::fault`]): nothing by default.
+    pub faults: DeviceFaults,
 }
 
 /// A device's ECDH time unless the file gives one.
@@ -522,6 +544,31 @@ impl Building {
                 ));
             }
             air.max_floors = n;
+        }
+        for (i, b) in raw.air.blackouts.iter().flatten().enumerate() {
+            let at = format!("air.blackouts[{i}]");
+            if b.start_s > 7 * 86_400 {
+                return Err(invalid(
+                    at,
+                    format!("start_s {} is not in 0..=604800 (seconds)", b.start_s),
+                ));
+            }
+            if !(1..=86_400).contains(&b.duration_s) {
+                return Err(invalid(
+                    at,
+                    format!("duration_s {} is not in 1..=86400 (seconds)", b.duration_s),
+                ));
+            }
+            air.blackouts.push(crate::radio::sim::Blackout {
+                start: Duration::from_secs(b.start_s),
+                duration: Duration::from_secs(b.duration_s),
+            });
+        }
+        if air.blackouts.len() > 100 {
+            return Err(invalid(
+                "air.blackouts".into(),
+                format!("{} windows; at most 100", air.blackouts.len()),
+            ));
         }
         let provisioner = ProvisionerSpec {
             floor: raw.provisioner.floor.unwrap_or(0),
@@ -824,6 +871,18 @@ impl Building {
                     | OobInformation::CERTIFICATE_BASED_PROVISIONING
                     | OobInformation::PROVISIONING_RECORDS;
             }
+            let public_key_oob = d.public_key_oob.unwrap_or(certificate.is_some());
+            let faults = match d.fault {
+                None => DeviceFaults::default(),
+                Some(f) => f.check(public_key_oob).map_err(|(field, m)| {
+                    let at = if field == "fault" {
+                        format!("{at}.fault")
+                    } else {
+                        format!("{at}.fault.{field}")
+                    };
+                    invalid(at, m)
+                })?,
+            };
             devices.push(DeviceSpec {
                 oob_info,
                 uri: d.uri,
@@ -842,13 +901,14 @@ impl Building {
                 oob_only,
                 output_oob,
                 input_oob,
-                public_key_oob: d.public_key_oob.unwrap_or(certificate.is_some()),
+                public_key_oob,
                 private_key,
                 pb_adv,
                 pb_gatt,
                 mtu,
                 certificate,
                 intermediates,
+                faults,
             });
         }
         Ok(Self {
@@ -1159,6 +1219,69 @@ ecdh_ms = 90000
             ),
         ] {
             let e = Building::parse(text, "b.toml").unwrap_err().to_string();
+            assert!(e.contains(expected), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn faults_and_blackouts() {
+        let text = r#"
+[air]
+blackouts = [{ start_s = 300, duration_s = 60 }, { start_s = 900, duration_s = 5 }]
+[[device]]
+uuid = "7b2c1a90-0000-4000-8000-000000000001"
+[device.fault]
+vanish_at = "random"
+return_after_s = 120
+late_ms = 250
+[[device]]
+uuid = "7b2c1a90-0000-4000-8000-000000000002"
+fault = { reflect = ["public-key", "random"] }
+[[device]]
+uuid = "7b2c1a90-0000-4000-8000-000000000003"
+"#;
+        let b = Building::parse(text, "x.toml").unwrap();
+        assert_eq!(b.air.blackouts.len(), 2);
+        assert_eq!(b.air.blackouts[0].start, Duration::from_secs(300));
+        assert_eq!(b.air.blackouts[1].duration, Duration::from_secs(5));
+        let f = &b.devices[0].faults;
+        assert_eq!(f.late, Duration::from_millis(250));
+        assert_eq!(
+            f.vanish.map(|v| v.back_after),
+            Some(Some(Duration::from_secs(120)))
+        );
+        assert!(b.devices[1].faults.reflect.public_key && b.devices[1].faults.reflect.random);
+        assert!(b.devices[2].faults.is_none());
+        let dev = "[[device]]\nuuid = \"7b2c1a90-0000-4000-8000-000000000001\"\n";
+        for (text, expected) in [
+            (
+                format!("{dev}[device.fault]\nvanish_at = \"later\"\n"),
+                "device[0] (uuid 7b2c1a90-0000-4000-8000-000000000001).fault.vanish_at: unknown step 'later'",
+            ),
+            (
+                format!("{dev}[device.fault]\nexplode = true\n"),
+                "unknown field `explode`",
+            ),
+            (
+                format!(
+                    "{dev}public_key_oob = true\nprivate_key = \"529aa0670d72cd6497502ed473502b037e8803b5c60829a5a3caa219505530ba\"\n[device.fault]\nreflect = [\"public-key\"]\n"
+                ),
+                ".fault.reflect: a device that offers its public key out of band",
+            ),
+            (
+                format!("{dev}[device.fault]\nfail_at = \"invite\"\ngarbage_at = \"data\"\n"),
+                ".fault: give one of",
+            ),
+            (
+                "[air]\nblackouts = [{ start_s = 10, duration_s = 0 }]\n".to_string(),
+                "air.blackouts[0]: duration_s 0 is not in 1..=86400",
+            ),
+            (
+                "[air]\nblackouts = [{ start_s = 10 }]\n".to_string(),
+                "missing field `duration_s`",
+            ),
+        ] {
+            let e = Building::parse(&text, "b.toml").unwrap_err().to_string();
             assert!(e.contains(expected), "{text:?}: {e}");
         }
     }

@@ -227,6 +227,8 @@ pub fn run_key_refresh_paced<S: SeqSource>(
             adv_collided: air.adv_collided - air_before.adv_collided,
             adv_deaf: air.adv_deaf - air_before.adv_deaf,
             gatt_sent: air.gatt_sent - air_before.gatt_sent,
+            adv_blackout: air.adv_blackout - air_before.adv_blackout,
+            gatt_lost: air.gatt_lost - air_before.gatt_lost,
         },
         sent_to,
         events,

@@ -25,6 +25,12 @@
 //! advertising bearer, and forwards to the client what its stack sends and what it hears on
 //! the advertising bearer for destinations that pass the filter (TTL − 1, each PDU once).
 //!
+//! Faults ([`crate::sim::fault`]): a device whose building file gives it a `[device.fault]`
+//! table misbehaves here, in the device — it vanishes (powered off: it hears, sends and
+//! beacons nothing until it comes back), answers late, answers with Provisioning Failed or
+//! garbage, or sends the provisioner's own values back — while the provisioner runs as it
+//! always does.
+//!
 //! Key refresh: NetKey Update, AppKey Update and Key Refresh Phase Set change the node's
 //! network and transport keys as the Configuration Server says (phase 1 receives with both
 //! keys and sends with the old, phase 2 sends with the new, phase 0 again drops the old), and a
@@ -55,6 +61,7 @@ use crate::net::transport::{
 use crate::provisioning::{Device, DeviceConfig, DeviceEvent, OobValue, TranscriptEntry};
 use crate::radio::sim::{AdvPattern, Delivery, EndpointId, RxFilter, SimAir};
 use crate::sim::building::{DeviceSpec, InputAction, OutputAction};
+use crate::sim::fault::{FaultState, Intercept};
 use crate::time::Instant;
 use crate::wire::{
     Algorithms, Capabilities, InputOobActions, OobType, OutputOobActions, PduType, PublicKeyType,
@@ -465,11 +472,15 @@ pub struct VirtualDevice {
     net_listen: bool,
     /// Switched on ([`DeviceSpec::power_on`] passed): before, it hears and sends nothing.
     powered: bool,
+    /// Its faults and what they have done ([`DeviceSpec::faults`]).
+    fault: FaultState,
+    /// Provisioning PDUs its faults send in place of its own answers.
+    fault_out: VecDeque<Vec<u8>>,
 }
 
 /// What a device's [`AirPresence`] depends on: provisioned, its link, a link in its table,
-/// a GATT connection, listening to network PDUs, switched on.
-type PresenceKey = (bool, Option<LinkId>, bool, bool, bool, bool);
+/// a GATT connection, listening to network PDUs, switched on, vanished.
+type PresenceKey = (bool, Option<LinkId>, bool, bool, bool, bool, bool);
 
 /// A fresh provisionee and PB-ADV link table for `spec`.
 fn provisionee(spec: &DeviceSpec, seed: u64) -> (Device, Links) {
@@ -496,6 +507,7 @@ impl VirtualDevice {
     pub fn new(spec: DeviceSpec, endpoint: EndpointId, seed: u64) -> Self {
         let (device, links) = provisionee(&spec, seed);
         let powered = spec.power_on.is_zero();
+        let fault = FaultState::new(spec.faults.clone(), seed);
         Self {
             spec,
             endpoint,
@@ -519,7 +531,48 @@ impl VirtualDevice {
             proxy_error: None,
             net_listen: true,
             powered,
+            fault,
+            fault_out: VecDeque::new(),
         }
+    }
+
+    /// The same device with a fresh provisioning session from `seed`, as after a reset (the
+    /// rollout driver's restart after a failed session). Its faults and what they did so far
+    /// stay: a device that vanished is still off, and does not vanish a second time.
+    pub fn restarted(self, seed: u64) -> Self {
+        let mut v = Self::new(self.spec, self.endpoint, seed);
+        v.powered = self.powered;
+        v.fault = self.fault;
+        v.fault.new_session();
+        v
+    }
+
+    /// Its faults and what they did ([`crate::sim::fault`]).
+    pub fn fault_state(&self) -> &FaultState {
+        &self.fault
+    }
+
+    /// The device loses power at `now` (its vanish fault): what it held in RAM is gone — its
+    /// session, its links, what it was about to send — while a node keeps the keys it stored.
+    fn vanish(&mut self, now: Instant) {
+        self.fault.vanish(now);
+        self.power_cycle();
+    }
+
+    /// A fresh provisionee, nothing queued: after a power loss.
+    fn power_cycle(&mut self) {
+        let (device, links) = provisionee(&self.spec, self.seed.wrapping_add(0x0fff));
+        self.device = device;
+        self.links = links;
+        self.link = None;
+        self.gatt = None;
+        self.staged = None;
+        self.fault_out.clear();
+        self.busy_until = None;
+        self.displayed = None;
+        self.input_requested = false;
+        self.net_out = NetAdvQueue::default();
+        self.proxy = None;
     }
 
     /// Whether the node's scanner passes network PDUs (AD type 0x2A) to its host. A rollout
@@ -552,6 +605,13 @@ impl VirtualDevice {
             offset,
             bytes,
         };
+        if self.fault.powered_off() {
+            // Vanished: it hears and sends nothing.
+            return AirPresence {
+                filter: RxFilter::Patterns(Vec::new()),
+                beaconing: false,
+            };
+        }
         let mut patterns = Vec::new();
         if self.node.is_some() && self.net_listen {
             patterns.push(AdvPattern {
@@ -605,6 +665,7 @@ impl VirtualDevice {
             self.gatt.is_some(),
             self.net_listen,
             self.powered,
+            self.fault.powered_off(),
         );
         if self.presence.is_some() && self.presence_of == Some(key) {
             return;
@@ -634,11 +695,32 @@ impl VirtualDevice {
     /// Hands a provisioning PDU to the provisionee; the provisioner's Public Key starts the
     /// ECDH computation.
     fn take_pdu(&mut self, now: Instant, pdu: &[u8]) {
+        let late = self.fault.late();
+        match self.fault.received(pdu) {
+            Intercept::Pass => {}
+            Intercept::Drop => return,
+            Intercept::Vanish => {
+                self.vanish(now);
+                return;
+            }
+            Intercept::Answer(answer) => {
+                self.fault_out.push_back(answer);
+                self.hold(now + late);
+                return;
+            }
+        }
         // The type is bits 5..0 of the first octet (MshPRT v1.1 §5.4.1).
         if pdu.first().map(|t| t & 0x3f) == Some(PduType::PUBLIC_KEY.0) {
-            self.busy_until = Some(now + self.spec.ecdh);
+            self.hold(now + self.spec.ecdh + late);
+        } else if !late.is_zero() {
+            self.hold(now + late);
         }
         self.device.handle_pdu(now, pdu);
+    }
+
+    /// Sends nothing before `until` (ECDH, a late answer).
+    fn hold(&mut self, until: Instant) {
+        self.busy_until = Some(self.busy_until.map_or(until, |t| t.max(until)));
     }
 
     /// A device that was already provisioned with `state` (from an earlier run or the store):
@@ -833,6 +915,11 @@ impl VirtualDevice {
             }
             self.powered = true;
         }
+        // Vanished (its fault), unless it is back by now.
+        self.fault.wake(now);
+        if self.fault.powered_off() {
+            return;
+        }
         match delivery {
             Delivery::Adv { ad_type, data, .. }
                 if *ad_type == AD_TYPE_PB_ADV && self.spec.pb_adv =>
@@ -880,6 +967,12 @@ impl VirtualDevice {
 
     /// Moves everything the device has to say onto the air.
     pub fn pump(&mut self, now: Instant, air: &mut SimAir) {
+        if self.fault.powered_off() {
+            if self.presence.is_some() {
+                self.sync_air(air);
+            }
+            return;
+        }
         loop {
             let mut progress = false;
             while let Some(ev) = self.links.poll_event() {
@@ -898,9 +991,14 @@ impl VirtualDevice {
                 self.busy_until = None;
             }
             while self.busy_until.is_none()
-                && let Some(pdu) = self.device.poll_transmit()
+                && let Some(pdu) = self
+                    .fault_out
+                    .pop_front()
+                    .or_else(|| self.device.poll_transmit())
             {
                 progress = true;
+                // A reflecting device sends the provisioner's value as its own.
+                let pdu = self.fault.outgoing(pdu);
                 if let Some((_, gatt)) = &mut self.gatt {
                     gatt.send(&pdu);
                 } else if let Some(link) = self.link {
@@ -933,14 +1031,25 @@ impl VirtualDevice {
                 }
             }
             if let Some((peer, gatt)) = &mut self.gatt {
+                let mut vanish = false;
                 while let Some(seg) = gatt.poll_transmit() {
                     progress = true;
                     air.gatt_send(self.endpoint, *peer, &seg);
+                    if self.fault.sent_one() {
+                        vanish = true;
+                        break;
+                    }
+                }
+                if vanish {
+                    self.vanish(now);
+                    break;
                 }
             }
             // One advertisement per radio interval; the backlog stays in the bearer.
             if self.staged.is_none() {
-                self.staged = self.links.poll_transmit(now);
+                let payload = self.links.poll_transmit(now);
+                // A garbage transaction with a bad FCS gets it here.
+                self.staged = payload.map(|p| self.fault.on_air(p));
             }
             if let Some(node) = &mut self.node {
                 let reset = node.serve(now);
@@ -986,6 +1095,10 @@ impl VirtualDevice {
             {
                 progress = true;
                 air.advertise(self.endpoint, AD_TYPE_PB_ADV, &payload);
+                if self.fault.sent_one() {
+                    self.vanish(now);
+                    break;
+                }
             }
             progress |= self.net_out.pump(now, air, self.endpoint);
             if !progress {
@@ -1013,6 +1126,7 @@ impl VirtualDevice {
     /// The device's next deadline, radio aside.
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
+            self.fault.back_at(),
             self.busy_until,
             self.links.poll_timeout(),
             self.device.poll_timeout(),
@@ -1027,6 +1141,11 @@ impl VirtualDevice {
 
     /// Runs expired timers.
     pub fn handle_timeout(&mut self, now: Instant) {
+        // A vanished device comes back (its presence on the air follows at the next pump).
+        self.fault.wake(now);
+        if self.fault.powered_off() {
+            return;
+        }
         self.links.handle_timeout(now);
         self.device.handle_timeout(now);
         if let Some(n) = &mut self.node {

@@ -13,4 +13,6 @@ pub mod provision;
 pub mod replay;
 pub mod rollout;
 pub mod scan;
+// `meshprov soak` (issue 11 item 2).
+pub mod soak;
 pub mod tui_glue;
