@@ -14,6 +14,15 @@ use meshprov::tools::provision::{AuthArg, ProvisionAllArgs, ProvisionArgs};
 use meshprov::uuid::DeviceUuid;
 use meshprov::{exit, tools};
 
+/// `println!` without its panic: when standard output is a closed pipe (`meshprov … | head -2`)
+/// the line is dropped and the command carries on to its end and its exit code, as the rollout's
+/// own output does (`tools::rollout`); `println!` would abort it with a panic instead.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Bluetooth mesh provisioner for Linux.
 #[derive(Debug, Parser)]
 #[command(name = "meshprov", version, about)]
@@ -655,7 +664,7 @@ fn run_net(cmd: NetCommand) -> Result<(), Failure> {
             }
             let info = s.create_network_with(&name, key, &options, &mut store::os_rng()?)?;
             print!("{}", store::network_text(&info));
-            println!("{:<13} {}", "Store", path.display());
+            outln!("{:<13} {}", "Store", path.display());
         }
         NetCommand::Encrypt { store: args, kdf } => {
             let params = kdf.params();
@@ -671,7 +680,7 @@ fn run_net(cmd: NetCommand) -> Result<(), Failure> {
             let started = std::time::Instant::now();
             let o = s.encrypt(&p, &params)?;
             drop(p);
-            println!(
+            outln!(
                 "encrypted {}: {} keys sealed ({params}, XChaCha20-Poly1305) in {:.1} s",
                 s.path().display(),
                 o.keys,
@@ -692,7 +701,7 @@ fn run_net(cmd: NetCommand) -> Result<(), Failure> {
             let p = tools::passphrase::new_passphrase(true)?;
             let o = s.change_passphrase(&p, &params)?;
             drop(p);
-            println!(
+            outln!(
                 "new passphrase for {}: {} keys sealed again ({params})",
                 s.path().display(),
                 o.keys
@@ -708,7 +717,7 @@ fn run_net(cmd: NetCommand) -> Result<(), Failure> {
                 )));
             }
             let o = s.decrypt()?;
-            println!(
+            outln!(
                 "{}: {} keys stored in plaintext again (protected by file mode 0600 only)",
                 s.path().display(),
                 o.keys
@@ -718,10 +727,10 @@ fn run_net(cmd: NetCommand) -> Result<(), Failure> {
             let s = open_locked(&args)?;
             let info = s.network()?;
             if json {
-                println!("{}", store::network_json(&info));
+                outln!("{}", store::network_json(&info));
             } else {
                 print!("{}", store::network_text(&info));
-                println!("{:<13} {}", "Store", s.path().display());
+                outln!("{:<13} {}", "Store", s.path().display());
             }
         }
         NetCommand::KeyRefresh {
@@ -757,7 +766,7 @@ fn run_net(cmd: NetCommand) -> Result<(), Failure> {
                 .map_err(|e| usage(format!("invalid --key: {e}")))?;
             let mut s = open(&args)?;
             let index = s.add_app_key(&name, net_key, key, &mut store::os_rng()?)?;
-            println!("AppKey {index} '{name}' bound to NetKey {net_key}");
+            outln!("AppKey {index} '{name}' bound to NetKey {net_key}");
         }
     }
     Ok(())
@@ -875,17 +884,17 @@ fn key_refresh(
     // --- end terminal UI ---
     let mut print = |r: &tools::key_refresh::Report| {
         if json {
-            println!("{}", tools::key_refresh::report_json(r));
+            outln!("{}", tools::key_refresh::report_json(r));
         } else if let Some(line) = tools::key_refresh::report_text(r, &names) {
-            println!("{line}");
+            outln!("{line}");
         }
     };
     let outcome = tools::key_refresh::key_refresh(&kr_args, &mut print)
         .map_err(|f| Failure(f.exit_code, f.message))?;
     if json {
-        println!("{}", tools::key_refresh::outcome_json(&outcome));
+        outln!("{}", tools::key_refresh::outcome_json(&outcome));
     } else {
-        println!("  virtual time {:.1} s", outcome.virtual_time.as_secs_f64());
+        outln!("  virtual time {:.1} s", outcome.virtual_time.as_secs_f64());
     }
     if let Some(problem) = outcome.problem() {
         return Err(Failure(
@@ -921,7 +930,7 @@ fn node_radio(radio: NodeRadioArgs, command: tools::node::NodeCommand) -> Result
     match tools::node::run(&args) {
         Ok(r) => {
             if json {
-                println!("{}", r.to_json());
+                outln!("{}", r.to_json());
             } else {
                 print!("{}", r.to_text());
             }
@@ -936,7 +945,7 @@ fn node_radio(radio: NodeRadioArgs, command: tools::node::NodeCommand) -> Result
                     "result": "error", "command": args.command.name(), "node": args.node,
                     "error": f.message,
                 });
-                println!("{v}");
+                outln!("{v}");
             }
             Err(Failure(f.exit_code, f.message))
         }
@@ -969,7 +978,7 @@ fn run_node(cmd: NodeCommand) -> Result<(), Failure> {
         NodeCommand::List { json, store: args } => {
             let nodes = open(&args)?.nodes()?;
             if json {
-                println!("{}", store::node_list_json(&nodes));
+                outln!("{}", store::node_list_json(&nodes));
             } else {
                 print!("{}", store::node_list_text(&nodes));
             }
@@ -983,7 +992,7 @@ fn run_node(cmd: NodeCommand) -> Result<(), Failure> {
             let r = node_ref(&node)?;
             let n = open(&args)?.node(&r)?;
             if json {
-                println!("{}", store::node_json(&n, show_keys));
+                outln!("{}", store::node_json(&n, show_keys));
             } else {
                 print!("{}", store::node_show_text(&n, show_keys));
             }
@@ -996,9 +1005,10 @@ fn run_node(cmd: NodeCommand) -> Result<(), Failure> {
                 return Err(usage(format!("'{address}' is not a unicast address")));
             };
             let n = open(&args)?.exclude_node(a)?;
-            println!(
+            outln!(
                 "node {:04X} ({}) excluded; its addresses will not be reused",
-                n.address, n.uuid
+                n.address,
+                n.uuid
             );
         }
     }
@@ -1082,7 +1092,7 @@ fn run_cdb(cmd: CdbCommand) -> Result<(), Failure> {
                 .map(|r| format!("{:04X}-{:04X}", r.low, r.high))
                 .collect::<Vec<_>>()
                 .join(", ");
-            println!(
+            outln!(
                 "imported '{}' ({}): {} NetKeys, {} AppKeys, {} nodes into {}",
                 summary.name,
                 summary.mesh_uuid,
@@ -1092,9 +1102,9 @@ fn run_cdb(cmd: CdbCommand) -> Result<(), Failure> {
                 path.display()
             );
             if summary.provisioner_added {
-                println!("added provisioner 'meshprov' with unicast range {ranges}");
+                outln!("added provisioner 'meshprov' with unicast range {ranges}");
             } else {
-                println!("acting as the file's provisioner with unicast range {ranges}");
+                outln!("acting as the file's provisioner with unicast range {ranges}");
             }
         }
     }
@@ -1133,12 +1143,12 @@ fn run_ca(cmd: CaCommand) -> Result<(), Failure> {
                 now,
             };
             let r = ca::init(&dir, &opts, &mut store::os_rng()?)?;
-            println!("root '{}'", r.root_subject);
+            outln!("root '{}'", r.root_subject);
             if let Some(i) = &r.intermediate_subject {
-                println!("intermediate '{i}'");
+                outln!("intermediate '{i}'");
             }
             for f in &r.files {
-                println!("wrote {}", f.display());
+                outln!("wrote {}", f.display());
             }
         }
         CaCommand::Issue {
@@ -1159,12 +1169,14 @@ fn run_ca(cmd: CaCommand) -> Result<(), Failure> {
             if r.files.is_empty() {
                 print!("{}", r.chain_pem);
             } else {
-                println!(
+                outln!(
                     "issued '{}' (serial {}) by '{}'",
-                    r.subject, r.serial, r.issuer
+                    r.subject,
+                    r.serial,
+                    r.issuer
                 );
                 for f in &r.files {
-                    println!("wrote {}", f.display());
+                    outln!("wrote {}", f.display());
                 }
             }
         }
@@ -1176,7 +1188,7 @@ fn run_ca(cmd: CaCommand) -> Result<(), Failure> {
         } => {
             let uuid = parse_uuid(&uuid)?;
             let v = ca::verify_files(&trust, &uuid, &chain, deny.as_deref(), now)?;
-            println!("{}", v.verdict_line());
+            outln!("{}", v.verdict_line());
         }
     }
     Ok(())
@@ -1299,7 +1311,7 @@ fn run(command: Command) -> ExitCode {
                 return match tools::provision::provision_all(&args) {
                     Ok(r) => {
                         if json {
-                            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+                            outln!("{}", serde_json::to_string(&r).unwrap_or_default());
                         } else {
                             print!("{}", r.to_text());
                         }
@@ -1312,7 +1324,7 @@ fn run(command: Command) -> ExitCode {
                     Err(f) => {
                         if json {
                             let v = serde_json::json!({"result": "failed", "error": f.message});
-                            println!("{v}");
+                            outln!("{v}");
                         }
                         eprintln!("meshprov: {}", f.message);
                         code(f.exit_code)
@@ -1341,12 +1353,12 @@ fn run(command: Command) -> ExitCode {
                 capture_secrets,
             };
             match tools::provision::provision(&args) {
-                Ok(r) if json => println!("{}", serde_json::to_string(&r).unwrap_or_default()),
+                Ok(r) if json => outln!("{}", serde_json::to_string(&r).unwrap_or_default()),
                 Ok(r) => print!("{}", r.to_text()),
                 Err(f) => {
                     if json {
                         let v = serde_json::json!({"result": "failed", "uuid": f.uuid, "error": f.message});
-                        println!("{v}");
+                        outln!("{v}");
                     }
                     eprintln!("meshprov: {}", f.message);
                     return code(f.exit_code);
@@ -1398,7 +1410,7 @@ fn run(command: Command) -> ExitCode {
                     json,
                 },
         } => match tools::keys::derive_from_args(&net_key, app_key.as_deref()) {
-            Ok(d) if json => println!("{}", d.to_json()),
+            Ok(d) if json => outln!("{}", d.to_json()),
             Ok(d) => print!("{}", d.to_text()),
             Err(e) => {
                 eprintln!("meshprov: {e}");

@@ -377,7 +377,7 @@ fn fail(e: &RolloutError, json: bool) -> i32 {
             }),
             other => serde_json::json!({"event": "error", "error": other.to_string()}),
         };
-        println!("{v}");
+        let _ = writeln!(std::io::stdout(), "{v}");
     }
     eprintln!("meshprov: {e}");
     e.exit_code()

@@ -27,6 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -1136,7 +1137,9 @@ pub fn soak(args: &SoakArgs) -> i32 {
         dir: dir.clone(),
         progress: true,
     };
-    println!(
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(
+        stdout,
         "soak of {} devices at {} % loss, {} % faulty, blackout {}, seed {}, in {}\n",
         opts.devices,
         opts.loss * 100.0,
@@ -1150,8 +1153,12 @@ pub fn soak(args: &SoakArgs) -> i32 {
     );
     match run(&opts) {
         Ok(out) => {
-            print!("{}", out.to_text());
-            println!("building, plan, store and report.json in {}", dir.display());
+            let _ = write!(stdout, "{}", out.to_text());
+            let _ = writeln!(
+                stdout,
+                "building, plan, store and report.json in {}",
+                dir.display()
+            );
             if out.passed() {
                 crate::exit::SUCCESS
             } else {
