@@ -23,6 +23,13 @@ macro_rules! outln {
     }};
 }
 
+/// `print!` without its panic (see [`outln!`]).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Bluetooth mesh provisioner for Linux.
 #[derive(Debug, Parser)]
 #[command(name = "meshprov", version, about)]
@@ -663,7 +670,7 @@ fn run_net(cmd: NetCommand) -> Result<(), Failure> {
                 }
             }
             let info = s.create_network_with(&name, key, &options, &mut store::os_rng()?)?;
-            print!("{}", store::network_text(&info));
+            out!("{}", store::network_text(&info));
             outln!("{:<13} {}", "Store", path.display());
         }
         NetCommand::Encrypt { store: args, kdf } => {
@@ -729,7 +736,7 @@ fn run_net(cmd: NetCommand) -> Result<(), Failure> {
             if json {
                 outln!("{}", store::network_json(&info));
             } else {
-                print!("{}", store::network_text(&info));
+                out!("{}", store::network_text(&info));
                 outln!("{:<13} {}", "Store", s.path().display());
             }
         }
@@ -932,7 +939,7 @@ fn node_radio(radio: NodeRadioArgs, command: tools::node::NodeCommand) -> Result
             if json {
                 outln!("{}", r.to_json());
             } else {
-                print!("{}", r.to_text());
+                out!("{}", r.to_text());
             }
             match r.error {
                 Some(e) => Err(Failure(r.result.exit_code(), e)),
@@ -980,7 +987,7 @@ fn run_node(cmd: NodeCommand) -> Result<(), Failure> {
             if json {
                 outln!("{}", store::node_list_json(&nodes));
             } else {
-                print!("{}", store::node_list_text(&nodes));
+                out!("{}", store::node_list_text(&nodes));
             }
         }
         NodeCommand::Show {
@@ -994,7 +1001,7 @@ fn run_node(cmd: NodeCommand) -> Result<(), Failure> {
             if json {
                 outln!("{}", store::node_json(&n, show_keys));
             } else {
-                print!("{}", store::node_show_text(&n, show_keys));
+                out!("{}", store::node_show_text(&n, show_keys));
             }
         }
         NodeCommand::Exclude {
@@ -1046,7 +1053,7 @@ fn run_cdb(cmd: CdbCommand) -> Result<(), Failure> {
                 partial_nodes,
             })?);
             if file.as_os_str() == "-" {
-                print!("{}", json.as_str());
+                out!("{}", json.as_str());
             } else {
                 store::write_atomically(&file, json.as_bytes(), !no_keys)?;
             }
@@ -1167,7 +1174,7 @@ fn run_ca(cmd: CaCommand) -> Result<(), Failure> {
             };
             let r = ca::issue(&ca_dir, &uuid, &source, days, now, &mut store::os_rng()?)?;
             if r.files.is_empty() {
-                print!("{}", r.chain_pem);
+                out!("{}", r.chain_pem);
             } else {
                 outln!(
                     "issued '{}' (serial {}) by '{}'",
@@ -1313,7 +1320,7 @@ fn run(command: Command) -> ExitCode {
                         if json {
                             outln!("{}", serde_json::to_string(&r).unwrap_or_default());
                         } else {
-                            print!("{}", r.to_text());
+                            out!("{}", r.to_text());
                         }
                         if r.failed.is_empty() {
                             ExitCode::SUCCESS
@@ -1354,7 +1361,7 @@ fn run(command: Command) -> ExitCode {
             };
             match tools::provision::provision(&args) {
                 Ok(r) if json => outln!("{}", serde_json::to_string(&r).unwrap_or_default()),
-                Ok(r) => print!("{}", r.to_text()),
+                Ok(r) => out!("{}", r.to_text()),
                 Err(f) => {
                     if json {
                         let v = serde_json::json!({"result": "failed", "uuid": f.uuid, "error": f.message});
@@ -1394,8 +1401,8 @@ fn run(command: Command) -> ExitCode {
                 capture,
             };
             match tools::scan::scan(&args) {
-                Ok(r) if json => print!("{}", r.to_json_lines()),
-                Ok(r) => print!("{}", r.to_text()),
+                Ok(r) if json => out!("{}", r.to_json_lines()),
+                Ok(r) => out!("{}", r.to_text()),
                 Err(f) => {
                     eprintln!("meshprov: {}", f.message);
                     return code(f.exit_code);
@@ -1411,7 +1418,7 @@ fn run(command: Command) -> ExitCode {
                 },
         } => match tools::keys::derive_from_args(&net_key, app_key.as_deref()) {
             Ok(d) if json => outln!("{}", d.to_json()),
-            Ok(d) => print!("{}", d.to_text()),
+            Ok(d) => out!("{}", d.to_text()),
             Err(e) => {
                 eprintln!("meshprov: {e}");
                 return code(exit::USAGE);

@@ -126,3 +126,25 @@ fn malformed_keys_get_one_line_and_exit_2() {
     let (code, _, _) = meshprov(&["keys", "derive"]);
     assert_eq!(code, 2, "a missing --net-key is a usage error too");
 }
+
+/// Standard output that is a closed pipe (`meshprov … | head -0`) is not a panic: the line is
+/// dropped and the exit code is the command's own.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_meshprov"))
+        .args([
+            "keys",
+            "derive",
+            "--net-key",
+            "7dd7364cd842ad18c17c2b820c84c3d6",
+        ])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run meshprov");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
