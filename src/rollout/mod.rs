@@ -552,6 +552,16 @@ impl NodeSink for PlanSink {
     fn release(&mut self, uuid: &DeviceUuid) {
         let _ = self.store.borrow_mut().release_reservation(uuid);
     }
+
+    fn void(&mut self, uuid: &DeviceUuid, why: &str) -> Result<(), String> {
+        self.store
+            .borrow_mut()
+            .void_unconfirmed(uuid, why)
+            .map_err(|e| e.to_string())?;
+        // No longer committed: the driver reports a refusal, not a node that may hold keys.
+        self.committed.remove(uuid);
+        Ok(())
+    }
 }
 
 /// The store shared by the sessions' sink, the Config client's SEQ numbers and the driver.

@@ -68,12 +68,17 @@ impl Store {
         Ok(address)
     }
 
-    /// Voids the commit of an `unconfirmed` node whose device proved it never received its
-    /// Provisioning Data (it acknowledged a new Link Open as an unprovisioned device): the
-    /// node's addresses join the exclusions, so they are never handed out again, the node is
-    /// removed (its device key was never in the device), and the journal says so
-    /// (`unconfirmed-void`). Any other state is refused. Returns the voided primary address.
-    pub fn void_unconfirmed(&mut self, uuid: &DeviceUuid) -> Result<u16, StoreError> {
+    /// Voids the commit of an `unconfirmed` node whose device proved it never took its
+    /// Provisioning Data: it acknowledged a new Link Open as an unprovisioned device, or it
+    /// answered the Data with Provisioning Failed (MshPRT v1.1 §5.4.4). `why` says which, in
+    /// words, for the journal. The node's addresses join the exclusions, so they are never
+    /// handed out again (retired, not released: a Provisioning Failed is neither encrypted nor
+    /// authenticated, so nothing proves the device never used them), the node is removed (its
+    /// device key is not in the device), and the journal says so in one line
+    /// (`unconfirmed-void`, detail `addresses 0001-0002 retired: <why>`); all in one
+    /// transaction. Any other state is refused and changes nothing. Returns the voided primary
+    /// address.
+    pub fn void_unconfirmed(&mut self, uuid: &DeviceUuid, why: &str) -> Result<u16, StoreError> {
         let node = self.node_by_uuid(uuid)?;
         if node.state != super::NodeState::Unconfirmed {
             return Err(StoreError::InvalidArgument(format!(
@@ -96,7 +101,7 @@ impl Store {
                 super::now_iso8601(),
                 &uuid.0[..],
                 format!(
-                    "addresses {:04X}-{:04X} retired: the device acknowledged a new link, so it never received its Provisioning Data",
+                    "addresses {:04X}-{:04X} retired: {why}",
                     node.address,
                     node.address + u16::from(node.elements) - 1
                 )
