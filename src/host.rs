@@ -616,8 +616,7 @@ impl Host {
                     ended = Some(Ok(outcome));
                 }
                 Event::Failed(e) => {
-                    if let (ProvisioningError::DataRefused(code), Some(node)) = (&e, s.committed)
-                    {
+                    if let (ProvisioningError::DataRefused(code), Some(node)) = (&e, s.committed) {
                         // The device did not take the data (§5.4.4): void the commit at once,
                         // so the node neither stays `unconfirmed` nor is configured later.
                         let why = format!(
@@ -737,5 +736,78 @@ impl Host {
     /// The sessions, in the order they were opened (index = [`SessionId`]).
     pub fn into_sessions(self) -> Vec<Session> {
         self.sessions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(uuid: DeviceUuid, address: u16, elements: u8) -> NodeRecord {
+        NodeRecord {
+            uuid,
+            name: String::new(),
+            address,
+            elements,
+            device_key: DevKey::from_bytes([3; 16]),
+            net_key_index: 0,
+        }
+    }
+
+    /// The sinks' side of a refused Provisioning Data: the commit is voided, and the
+    /// addresses are never handed out again.
+    #[test]
+    fn sinks_void_a_commit_and_never_reuse_its_addresses() {
+        let (a, b) = (DeviceUuid([1; 16]), DeviceUuid([2; 16]));
+        // In memory.
+        let mut m = MemorySink::default();
+        let address = m.allocate(&a, 2).unwrap();
+        m.commit(&record(a, address, 2)).unwrap();
+        m.void(&a, "refused").unwrap();
+        assert!(m.records.is_empty());
+        assert_eq!(m.voided, vec![(a, 0x0001, 2)]);
+        assert!(m.void(&b, "refused").is_err(), "nothing committed");
+        assert_eq!(m.allocate(&b, 1).unwrap(), 0x0003);
+        // The store.
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = crate::store::Store::open(&dir.path().join("n.db")).unwrap();
+        let mut rng: rand_chacha::ChaCha20Rng =
+            rand_chacha::rand_core::SeedableRng::seed_from_u64(3);
+        s.create_network("n", None, &mut rng).unwrap();
+        let sink: &mut dyn NodeSink = &mut s;
+        let address = sink.allocate(&a, 2).unwrap();
+        sink.commit(&record(a, address, 2)).unwrap();
+        sink.void(&a, "the device refused its data").unwrap();
+        assert!(sink.void(&a, "again").is_err(), "voided once");
+        assert_eq!(sink.allocate(&b, 2).unwrap(), 0x0003);
+        assert_eq!(sink.allocate(&a, 1).unwrap(), 0x0005);
+        assert!(s.node_by_uuid(&a).is_err());
+        let j = s.journal().unwrap();
+        assert_eq!(j.len(), 1);
+        assert_eq!(
+            j[0].detail,
+            "addresses 0001-0002 retired: the device refused its data"
+        );
+        // A confirmed node is not voided.
+        let sink: &mut dyn NodeSink = &mut s;
+        sink.release(&a);
+        let address = sink.allocate(&a, 1).unwrap();
+        sink.commit(&record(a, address, 1)).unwrap();
+        sink.confirm(&a).unwrap();
+        assert!(sink.void(&a, "late").is_err());
+        assert!(s.node_by_uuid(&a).is_ok());
+    }
+
+    /// The installer's line for a refused Provisioning Data names the code and the retired
+    /// addresses; other failures are the error's own words.
+    #[test]
+    fn failure_message_names_the_retired_addresses() {
+        let e = ProvisioningError::DataRefused(crate::wire::FailedCode::CANNOT_ASSIGN_ADDRESSES);
+        let m = failure_message(&e, Some((0x0010, 2)));
+        assert!(m.starts_with(&e.user_message()), "{m}");
+        assert!(m.contains("(0x08)") && m.contains("0x0010-0x0011"), "{m}");
+        assert!(m.contains("nothing is stored for it"), "{m}");
+        assert!(failure_message(&e, Some((0x0010, 1))).contains("address 0x0010 is retired"));
+        assert_eq!(failure_message(&e, None), e.user_message());
     }
 }

@@ -700,7 +700,9 @@ fn device_sends_the_right_failed_codes() {
     assert_eq!(pair.d_failed(), Some(&ProvisioningError::DecryptionFailed));
     assert_eq!(
         pair.p.error(),
-        Some(&ProvisioningError::DataRefused(FailedCode::DECRYPTION_FAILED))
+        Some(&ProvisioningError::DataRefused(
+            FailedCode::DECRYPTION_FAILED
+        ))
     );
     // A Start that the device's capabilities do not support with its algorithm.
     let mut c = caps();

@@ -517,8 +517,7 @@ pub fn run_with(
     let mut sessions: Vec<Option<Session>> = host.into_sessions().into_iter().map(Some).collect();
     let mut results = Vec::with_capacity(targets.len());
     for (i, dev) in devices.into_iter().enumerate() {
-        let (outcome, elapsed, voided) = match session_of[i].and_then(|id| sessions[id.0].take())
-        {
+        let (outcome, elapsed, voided) = match session_of[i].and_then(|id| sessions[id.0].take()) {
             Some(s) => {
                 let elapsed = s.elapsed(now);
                 let voided = s.voided();
