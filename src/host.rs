@@ -201,9 +201,7 @@ pub fn failure_message(error: &ProvisioningError, voided: Option<(u16, u8)>) -> 
     } else {
         format!("address 0x{address:04x} is")
     };
-    format!(
-        "{message} (its node committed before the data was voided: nothing is stored for it, {addresses} retired and never handed out again)"
-    )
+    format!("{message} (its node was voided: nothing is stored for it, and {addresses} retired)")
 }
 
 /// A session of the host: its index, stable for the host's life.

@@ -349,10 +349,10 @@ impl ProvisioningError {
             // It holds no key: the caller voids the node committed before the Data and says
             // which addresses were retired.
             E::DataRefused(code) => match *code {
-                FailedCode::CANNOT_ASSIGN_ADDRESSES => format!("device refused its Provisioning Data (Provisioning Failed: {code}): it took no key; the unicast range it was given was valid for its element count, so its firmware refuses it: reset the device and retry, and report it to its manufacturer if it repeats"),
-                FailedCode::DECRYPTION_FAILED => format!("device refused its Provisioning Data (Provisioning Failed: {code}): it took no key; the data did not decrypt on the device (a device fault, or the PDU was altered on the air); reset the device and retry, and do not provision it if it repeats"),
-                FailedCode::OUT_OF_RESOURCES => format!("device refused its Provisioning Data (Provisioning Failed: {code}): it took no key; power-cycle it and retry"),
-                _ => format!("device refused its Provisioning Data (Provisioning Failed: {code}): it took no key; reset the device and retry, and report it to its manufacturer if it repeats"),
+                FailedCode::CANNOT_ASSIGN_ADDRESSES => format!("device refused its Provisioning Data (Provisioning Failed: {code}) and took no key; the address range it was given is valid for its element count: reset the device and retry, and report it to its manufacturer if it repeats"),
+                FailedCode::DECRYPTION_FAILED => format!("device refused its Provisioning Data (Provisioning Failed: {code}) and took no key: the data did not decrypt on the device (a device fault, or the PDU was altered on the air); reset the device and retry, and do not provision it if it repeats"),
+                FailedCode::OUT_OF_RESOURCES => format!("device refused its Provisioning Data (Provisioning Failed: {code}) and took no key: power-cycle it and retry"),
+                _ => format!("device refused its Provisioning Data (Provisioning Failed: {code}) and took no key: reset the device and retry, and report it to its manufacturer if it repeats"),
             },
             E::InvalidRecordsList(_)
             | E::RecordOffsetOutOfBounds { .. }
