@@ -416,8 +416,8 @@ fn a_device_that_refuses_its_provisioning_data_is_voided_at_once_and_provisioned
         device(UNEXPECTED, ""),
     ]
     .concat();
-    let mut plan_text = format!(
-        "[network]\nname = \"refusals\"\nstore = \"network.db\"\n[provisioner]\nunicast_ranges = [\"0001-00FF\"]\n[policy]\nauth = [\"static\"]\nretries = 3\nbackoff_ms = 1000\n[templates.t]\ndefault_ttl = 5\n"
+    let mut plan_text = String::from(
+        "[network]\nname = \"refusals\"\nstore = \"network.db\"\n[provisioner]\nunicast_ranges = [\"0001-00FF\"]\n[policy]\nauth = [\"static\"]\nretries = 3\nbackoff_ms = 1000\n[templates.t]\ndefault_ttl = 5\n",
     );
     for uuid in [HEALTHY, ADDRESSES, UNEXPECTED] {
         plan_text += &format!(
