@@ -65,16 +65,25 @@ pub trait NodeSink {
     fn confirm(&mut self, uuid: &DeviceUuid) -> Result<(), String>;
     /// The session failed before [`NodeSink::commit`]: the reservation may be reused.
     fn release(&mut self, uuid: &DeviceUuid);
+    /// The device answered the Provisioning Data with Provisioning Failed (MshPRT v1.1
+    /// §5.4.4): it did not take the data, so the node of [`NodeSink::commit`] is voided — it
+    /// must not stay `unconfirmed` (a rerun would configure it) — and its addresses are
+    /// retired, never handed out again (the Failed PDU is unauthenticated: nothing proves the
+    /// device never used them). `why` is the journal's words. An error leaves the commit
+    /// standing, the safe side: the node stays `unconfirmed`.
+    fn void(&mut self, uuid: &DeviceUuid, why: &str) -> Result<(), String>;
 }
 
 /// A sink that keeps records in memory and allocates addresses upwards from a first one
 /// (tests, and runs without a store).
 #[derive(Debug)]
 pub struct MemorySink {
-    /// What was committed.
+    /// What was committed (a voided commit is removed).
     pub records: Vec<NodeRecord>,
     /// Devices that confirmed.
     pub confirmed: Vec<DeviceUuid>,
+    /// Commits voided ([`NodeSink::void`]): device, first address, element count.
+    pub voided: Vec<(DeviceUuid, u16, u8)>,
     next: u32,
     reserved: BTreeMap<DeviceUuid, u16>,
 }
@@ -85,6 +94,7 @@ impl MemorySink {
         Self {
             records: Vec::new(),
             confirmed: Vec::new(),
+            voided: Vec::new(),
             next: u32::from(first_address.max(1)),
             reserved: BTreeMap::new(),
         }
@@ -129,6 +139,16 @@ impl NodeSink for MemorySink {
     fn release(&mut self, _uuid: &DeviceUuid) {
         // Addresses are only handed out upwards here; nothing to give back.
     }
+
+    fn void(&mut self, uuid: &DeviceUuid, _why: &str) -> Result<(), String> {
+        let Some(i) = self.records.iter().position(|r| r.uuid == *uuid) else {
+            return Err(format!("device {uuid} has no committed node to void"));
+        };
+        let r = self.records.remove(i);
+        // Addresses only go upwards here: the voided range is never handed out again.
+        self.voided.push((r.uuid, r.address, r.elements));
+        Ok(())
+    }
 }
 
 /// The network store as a [`NodeSink`].
@@ -159,6 +179,29 @@ impl NodeSink for crate::store::Store {
         // Best effort: a reservation left behind is returned to the same UUID next time.
         let _ = self.release_reservation(uuid);
     }
+
+    fn void(&mut self, uuid: &DeviceUuid, why: &str) -> Result<(), String> {
+        self.void_unconfirmed(uuid, why)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// What the installer is told of a failed session: the error's own words
+/// ([`ProvisioningError::user_message`]) and, for a device that refused its Provisioning Data
+/// ([`Session::voided`]), that its committed node was voided and which addresses were retired.
+pub fn failure_message(error: &ProvisioningError, voided: Option<(u16, u8)>) -> String {
+    let message = error.user_message();
+    let Some((address, elements)) = voided else {
+        return message;
+    };
+    let last = u32::from(address) + u32::from(elements.max(1)) - 1;
+    let addresses = if elements > 1 {
+        format!("addresses 0x{address:04x}-0x{last:04x} are")
+    } else {
+        format!("address 0x{address:04x} is")
+    };
+    format!("{message} (its node was voided: nothing is stored for it, and {addresses} retired)")
 }
 
 /// A session of the host: its index, stable for the host's life.
@@ -218,7 +261,10 @@ pub struct Session {
     pub result: Option<Result<Outcome, ProvisioningError>>,
     prov: Provisioner,
     path: Path,
-    committed: bool,
+    /// The node committed before the Provisioning Data: first address, element count.
+    committed: Option<(u16, u8)>,
+    /// The committed node, voided because the device refused the data.
+    voided: Option<(u16, u8)>,
     closing: bool,
 }
 
@@ -236,6 +282,14 @@ impl Session {
     /// The provisioner's state name (for progress displays).
     pub fn state_name(&self) -> &'static str {
         self.prov.state_name()
+    }
+
+    /// The node this session committed and then voided, because the device answered the
+    /// Provisioning Data with Provisioning Failed ([`ProvisioningError::DataRefused`],
+    /// [`NodeSink::void`]): its first address and element count, now retired. `None` when
+    /// nothing was voided (no commit, a confirmed node, a commit that stands).
+    pub fn voided(&self) -> Option<(u16, u8)> {
+        self.voided
     }
 
     /// Time from the start to the end (or to `now` while running).
@@ -313,7 +367,8 @@ impl Host {
             result: None,
             prov,
             path,
-            committed: false,
+            committed: None,
+            voided: None,
             closing: false,
         });
         self.unclosed.insert(id.0);
@@ -546,7 +601,7 @@ impl Host {
                     };
                     match sink.commit(&rec) {
                         Ok(()) => {
-                            s.committed = true;
+                            s.committed = Some((address, elements));
                             s.prov.commit_done(now);
                         }
                         Err(e) => ended = Some(Err(ProvisioningError::Store(e))),
@@ -558,7 +613,19 @@ impl Host {
                     let _ = sink.confirm(&s.uuid);
                     ended = Some(Ok(outcome));
                 }
-                Event::Failed(e) => ended = Some(Err(e)),
+                Event::Failed(e) => {
+                    if let (ProvisioningError::DataRefused(code), Some(node)) = (&e, s.committed) {
+                        // The device did not take the data (§5.4.4): void the commit at once,
+                        // so the node neither stays `unconfirmed` nor is configured later.
+                        let why = format!(
+                            "the device answered its Provisioning Data with Provisioning Failed: {code}, so it holds no key"
+                        );
+                        if sink.void(&s.uuid, &why).is_ok() {
+                            s.voided = Some(node);
+                        }
+                    }
+                    ended = Some(Err(e));
+                }
             }
             if ended.is_some() {
                 break;
@@ -573,7 +640,7 @@ impl Host {
             progress = true;
             s.closing = true;
             self.unclosed.remove(&id.0);
-            if !s.committed {
+            if s.committed.is_none() {
                 sink.release(&s.uuid);
             }
             let reason: CloseReason = match &s.result {
@@ -667,5 +734,78 @@ impl Host {
     /// The sessions, in the order they were opened (index = [`SessionId`]).
     pub fn into_sessions(self) -> Vec<Session> {
         self.sessions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(uuid: DeviceUuid, address: u16, elements: u8) -> NodeRecord {
+        NodeRecord {
+            uuid,
+            name: String::new(),
+            address,
+            elements,
+            device_key: DevKey::from_bytes([3; 16]),
+            net_key_index: 0,
+        }
+    }
+
+    /// The sinks' side of a refused Provisioning Data: the commit is voided, and the
+    /// addresses are never handed out again.
+    #[test]
+    fn sinks_void_a_commit_and_never_reuse_its_addresses() {
+        let (a, b) = (DeviceUuid([1; 16]), DeviceUuid([2; 16]));
+        // In memory.
+        let mut m = MemorySink::default();
+        let address = m.allocate(&a, 2).unwrap();
+        m.commit(&record(a, address, 2)).unwrap();
+        m.void(&a, "refused").unwrap();
+        assert!(m.records.is_empty());
+        assert_eq!(m.voided, vec![(a, 0x0001, 2)]);
+        assert!(m.void(&b, "refused").is_err(), "nothing committed");
+        assert_eq!(m.allocate(&b, 1).unwrap(), 0x0003);
+        // The store.
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = crate::store::Store::open(&dir.path().join("n.db")).unwrap();
+        let mut rng: rand_chacha::ChaCha20Rng =
+            rand_chacha::rand_core::SeedableRng::seed_from_u64(3);
+        s.create_network("n", None, &mut rng).unwrap();
+        let sink: &mut dyn NodeSink = &mut s;
+        let address = sink.allocate(&a, 2).unwrap();
+        sink.commit(&record(a, address, 2)).unwrap();
+        sink.void(&a, "the device refused its data").unwrap();
+        assert!(sink.void(&a, "again").is_err(), "voided once");
+        assert_eq!(sink.allocate(&b, 2).unwrap(), 0x0003);
+        assert_eq!(sink.allocate(&a, 1).unwrap(), 0x0005);
+        assert!(s.node_by_uuid(&a).is_err());
+        let j = s.journal().unwrap();
+        assert_eq!(j.len(), 1);
+        assert_eq!(
+            j[0].detail,
+            "addresses 0001-0002 retired: the device refused its data"
+        );
+        // A confirmed node is not voided.
+        let sink: &mut dyn NodeSink = &mut s;
+        sink.release(&a);
+        let address = sink.allocate(&a, 1).unwrap();
+        sink.commit(&record(a, address, 1)).unwrap();
+        sink.confirm(&a).unwrap();
+        assert!(sink.void(&a, "late").is_err());
+        assert!(s.node_by_uuid(&a).is_ok());
+    }
+
+    /// The installer's line for a refused Provisioning Data names the code and the retired
+    /// addresses; other failures are the error's own words.
+    #[test]
+    fn failure_message_names_the_retired_addresses() {
+        let e = ProvisioningError::DataRefused(crate::wire::FailedCode::CANNOT_ASSIGN_ADDRESSES);
+        let m = failure_message(&e, Some((0x0010, 2)));
+        assert!(m.starts_with(&e.user_message()), "{m}");
+        assert!(m.contains("(0x08)") && m.contains("0x0010-0x0011"), "{m}");
+        assert!(m.contains("nothing is stored for it"), "{m}");
+        assert!(failure_message(&e, Some((0x0010, 1))).contains("address 0x0010 is retired"));
+        assert_eq!(failure_message(&e, None), e.user_message());
     }
 }

@@ -127,6 +127,9 @@ pub struct LiveResult {
     pub elapsed: Duration,
     /// The provisioning PDUs this side sent and received.
     pub transcript: Vec<TranscriptEntry>,
+    /// The node committed and then voided because the device refused its Provisioning Data
+    /// ([`crate::host::Session::voided`]): first address and element count, retired.
+    pub voided: Option<(u16, u8)>,
 }
 
 /// The whole run.
@@ -291,6 +294,7 @@ pub async fn provision<R: Radio>(
                     uuid: t.uuid,
                     elapsed: s.elapsed(now),
                     transcript: s.transcript().to_vec(),
+                    voided: s.voided(),
                     outcome: s.result.unwrap_or(Err(ProvisioningError::Timeout)),
                 },
                 None => failed(t.uuid, ProvisioningError::Timeout),
@@ -322,6 +326,7 @@ fn failed(uuid: DeviceUuid, e: ProvisioningError) -> LiveResult {
         outcome: Err(e),
         elapsed: Duration::ZERO,
         transcript: Vec::new(),
+        voided: None,
     }
 }
 

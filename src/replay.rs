@@ -834,6 +834,10 @@ impl NodeSink for ReplaySink {
         Ok(())
     }
     fn release(&mut self, _uuid: &DeviceUuid) {}
+    fn void(&mut self, uuid: &DeviceUuid, _why: &str) -> Result<(), String> {
+        self.records.retain(|r| r.uuid != *uuid);
+        Ok(())
+    }
 }
 
 fn secs(t: Instant) -> f64 {

@@ -458,3 +458,114 @@ fn provision_all_refuses_what_cannot_apply_to_every_device() {
         assert!(err.contains(expected), "{args:?}: {err}");
     }
 }
+
+/// A device that answers its Provisioning Data with Provisioning Failed took no key (MshPRT
+/// v1.1 §5.4.4): `meshprov provision` says so with the code, never that its key is stored; the
+/// node committed before the Data is voided (no `unconfirmed` node left, its addresses retired,
+/// a journal line), so the same command provisions the mended device afresh at a new address.
+#[test]
+fn a_device_that_refuses_its_provisioning_data_is_not_stored() {
+    const REFUSER: &str = "7b2c1a90-0000-4000-8000-0000000000b1";
+    let dir = tempfile::tempdir().unwrap();
+    let building = |fault: &str| {
+        let path = dir.path().join(format!("b{}.toml", fault.len()));
+        std::fs::write(
+            &path,
+            format!(
+                "[[device]]\nuuid = \"{REFUSER}\"\nname = \"Refuser\"\nelements = 2\nstatic_oob = \"00112233445566778899aabbccddeeff\"\n{fault}"
+            ),
+        )
+        .unwrap();
+        format!("sim:{}", path.display())
+    };
+    let refusing = building("[device.fault]\nfail_at = \"data\"\nfail_code = \"invalid-data\"\n");
+    let mended = building("");
+    let db = dir.path().join("hq.db");
+    let db = db.to_str().unwrap();
+    let (code, _, err) = meshprov(&["net", "create", "hq", "--store", db]);
+    assert_eq!(code, 0, "{err}");
+    let provision = |radio: &str, json: bool| {
+        let mut args = vec!["provision", REFUSER, "--radio", radio, "--store", db];
+        if json {
+            args.push("--json");
+        }
+        meshprov(&args)
+    };
+
+    let (code, out, err) = provision(&refusing, false);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.is_empty(), "no report on stdout: {out}");
+    assert!(
+        err.contains("refused its Provisioning Data (Provisioning Failed: Invalid Data (0x09))")
+            && err.contains("took no key")
+            && err.contains("nothing is stored for it")
+            && err.contains("addresses 0x0001-0x0002 are retired"),
+        "{err}"
+    );
+    let (code, out, _) = meshprov(&["node", "list", "--store", db, "--json"]);
+    assert_eq!(code, 0);
+    assert!(
+        !out.contains(REFUSER),
+        "no node, not even unconfirmed: {out}"
+    );
+    // Its addresses are retired: the next commit (the same device, once more refusing) gets
+    // a new range, voided in turn. In JSON the failure is the same line, with no `stored`.
+    let (code, out, _) = provision(&refusing, true);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["result"], "failed");
+    assert_eq!(v["uuid"], REFUSER);
+    assert!(v.get("stored").is_none(), "{v}");
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.contains("(0x09)") && error.contains("addresses 0x0003-0x0004 are retired"),
+        "{error}"
+    );
+    let store = meshprov::store::Store::open(std::path::Path::new(db)).unwrap();
+    let voids: Vec<_> = store
+        .journal()
+        .unwrap()
+        .into_iter()
+        .filter(|j| j.event == "unconfirmed-void")
+        .map(|j| j.detail)
+        .collect();
+    assert_eq!(voids.len(), 2, "{voids:?}");
+    assert!(
+        voids[0].starts_with("addresses 0001-0002 retired: ")
+            && voids[0].contains("Provisioning Failed: Invalid Data (0x09)"),
+        "{voids:?}"
+    );
+    drop(store);
+
+    // Mended, the device is provisioned afresh (not refused as "already node"), at 0x0005.
+    let (code, out, err) = provision(&mended, true);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["address"], "0x0005");
+    assert_eq!(v["stored"], db);
+    let (_, out, _) = meshprov(&["node", "list", "--store", db]);
+    assert!(out.contains("0005") && out.contains("provisioned"), "{out}");
+
+    // `--all` lists the refusal with the same words.
+    let other = tempfile::tempdir().unwrap();
+    let db = other.path().join("all.db");
+    let db = db.to_str().unwrap();
+    assert_eq!(meshprov(&["net", "create", "all", "--store", db]).0, 0);
+    let (code, out, _) = meshprov(&[
+        "provision",
+        "--all",
+        "--radio",
+        &refusing,
+        "--store",
+        db,
+        "--json",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["provisioned"], 0);
+    let error = v["failed"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("(0x09)") && error.contains("retired"),
+        "{error}"
+    );
+}

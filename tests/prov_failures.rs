@@ -253,13 +253,60 @@ fn provisioning_failed_in_every_state_names_the_code() {
         let mut pair = reach(state, s);
         pair.p.handle_pdu(pair.now, &[0x09, 0x05]);
         let err = assert_failed_closed(&mut pair, state);
-        assert_eq!(
-            err,
-            ProvisioningError::FailedReceived(FailedCode::OUT_OF_RESOURCES),
-            "{state}"
-        );
+        // In answer to the Provisioning Data it is a refusal of the data (§5.4.4): the device
+        // holds no key, which the host needs to know to void its write-ahead commit.
+        let expected = if state == "ExpectComplete" {
+            ProvisioningError::DataRefused(FailedCode::OUT_OF_RESOURCES)
+        } else {
+            ProvisioningError::FailedReceived(FailedCode::OUT_OF_RESOURCES)
+        };
+        assert_eq!(err, expected, "{state}");
         assert!(err.to_string().contains("Out of Resources"), "{err}");
+        assert!(err.user_message().contains("(0x05)"), "{err}");
+        assert_eq!(err.fault(), Fault::Peer, "{state}");
+        assert!(!meshprov::rollout::retryable(&err), "{state}: a refusal");
     }
+}
+
+/// The codes a device answers its Provisioning Data with (MshPRT v1.1 §5.4.4): each is a
+/// refusal of the data, named with its code, whose fault is the device's, and none is retried
+/// by a rollout — not even Unexpected Error or Cannot Assign Addresses, which another attempt
+/// with another address cannot cure: every range meshprov gives is a valid unicast range for
+/// the device's element count, and each attempt would retire one more range.
+#[test]
+fn a_refused_provisioning_data_is_a_refusal_with_its_code_and_not_retried() {
+    for (code, words) in [
+        (0x06, "Decryption Failed (0x06)"),
+        (0x07, "Unexpected Error (0x07)"),
+        (0x08, "Cannot Assign Addresses (0x08)"),
+        (0x09, "Invalid Data (0x09)"),
+        (0x0c, "(0x0c)"),
+    ] {
+        let mut pair = reach("ExpectComplete", Scenario::Static);
+        assert!(
+            pair.p2d.iter().any(|p| p[0] == 0x07),
+            "the Provisioning Data went out"
+        );
+        pair.p.handle_pdu(pair.now, &[0x09, code]);
+        let err = assert_failed_closed(&mut pair, words);
+        assert_eq!(err, ProvisioningError::DataRefused(FailedCode(code)));
+        assert_eq!(err.failed_code(), FailedCode(code));
+        let m = err.user_message();
+        assert!(m.contains(words) && m.contains("took no key"), "{m}");
+        assert!(!meshprov::rollout::retryable(&err), "{words}");
+    }
+    // Before the Data it stays a plain Provisioning Failed: nothing was committed.
+    let mut pair = reach("ExpectCommit", Scenario::Static);
+    pair.p.handle_pdu(pair.now, &[0x09, 0x07]);
+    assert_eq!(
+        pair.p.error(),
+        Some(&ProvisioningError::FailedReceived(FailedCode(0x07)))
+    );
+    // A link lost after the Data is the link's fault, retried: the device may hold its keys.
+    let mut pair = reach("ExpectComplete", Scenario::Static);
+    pair.p.handle_link_closed(pair.now);
+    assert_eq!(pair.p.error(), Some(&ProvisioningError::LinkClosed));
+    assert!(meshprov::rollout::retryable(&ProvisioningError::LinkClosed));
 }
 
 #[test]
@@ -653,7 +700,7 @@ fn device_sends_the_right_failed_codes() {
     assert_eq!(pair.d_failed(), Some(&ProvisioningError::DecryptionFailed));
     assert_eq!(
         pair.p.error(),
-        Some(&ProvisioningError::FailedReceived(
+        Some(&ProvisioningError::DataRefused(
             FailedCode::DECRYPTION_FAILED
         ))
     );

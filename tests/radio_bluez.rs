@@ -957,6 +957,9 @@ enum FirmwareOob {
         size: u8,
         typed: mpsc::Receiver<String>,
     },
+    /// A static OOB value, and the Provisioning Data answered with Provisioning Failed with
+    /// this error code (MshPRT v1.1 §5.4.1.10): the device refuses the data and takes no key.
+    RefuseData { static_oob: [u8; 16], code: u8 },
 }
 
 /// What a node's firmware ends with: the address and device key it was given, and the Config
@@ -1020,7 +1023,9 @@ fn gatt_node_firmware(
         input_oob_action: InputOobActions::EMPTY,
     };
     match &oob {
-        FirmwareOob::Static(_) => caps.oob_type = OobType::STATIC_OOB_AVAILABLE,
+        FirmwareOob::Static(_) | FirmwareOob::RefuseData { .. } => {
+            caps.oob_type = OobType::STATIC_OOB_AVAILABLE
+        }
         FirmwareOob::Output { size, .. } => {
             caps.output_oob_size = *size;
             caps.output_oob_action = OutputOobActions::OUTPUT_NUMERIC;
@@ -1031,7 +1036,7 @@ fn gatt_node_firmware(
         }
     }
     let mut config = DeviceConfig::new(uuid, caps);
-    if let FirmwareOob::Static(v) = &oob {
+    if let FirmwareOob::Static(v) | FirmwareOob::RefuseData { static_oob: v, .. } = &oob {
         config.static_oob = Some(v.to_vec());
     }
     let mut device = Device::new(
@@ -1062,6 +1067,14 @@ fn gatt_node_firmware(
         for data in writes(&mut seen) {
             let now = meshprov::time::Instant::from_epoch(epoch.elapsed());
             if let Some(pdu) = link.handle_data(now, &data).expect("a proxy PDU") {
+                if let (FirmwareOob::RefuseData { code, .. }, Some(0x07)) = (&oob, pdu.first()) {
+                    // The Provisioning Data: refused, with the code; the device keeps no key.
+                    link.send(&[0x09, *code]);
+                    while let Some(seg) = link.poll_transmit() {
+                        notify(seg);
+                    }
+                    return Err(format!("{ble_address} refused its Provisioning Data"));
+                }
                 device.handle_pdu(now, &pdu);
             }
         }
@@ -1276,6 +1289,189 @@ bind = [{ element = 0, model = "1000", app_key = "lights" }]
     eprintln!(
         "rollout of 2 devices over the fake BlueZ (PB-GATT, then the GATT proxy): {:.1} s wall time",
         wall.as_secs_f64()
+    );
+}
+
+/// A device that answers its Provisioning Data with Provisioning Failed, over BlueZ in real
+/// time (the live driver and `meshprov provision`'s real-time path): it took no key (MshPRT
+/// v1.1 §5.4.4), so its commit is voided at once — no `unconfirmed` node, addresses retired,
+/// a journal line — and it fails with the code without a retry (`retries = 2`); `meshprov
+/// provision` says so too; mended, the next rollout provisions it afresh and configures it.
+#[test]
+fn a_device_that_refuses_its_provisioning_data_over_bluez_is_voided_and_provisioned_afresh() {
+    if !tools_present() {
+        return;
+    }
+    const UUID: &str = "7b2c1a90000040008000000000000e01";
+    const ADDRESS: &str = "D0:00:00:00:00:41";
+    let oob = [0x3c_u8; 16];
+    let mut uuid = [0u8; 16];
+    uuid.copy_from_slice(&::hex::decode(UUID).unwrap());
+    let fake = || {
+        FakeBluez::start(
+            Some(adapter(json!({"devices": [
+                {"address": ADDRESS, "rssi": -50, "delay_ms": 30,
+                 "service_data": {"1827": format!("{UUID}{OOB}")},
+                 "gatt": {"service": "1827", "mtu": 69, "echo": false}}
+            ]}))),
+            false,
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            r#"
+[network]
+name = "refusal"
+store = "net.db"
+
+[provisioner]
+unicast_ranges = ["0400-04FF"]
+
+[policy]
+auth = ["static"]
+bearer = "gatt"
+gatt_connections = 1
+configure_concurrency = 1
+retries = 2
+backoff_ms = 200
+provision_timeout_s = 30
+configure_timeout_s = 30
+
+[templates.light]
+app_keys = ["lights"]
+bind = [{{ element = 0, model = "1000", app_key = "lights" }}]
+
+[[device]]
+uuid = "{UUID}"
+auth = "static:{}"
+template = "light"
+elements = 2
+"#,
+            ::hex::encode(oob)
+        ),
+    )
+    .unwrap();
+    let db = dir.path().join("net.db");
+    // Runs `args` on a fresh fake with the device's firmware beside it.
+    let with_firmware = |firmware: FirmwareOob, args: &[&str]| {
+        let fake = fake();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let (bus, stop) = (fake.address.clone(), stop.clone());
+            std::thread::spawn(move || gatt_node_firmware(&bus, ADDRESS, uuid, firmware, stop))
+        };
+        let (code, out, err) = fake.meshprov(args);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let end = thread.join().expect("the firmware thread");
+        (code, out, err, end)
+    };
+    let voids = || {
+        let store = meshprov::store::Store::open(&db).unwrap();
+        assert!(
+            store.node_by_uuid(&UUID.parse().unwrap()).is_err(),
+            "no node, not even unconfirmed"
+        );
+        store
+            .journal()
+            .unwrap()
+            .into_iter()
+            .filter(|j| j.event == "unconfirmed-void")
+            .map(|j| j.detail)
+            .collect::<Vec<_>>()
+    };
+    let refusing = || FirmwareOob::RefuseData {
+        static_oob: oob,
+        code: 0x08,
+    };
+
+    // The rollout: failed at once, with the code, on its first attempt.
+    let (code, out, err, end) = with_firmware(
+        refusing(),
+        &[
+            "rollout",
+            plan.to_str().unwrap(),
+            "--radio",
+            "bluez:hci0",
+            "--json",
+        ],
+    );
+    assert!(end.is_err(), "the firmware refused");
+    assert_eq!(code, 3, "stdout {out}\nstderr {err}");
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let named = |name: &str| events.iter().filter(|e| e["event"] == name).count();
+    assert_eq!(named("provisioning_started"), 1, "{out}");
+    assert_eq!(named("retrying"), 0, "{out}");
+    assert_eq!(named("provisioned"), 0, "{out}");
+    let failed = events
+        .iter()
+        .find(|e| e["event"] == "failed")
+        .expect("failed");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("Cannot Assign Addresses (0x08)")
+            && reason.contains("addresses 0x0400-0x0401 are retired"),
+        "{reason}"
+    );
+    let v = voids();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].starts_with("addresses 0400-0401 retired: "), "{v:?}");
+
+    // `meshprov provision` over BlueZ: the same refusal, the next range voided in turn.
+    let (code, out, err, end) = with_firmware(
+        refusing(),
+        &[
+            "provision",
+            &UUID
+                .parse::<meshprov::uuid::DeviceUuid>()
+                .unwrap()
+                .to_string(),
+            "--radio",
+            "bluez:hci0",
+            "--store",
+            db.to_str().unwrap(),
+            "--auth",
+            &format!("static:{}", ::hex::encode(oob)),
+            "--json",
+        ],
+    );
+    assert!(end.is_err(), "the firmware refused");
+    assert_eq!(code, 1, "stdout {out}\nstderr {err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.contains("(0x08)")
+            && error.contains("nothing is stored for it")
+            && error.contains("addresses 0x0402-0x0403 are retired"),
+        "{error}"
+    );
+    assert_eq!(voids().len(), 2);
+
+    // Mended: provisioned afresh (not resumed as a node) at a new range, and configured.
+    let (code, out, err, end) = with_firmware(
+        FirmwareOob::Static(oob),
+        &[
+            "rollout",
+            plan.to_str().unwrap(),
+            "--radio",
+            "bluez:hci0",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "stdout {out}\nstderr {err}");
+    assert!(!out.contains("\"event\":\"resumed\""), "{out}");
+    let end = end.expect("provisioned");
+    assert_eq!(end.address, 0x0404);
+    let store = meshprov::store::Store::open(&db).unwrap();
+    let node = store.node_by_uuid(&UUID.parse().unwrap()).unwrap();
+    assert_eq!(
+        (node.address, node.state),
+        (0x0404, meshprov::store::NodeState::Configured)
     );
 }
 

@@ -17,7 +17,7 @@ use meshprov::wire::{FailedCode, PduType};
 const STATIC: &str = "00112233445566778899aabbccddeeff";
 
 /// The faults under test, one device each (`[device.fault]` lines; empty: healthy).
-const CASES: [(&str, &str); 16] = [
+const CASES: [(&str, &str); 17] = [
     ("healthy", ""),
     ("reflect-public-key", "reflect = [\"public-key\"]"),
     ("reflect-confirmation", "reflect = [\"confirmation\"]"),
@@ -46,6 +46,10 @@ const CASES: [(&str, &str); 16] = [
     ("late-within", "late_ms = 5000"),
     ("late-beyond", "late_ms = 70000"),
     ("late-gatt", "late_ms = 2000"),
+    (
+        "refused-data",
+        "fail_at = \"data\"\nfail_code = \"cannot-assign-addresses\"",
+    ),
 ];
 
 fn building() -> Building {
@@ -220,6 +224,30 @@ fn each_fault_ends_the_session_as_the_specification_asks() {
     let r = result(&results, "late-beyond");
     assert_eq!(error(r), &ProvisioningError::Timeout);
     assert!(unprovisioned(r));
+
+    // Refused its Provisioning Data with Provisioning Failed (§5.4.4): it holds no key, so
+    // the node committed before the Data was voided at once (not kept as if its Complete were
+    // lost), and the line names the code and the retired address.
+    let r = result(&results, "refused-data");
+    assert_eq!(
+        error(r),
+        &ProvisioningError::DataRefused(FailedCode::CANNOT_ASSIGN_ADDRESSES)
+    );
+    assert!(unprovisioned(r));
+    assert!(
+        !sink.records.iter().any(|n| n.uuid == r.uuid),
+        "no commit left"
+    );
+    let (_, address, elements) = *sink.voided.iter().find(|v| v.0 == r.uuid).expect("voided");
+    assert_eq!(r.voided, Some((address, elements)));
+    let m = meshprov::host::failure_message(error(r), r.voided);
+    assert!(
+        m.contains("(0x08)") && m.contains(&format!("0x{address:04x} is retired")),
+        "{m}"
+    );
+    // The other failures had nothing to void.
+    assert_eq!(sink.voided.len(), 1);
+    assert!(result(&results, "vanish-at-data").voided.is_none());
 }
 
 #[test]
@@ -246,6 +274,12 @@ fn faults_work_on_pb_gatt_too() {
     );
     let r = result(&results, "vanish-at-confirmation");
     assert_eq!(error(r), &ProvisioningError::Timeout);
+    let r = result(&results, "refused-data");
+    assert_eq!(
+        error(r),
+        &ProvisioningError::DataRefused(FailedCode::CANNOT_ASSIGN_ADDRESSES)
+    );
+    assert!(r.voided.is_some() && unprovisioned(r));
 }
 
 /// Counts the simulated driver's steps at one instant: a run whose virtual time stops moving
@@ -340,4 +374,200 @@ fn a_session_that_ends_before_the_installer_reads_the_value_does_not_stop_time()
     let d = &out.report.devices[0];
     assert_eq!(d.stage, Stage::Failed);
     assert!(!out.report.summary.stopped);
+}
+
+/// Found by the soak (README "Soak and fault runs"): a device that answers its Provisioning
+/// Data with Provisioning Failed took no key (MshPRT v1.1 §5.4.4), yet the rollout treated it
+/// as a lost Provisioning Complete — retried it, one more retired address range per attempt,
+/// and left an `unconfirmed` node that the next run configured. Now the commit is voided at
+/// once (addresses retired, journal `unconfirmed-void` with the code), the device fails with
+/// the code and is not retried, and a rerun provisions it afresh.
+#[test]
+fn a_device_that_refuses_its_provisioning_data_is_voided_at_once_and_provisioned_afresh_later() {
+    use meshprov::rollout::sim_driver::{self, SimOptions};
+    use meshprov::rollout::{self, Collect, EventKind, Plan, SharedStore, Stage};
+    use meshprov::store::{NodeState, StoreError};
+    use meshprov::uuid::DeviceUuid;
+    use rand_chacha::ChaCha20Rng;
+    use rand_chacha::rand_core::SeedableRng;
+
+    const HEALTHY: &str = "7b2c1a90-0000-4000-8000-0000000000a1";
+    const ADDRESSES: &str = "7b2c1a90-0000-4000-8000-0000000000a2";
+    const UNEXPECTED: &str = "7b2c1a90-0000-4000-8000-0000000000a3";
+    let dir = tempfile::tempdir().unwrap();
+    let device = |uuid: &str, fault: &str| {
+        let mut d = format!(
+            "[[device]]\nuuid = \"{uuid}\"\nstatic_oob = \"{STATIC}\"\necdh_ms = 20\nelements = 2\n"
+        );
+        if !fault.is_empty() {
+            d += &format!("[device.fault]\nfail_at = \"data\"\nfail_code = \"{fault}\"\n");
+        }
+        d
+    };
+    let faulty = [
+        device(HEALTHY, ""),
+        device(ADDRESSES, "cannot-assign-addresses"),
+        device(UNEXPECTED, "unexpected-error"),
+    ]
+    .concat();
+    let mended = [
+        device(HEALTHY, ""),
+        device(ADDRESSES, ""),
+        device(UNEXPECTED, ""),
+    ]
+    .concat();
+    let mut plan_text = String::from(
+        "[network]\nname = \"refusals\"\nstore = \"network.db\"\n[provisioner]\nunicast_ranges = [\"0001-00FF\"]\n[policy]\nauth = [\"static\"]\nretries = 3\nbackoff_ms = 1000\n[templates.t]\ndefault_ttl = 5\n",
+    );
+    for uuid in [HEALTHY, ADDRESSES, UNEXPECTED] {
+        plan_text += &format!(
+            "[[device]]\nuuid = \"{uuid}\"\nauth = \"static:{STATIC}\"\ntemplate = \"t\"\n"
+        );
+    }
+    std::fs::write(dir.path().join("plan.toml"), plan_text).unwrap();
+    let plan = Plan::load(&dir.path().join("plan.toml")).unwrap();
+    let run = |building: &str, seed: u64| {
+        let building = meshprov::sim::building::Building::parse(building, "b.toml").unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let store = rollout::open_store(&plan, &mut rng).unwrap();
+        let store: SharedStore = std::rc::Rc::new(std::cell::RefCell::new(store));
+        let prepared = rollout::prepare(&plan, &mut store.borrow_mut(), &mut rng).unwrap();
+        let mut events = Collect::default();
+        let opts = SimOptions {
+            seed,
+            loss: Some(0.0),
+            ..SimOptions::default()
+        };
+        let out = sim_driver::run(
+            &plan,
+            &building,
+            store.clone(),
+            &prepared,
+            &opts,
+            &mut events,
+        )
+        .unwrap();
+        (out, events.events, store)
+    };
+    let of = |events: &[rollout::RolloutEvent], uuid: &str| -> Vec<EventKind> {
+        events
+            .iter()
+            .filter(|e| e.uuid.as_deref() == Some(uuid))
+            .map(|e| e.kind.clone())
+            .collect()
+    };
+    let uuid = |s: &str| s.parse::<DeviceUuid>().unwrap();
+
+    // First run: both refusers fail at once, with their code, on their first attempt.
+    let (out, events, store) = run(&faulty, 21);
+    let status = |uuid: &str| {
+        out.report
+            .devices
+            .iter()
+            .find(|d| d.uuid.to_string() == uuid)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(status(HEALTHY).stage, Stage::Done);
+    let mut retired = Vec::new();
+    for (id, code, words) in [
+        (ADDRESSES, "(0x08)", "Cannot Assign Addresses (0x08)"),
+        (UNEXPECTED, "(0x07)", "Unexpected Error (0x07)"),
+    ] {
+        let d = status(id);
+        assert_eq!(d.stage, Stage::Failed, "{id}");
+        assert_eq!(d.attempt, 1, "{id}: a refusal is not retried");
+        let reason = d.last_error.clone().unwrap();
+        assert!(
+            reason.contains("refused its Provisioning Data")
+                && reason.contains(code)
+                && reason.contains("retired"),
+            "{id}: {reason}"
+        );
+        let ev = of(&events, id);
+        assert!(
+            !ev.iter().any(|k| matches!(
+                k,
+                EventKind::Retrying { .. } | EventKind::Provisioned { .. }
+            )),
+            "{id}: {ev:?}"
+        );
+        assert_eq!(
+            ev.iter()
+                .filter(|k| matches!(k, EventKind::Failed { .. }))
+                .count(),
+            1,
+            "{id}"
+        );
+        // The store: no node (not even unconfirmed), and one journal line with the code.
+        let s = store.borrow();
+        assert!(
+            matches!(s.node_by_uuid(&uuid(id)), Err(StoreError::NoSuchNode(_))),
+            "{id}"
+        );
+        let voids: Vec<_> = s
+            .journal()
+            .unwrap()
+            .into_iter()
+            .filter(|j| j.uuid == Some(uuid(id)) && j.event == "unconfirmed-void")
+            .collect();
+        assert_eq!(voids.len(), 1, "{id}: one commit, voided once: {voids:?}");
+        let detail = &voids[0].detail;
+        assert!(
+            detail.contains(&format!("Provisioning Failed: {words}")),
+            "{detail}"
+        );
+        // "addresses 0003-0004 retired: ..."
+        let range = detail
+            .strip_prefix("addresses ")
+            .and_then(|d| d.split(' ').next())
+            .unwrap();
+        let (first, last) = range.split_once('-').unwrap();
+        let first = u16::from_str_radix(first, 16).unwrap();
+        assert_eq!(u16::from_str_radix(last, 16).unwrap(), first + 1);
+        assert!(
+            reason.contains(&format!("0x{first:04x}-0x{:04x}", first + 1)),
+            "{reason}"
+        );
+        retired.push(first);
+    }
+    {
+        let s = store.borrow();
+        let nodes = s.nodes().unwrap();
+        assert_eq!(nodes.len(), 1, "only the healthy node: {nodes:?}");
+        assert!(nodes.iter().all(|n| n.state != NodeState::Unconfirmed));
+        assert!(!retired.contains(&nodes[0].address));
+    }
+    drop(store);
+
+    // Rerun with the devices mended: both are provisioned afresh (never configured as nodes
+    // that may hold keys), at new addresses; the healthy node gets no message.
+    let (out, events, store) = run(&mended, 22);
+    assert_eq!(out.report.summary.done, 3, "{:?}", out.report.summary);
+    assert!(of(&events, HEALTHY).iter().all(|k| !matches!(
+        k,
+        EventKind::ProvisioningStarted { .. } | EventKind::ConfiguringStarted { .. }
+    )));
+    for id in [ADDRESSES, UNEXPECTED] {
+        let ev = of(&events, id);
+        assert!(
+            !ev.iter().any(|k| matches!(k, EventKind::Resumed { .. })),
+            "{id}: not resumed as a node: {ev:?}"
+        );
+        let provisioned = ev.iter().find_map(|k| match k {
+            EventKind::Provisioned { address, .. } => Some(*address),
+            _ => None,
+        });
+        let Some(address) = provisioned else {
+            panic!("{id} was not provisioned afresh: {ev:?}");
+        };
+        assert!(
+            !retired
+                .iter()
+                .any(|r| (*r..=*r + 1).contains(&address) || (*r..=*r + 1).contains(&(address + 1))),
+            "{id}: {address:#06x} overlaps a retired range {retired:?}"
+        );
+        let node = store.borrow().node_by_uuid(&uuid(id)).unwrap();
+        assert_eq!((node.address, node.state), (address, NodeState::Configured));
+    }
 }

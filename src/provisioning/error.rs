@@ -88,6 +88,15 @@ pub enum ProvisioningError {
     /// §5.4.1.10).
     #[error("device reported Provisioning Failed: {0}")]
     FailedReceived(FailedCode),
+    /// Peer: the device answered our Provisioning Data with Provisioning Failed (MshPRT v1.1
+    /// §5.4.1.10, §5.4.4: e.g. Decryption Failed, Unexpected Error, Cannot Assign Addresses,
+    /// Invalid Data). It refused the data: it holds no key and no address, so the node
+    /// committed before the Data went out is voided (`host::NodeSink::void`), not kept as
+    /// `unconfirmed`. Distinct from [`ProvisioningError::FailedReceived`] (a Provisioning
+    /// Failed before the Data, when nothing was committed) and from a link lost after the Data
+    /// (the device may hold its keys).
+    #[error("device refused its Provisioning Data with Provisioning Failed: {0}")]
+    DataRefused(FailedCode),
     /// Peer: the Records List is not usable (a record ID listed twice; MshPRT v1.1 §5.4.1.14).
     #[error("invalid Records List: {0}")]
     InvalidRecordsList(&'static str),
@@ -240,6 +249,7 @@ impl ProvisioningError {
             | E::DecryptionFailed
             | E::InvalidData(_)
             | E::FailedReceived(_)
+            | E::DataRefused(_)
             | E::InvalidRecordsList(_)
             | E::MissingRecord(_)
             | E::RecordNotPresent(_)
@@ -289,7 +299,7 @@ impl ProvisioningError {
             }
             E::DecryptionFailed => FailedCode::DECRYPTION_FAILED,
             E::InvalidData(_) => FailedCode::INVALID_DATA,
-            E::FailedReceived(code) => *code,
+            E::FailedReceived(code) | E::DataRefused(code) => *code,
             E::InvalidRecordsList(_)
             | E::RecordOffsetOutOfBounds { .. }
             | E::RecordFragmentOutOfBounds { .. }
@@ -335,6 +345,14 @@ impl ProvisioningError {
                 FailedCode::OUT_OF_RESOURCES => format!("device is out of resources (Provisioning Failed: {code}); power-cycle it and retry"),
                 FailedCode::CANNOT_ASSIGN_ADDRESSES => format!("device cannot take the unicast address range (Provisioning Failed: {code}); choose another address"),
                 _ => format!("device reported Provisioning Failed: {code}; retry, and reset the device if it repeats"),
+            },
+            // It holds no key: the caller voids the node committed before the Data and says
+            // which addresses were retired.
+            E::DataRefused(code) => match *code {
+                FailedCode::CANNOT_ASSIGN_ADDRESSES => format!("device refused its Provisioning Data (Provisioning Failed: {code}) and took no key; the address range it was given is valid for its element count: reset the device and retry, and report it to its manufacturer if it repeats"),
+                FailedCode::DECRYPTION_FAILED => format!("device refused its Provisioning Data (Provisioning Failed: {code}) and took no key: the data did not decrypt on the device (a device fault, or the PDU was altered on the air); reset the device and retry, and do not provision it if it repeats"),
+                FailedCode::OUT_OF_RESOURCES => format!("device refused its Provisioning Data (Provisioning Failed: {code}) and took no key: power-cycle it and retry"),
+                _ => format!("device refused its Provisioning Data (Provisioning Failed: {code}) and took no key: reset the device and retry, and report it to its manufacturer if it repeats"),
             },
             E::InvalidRecordsList(_)
             | E::RecordOffsetOutOfBounds { .. }

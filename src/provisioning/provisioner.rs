@@ -17,10 +17,12 @@
 //! parameters; the device's public key is validated (on the curve, not ours, equal to the OOB
 //! key when one is configured); a Confirmation or Random equal to ours is refused
 //! (CVE-2020-26560); the device's Confirmation is verified in constant time; a Provisioning
-//! Failed is accepted in every state; any other PDU that the state does not expect is an
-//! [`ProvisioningError::UnexpectedPdu`]. On any error the session ends in the failed state and
-//! [`Provisioner::close_reason`] says how to close the link: the provisioner never sends
-//! Provisioning Failed (MshPRT v1.1 §5.4.4; see [`super::error`]).
+//! Failed is accepted in every state — after our Provisioning Data it is
+//! [`ProvisioningError::DataRefused`] (the device did not take the data: MshPRT v1.1 §5.4.4),
+//! before it [`ProvisioningError::FailedReceived`]; any other PDU that the state does not
+//! expect is an [`ProvisioningError::UnexpectedPdu`]. On any error the session ends in the
+//! failed state and [`Provisioner::close_reason`] says how to close the link: the provisioner
+//! never sends Provisioning Failed (MshPRT v1.1 §5.4.4; see [`super::error`]).
 //!
 //! Certificate-based provisioning ([`RecordsPolicy::Fetch`], reference §7): the records are
 //! fetched after the link opens and before Invite (see [`super::records`]); the caller
@@ -350,7 +352,12 @@ impl Provisioner {
             Err(e) => return self.fail(e),
         };
         if let ProvisioningPdu::Failed(code) = parsed {
-            return self.fail(ProvisioningError::FailedReceived(code));
+            // In answer to our Provisioning Data the device refused it (§5.4.4): it holds no
+            // key, which the caller must know to void its write-ahead commit.
+            return self.fail(match self.state {
+                State::ExpectComplete(_) => ProvisioningError::DataRefused(code),
+                _ => ProvisioningError::FailedReceived(code),
+            });
         }
         self.timer.arm(now);
         if let Err(e) = self.on_pdu(now, parsed) {

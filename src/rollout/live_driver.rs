@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use crate::bearer::pb_adv::PbAdvConfig;
 use crate::config_host::{ConfigHost, ConfigNode};
-use crate::host::{Host, HostEvent, SessionId};
+use crate::host::{Host, HostEvent, SessionId, failure_message};
 use crate::live::{Mux, MuxEvent, PROXY_IDENTITY_GRACE, session_rng};
 use crate::net::config::{ConfigClientConfig, ConfigMessage};
 use crate::net::proxy::ProxyClientConfig;
@@ -416,11 +416,13 @@ pub async fn run<R: Radio>(
                             // got its keys.
                             Some((a, n)) => engine.provisioned(now, &uuid, *a, *n),
                             // A reason of the driver's own (nobody to read Output OOB) is
-                            // final; the session's error is retried when the link failed.
+                            // final; the session's error is retried when the link failed. A
+                            // device that refused its Provisioning Data had its commit voided
+                            // (no longer in `committed`): a refusal, not retried.
                             None => {
                                 let (reason, again) = match run.abort_reason.take() {
                                     Some(reason) => (reason, false),
-                                    None => (e.user_message(), retryable(e)),
+                                    None => (failure_message(e, s.voided()), retryable(e)),
                                 };
                                 engine.phase_failed(now, &uuid, Phase::Provisioning, reason, again);
                             }

@@ -26,7 +26,10 @@
 //! # Crash safety and resume
 //!
 //! Each node is committed to the store (device key, addresses, location) before its
-//! Provisioning Data goes out ([`crate::host::NodeSink`]). A rerun of the same plan starts
+//! Provisioning Data goes out ([`crate::host::NodeSink`]). A device that answers the Data with
+//! Provisioning Failed took no key: its commit is voided at once ([`NodeSink::void`]: no node,
+//! addresses retired, journal `unconfirmed-void`) and it fails with the code, not retried
+//! ([`retryable`]). A rerun of the same plan starts
 //! every device the store has from its stored stage: `provisioned`/`unconfirmed` nodes are
 //! configured (their whole template again: every request is idempotent), `configured` ones are
 //! done and get no message at all, `excluded` ones are left alone. A plan whose devices are
@@ -444,7 +447,13 @@ pub fn session_config(
 }
 
 /// Whether a provisioning error is worth another attempt: the link's fault (a time-out, a
-/// lost link, an unreachable device), not a refusal or a wrong value.
+/// lost link, an unreachable device), not a refusal or a wrong value. A Provisioning Failed
+/// is a refusal, before the Data or in answer to it
+/// ([`crate::provisioning::ProvisioningError::DataRefused`]) — Unexpected Error (0x07) and
+/// Cannot Assign Addresses (0x08) included: every range meshprov hands out is a valid unicast
+/// range for the device's element count, so another one cannot cure the refusal, and each
+/// attempt would retire one more range. The installer retries by hand ([`Command::Retry`], the
+/// terminal UI's retry, or a rerun of the plan).
 pub fn retryable(e: &crate::provisioning::ProvisioningError) -> bool {
     e.fault() == crate::provisioning::Fault::Link
 }
@@ -551,6 +560,16 @@ impl NodeSink for PlanSink {
 
     fn release(&mut self, uuid: &DeviceUuid) {
         let _ = self.store.borrow_mut().release_reservation(uuid);
+    }
+
+    fn void(&mut self, uuid: &DeviceUuid, why: &str) -> Result<(), String> {
+        self.store
+            .borrow_mut()
+            .void_unconfirmed(uuid, why)
+            .map_err(|e| e.to_string())?;
+        // No longer committed: the driver reports a refusal, not a node that may hold keys.
+        self.committed.remove(uuid);
+        Ok(())
     }
 }
 

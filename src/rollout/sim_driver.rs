@@ -18,7 +18,7 @@ use rand_chacha::rand_core::SeedableRng;
 
 use crate::bearer::pb_adv::PbAdvConfig;
 use crate::config_host::{ConfigHost, ConfigNode};
-use crate::host::{Host, HostEvent, SessionId};
+use crate::host::{Host, HostEvent, SessionId, failure_message};
 use crate::net::config::{ConfigClientConfig, ConfigMessage};
 use crate::provisioning::{OobValue, ProvisioningError, ProvisioningParams};
 use crate::radio::sim::{AdvPattern, AirStats, Delivery, EndpointId, RxFilter, SimAir};
@@ -610,7 +610,10 @@ pub fn run(
                             // The device took a new link: it is unprovisioned, so it never
                             // got the Provisioning Data of its unconfirmed commit.
                             if runs[i].unconfirmed.take().is_some() {
-                                store.borrow_mut().void_unconfirmed(&uuid)?;
+                                store.borrow_mut().void_unconfirmed(
+                                    &uuid,
+                                    "the device acknowledged a new link, so it never received its Provisioning Data",
+                                )?;
                                 sink.committed.remove(&uuid);
                             }
                             engine.link_opened(now, &uuid);
@@ -675,11 +678,13 @@ pub fn run(
                             runs[i].unconfirmed = None;
                         }
                     } else {
+                        // Not committed, or committed and voided at once because the device
+                        // refused its Provisioning Data (a refusal: not retried).
                         engine.phase_failed(
                             now,
                             &uuid,
                             Phase::Provisioning,
-                            e.user_message(),
+                            failure_message(e, s.voided()),
                             retryable(e),
                         );
                     }

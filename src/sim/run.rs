@@ -136,6 +136,9 @@ pub struct DeviceResult {
     pub device_transcript: Vec<TranscriptEntry>,
     /// How the device saw its PB-ADV link close (`None` on PB-GATT or if it never closed).
     pub device_link_close: Option<CloseCause>,
+    /// The node committed and then voided because the device refused its Provisioning Data
+    /// ([`crate::host::Session::voided`]): first address and element count, retired.
+    pub voided: Option<(u16, u8)>,
 }
 
 /// The whole run.
@@ -514,12 +517,17 @@ pub fn run_with(
     let mut sessions: Vec<Option<Session>> = host.into_sessions().into_iter().map(Some).collect();
     let mut results = Vec::with_capacity(targets.len());
     for (i, dev) in devices.into_iter().enumerate() {
-        let (outcome, elapsed) = match session_of[i].and_then(|id| sessions[id.0].take()) {
+        let (outcome, elapsed, voided) = match session_of[i].and_then(|id| sessions[id.0].take()) {
             Some(s) => {
                 let elapsed = s.elapsed(now);
-                (s.result.unwrap_or(Err(ProvisioningError::Timeout)), elapsed)
+                let voided = s.voided();
+                (
+                    s.result.unwrap_or(Err(ProvisioningError::Timeout)),
+                    elapsed,
+                    voided,
+                )
             }
-            None => (Err(ProvisioningError::Timeout), Duration::ZERO),
+            None => (Err(ProvisioningError::Timeout), Duration::ZERO, None),
         };
         results.push(DeviceResult {
             uuid: dev.spec.uuid,
@@ -529,6 +537,7 @@ pub fn run_with(
             device_state: dev.state().clone(),
             device_transcript: dev.transcript().to_vec(),
             device_link_close: dev.link_closed(),
+            voided,
         });
     }
     Ok(RunReport {

@@ -15,7 +15,10 @@
 //!   as `unconfirmed` *before* Provisioning Data is sent, and [`Store::confirm_node`] marks the
 //!   node `provisioned` when Provisioning Complete arrives. A device whose Data was sent but whose
 //!   Complete was never seen stays `unconfirmed`: its key is kept and its addresses are never
-//!   handed out again.
+//!   handed out again. A device that proves it never took its Data — it answered it with
+//!   Provisioning Failed, or took a new link — has its commit voided
+//!   ([`Store::void_unconfirmed`]): the node is removed, its addresses retired (never handed
+//!   out again either) and the journal says why.
 //! - SEQ numbers are reserved in blocks ([`Store::reserve_seq`]); a restart continues after the
 //!   last reserved block, never inside it.
 //! - Overlapping unicast ranges are refused by triggers in the database itself.

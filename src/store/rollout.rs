@@ -68,12 +68,17 @@ impl Store {
         Ok(address)
     }
 
-    /// Voids the commit of an `unconfirmed` node whose device proved it never received its
-    /// Provisioning Data (it acknowledged a new Link Open as an unprovisioned device): the
-    /// node's addresses join the exclusions, so they are never handed out again, the node is
-    /// removed (its device key was never in the device), and the journal says so
-    /// (`unconfirmed-void`). Any other state is refused. Returns the voided primary address.
-    pub fn void_unconfirmed(&mut self, uuid: &DeviceUuid) -> Result<u16, StoreError> {
+    /// Voids the commit of an `unconfirmed` node whose device proved it never took its
+    /// Provisioning Data: it acknowledged a new Link Open as an unprovisioned device, or it
+    /// answered the Data with Provisioning Failed (MshPRT v1.1 §5.4.4). `why` says which, in
+    /// words, for the journal. The node's addresses join the exclusions, so they are never
+    /// handed out again (retired, not released: a Provisioning Failed is neither encrypted nor
+    /// authenticated, so nothing proves the device never used them), the node is removed (its
+    /// device key is not in the device), and the journal says so in one line
+    /// (`unconfirmed-void`, detail `addresses 0001-0002 retired: <why>`); all in one
+    /// transaction. Any other state is refused and changes nothing. Returns the voided primary
+    /// address.
+    pub fn void_unconfirmed(&mut self, uuid: &DeviceUuid, why: &str) -> Result<u16, StoreError> {
         let node = self.node_by_uuid(uuid)?;
         if node.state != super::NodeState::Unconfirmed {
             return Err(StoreError::InvalidArgument(format!(
@@ -96,7 +101,7 @@ impl Store {
                 super::now_iso8601(),
                 &uuid.0[..],
                 format!(
-                    "addresses {:04X}-{:04X} retired: the device acknowledged a new link, so it never received its Provisioning Data",
+                    "addresses {:04X}-{:04X} retired: {why}",
                     node.address,
                     node.address + u16::from(node.elements) - 1
                 )
@@ -287,5 +292,55 @@ mod tests {
         assert_eq!(s.app_key_by_name("lights").unwrap(), None);
         let i = s.add_app_key("lights", 0, None, rng).unwrap();
         assert_eq!(s.app_key_by_name("lights").unwrap(), Some(i));
+    }
+
+    /// A device that refused its Provisioning Data (or took a new link): its commit is voided,
+    /// its addresses retired — never handed out again, to it or any other device — and the
+    /// journal says why; a node whose commit stands cannot be voided.
+    #[test]
+    fn a_voided_commit_retires_its_addresses_and_the_journal_says_why() {
+        use crate::store::{NewNode, NodeState};
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("n.db")).unwrap();
+        let mut rng: rand_chacha::ChaCha20Rng =
+            rand_chacha::rand_core::SeedableRng::seed_from_u64(2);
+        s.create_network("n", None, &mut rng).unwrap();
+        let u = |b: u8| DeviceUuid([b; 16]);
+        let commit = |s: &mut Store, uuid: DeviceUuid, elements: u8| {
+            let address = s.allocate_unicast(&uuid, elements).unwrap();
+            s.commit_node(&NewNode {
+                uuid,
+                name: "light".into(),
+                address,
+                elements,
+                device_key: mesh_crypto::DevKey::from_bytes([7; 16]),
+                net_key_index: 0,
+                location: None,
+            })
+            .unwrap();
+            address
+        };
+        assert_eq!(commit(&mut s, u(1), 2), 0x0001);
+        let why = "the device answered its Provisioning Data with Provisioning Failed: Cannot Assign Addresses (0x08), so it holds no key";
+        assert_eq!(s.void_unconfirmed(&u(1), why).unwrap(), 0x0001);
+        assert!(matches!(
+            s.node_by_uuid(&u(1)),
+            Err(StoreError::NoSuchNode(_))
+        ));
+        let j = s.journal().unwrap();
+        let last = j.last().unwrap();
+        assert_eq!(last.event, "unconfirmed-void");
+        assert_eq!(last.uuid, Some(u(1)));
+        assert_eq!(last.detail, format!("addresses 0001-0002 retired: {why}"));
+        // Retired: another device does not get 0001-0002, and the same device is provisioned
+        // afresh at a new range.
+        assert_eq!(s.allocate_unicast(&u(2), 1).unwrap(), 0x0003);
+        assert_eq!(commit(&mut s, u(1), 2), 0x0004);
+        // A confirmed node's commit stands.
+        s.confirm_node(&u(1)).unwrap();
+        let e = s.void_unconfirmed(&u(1), why).unwrap_err();
+        assert!(e.to_string().contains("its commit stands"), "{e}");
+        assert_eq!(s.node_by_uuid(&u(1)).unwrap().state, NodeState::Provisioned);
+        assert_eq!(s.journal().unwrap().len(), j.len());
     }
 }

@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use crate::bearer::pb_adv::PbAdvConfig;
 use crate::cert::{Policy, TrustStore, verify_device_chain};
-use crate::host::{CertVerifier, SessionId};
+use crate::host::{CertVerifier, SessionId, failure_message};
 use crate::live::{self, LiveEvent, LiveOptions, LiveTarget};
 use crate::provisioning::{
     AlgorithmPolicy, AuthPolicy, KeyLogBuffer, ProvisionerConfig, RecordsPolicy,
@@ -546,15 +546,18 @@ fn provision_sim(args: &ProvisionArgs, file: &Path) -> Result<ProvisionReport, P
             rep.capture = capture;
             Ok(rep)
         }
-        Err(e) => Err(failure(match &capture {
-            Some(c) => format!(
-                "{} (the session was recorded in {}, keys in {})",
-                e.user_message(),
-                c.file,
-                c.keys
-            ),
-            None => e.user_message(),
-        })),
+        Err(e) => {
+            // A device that refused its Provisioning Data: its node was voided in the store
+            // (nothing is stored for it; its addresses are retired), and the line says so.
+            let message = failure_message(&e, r.voided.filter(|_| store.is_some()));
+            Err(failure(match &capture {
+                Some(c) => format!(
+                    "{message} (the session was recorded in {}, keys in {})",
+                    c.file, c.keys
+                ),
+                None => message,
+            }))
+        }
     }
 }
 
@@ -806,7 +809,10 @@ where
             rep.capture = capture;
             Ok(rep)
         }
-        Err(e) => Err(failure(recorded(e.user_message()))),
+        Err(e) => Err(failure(recorded(failure_message(
+            &e,
+            r.voided.filter(|_| store.is_some()),
+        )))),
     }
 }
 
@@ -1240,7 +1246,7 @@ pub fn provision_all(args: &ProvisionAllArgs) -> Result<ProvisionAllReport, Prov
             }),
             Err(e) => failed.push(DeviceFailure {
                 uuid: r.uuid.to_string(),
-                error: e.user_message(),
+                error: failure_message(e, r.voided.filter(|_| store.is_some())),
             }),
         }
     }
