@@ -343,7 +343,7 @@ impl ProvisioningError {
             E::FailedReceived(code) => match *code {
                 FailedCode::CONFIRMATION_FAILED => format!("device rejected the confirmation (Provisioning Failed: {code}): the OOB value is probably wrong; check the label on the device"),
                 FailedCode::OUT_OF_RESOURCES => format!("device is out of resources (Provisioning Failed: {code}); power-cycle it and retry"),
-                FailedCode::CANNOT_ASSIGN_ADDRESSES => format!("device cannot take the unicast address range (Provisioning Failed: {code}); choose another address"),
+                FailedCode::CANNOT_ASSIGN_ADDRESSES => format!("device cannot take the unicast address range (Provisioning Failed: {code}) before it was sent one: the device is confused; reset it and retry, and report it to its manufacturer if it repeats"),
                 _ => format!("device reported Provisioning Failed: {code}; retry, and reset the device if it repeats"),
             },
             // It holds no key: the caller voids the node committed before the Data and says
