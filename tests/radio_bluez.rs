@@ -26,6 +26,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod tmux_support;
+use tmux_support::Pane;
+
 const PYTHON: &str = "/usr/bin/python3";
 const LIGHT: &str = "7b2c1a90-0000-4000-8000-000000000001";
 /// Set in the child: the address of the fake's bus (the same as DBUS_SYSTEM_BUS_ADDRESS).
@@ -1728,87 +1731,6 @@ fn a_headless_rollout_answers_output_oob_from_stdin_over_bluez() {
     assert_eq!(node.device_key.expose_secret(), &end.device_key);
 }
 
-/// A tmux server of the test's own (killed by its pid when dropped) with one 120×40 pane.
-struct Pane {
-    socket: String,
-    pid: Option<u32>,
-}
-
-impl Pane {
-    fn start(socket: &str, cmd: &str) -> Option<Self> {
-        let ok = Command::new("tmux")
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !ok {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "tmux is needed for this test (CI installs it)"
-            );
-            eprintln!("skipped: tmux is not installed");
-            return None;
-        }
-        let mut pane = Pane {
-            socket: format!("{socket}-{}", std::process::id()),
-            pid: None,
-        };
-        pane.tmux(&["new-session", "-d", "-s", "p", "-x", "120", "-y", "40", cmd])
-            .expect("tmux new-session");
-        pane.pid = pane
-            .tmux(&["display", "-p", "-t", "p", "#{pid}"])
-            .and_then(|s| s.trim().parse().ok());
-        Some(pane)
-    }
-
-    fn tmux(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn screen(&self) -> String {
-        self.tmux(&["capture-pane", "-p", "-t", "p"])
-            .unwrap_or_default()
-    }
-
-    fn wait(&self, what: &str, secs: u64, ok: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let s = self.screen();
-            if ok(&s) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {secs} s waiting for {what}; the screen:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "p"];
-        args.extend_from_slice(keys);
-        self.tmux(&args).expect("tmux send-keys");
-        std::thread::sleep(Duration::from_millis(150));
-    }
-}
-
-impl Drop for Pane {
-    fn drop(&mut self) {
-        let _ = self.tmux(&["kill-server"]);
-        if let Some(pid) = self.pid {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-        }
-    }
-}
-
 /// The real binary: `meshprov rollout PLAN --radio bluez:hci0` on a terminal (tmux) against
 /// the fake bluetoothd; the Output OOB dialog opens on the screen, the test types what the
 /// device shows, and the device is provisioned and configured; q quits with exit 0.
@@ -1845,7 +1767,7 @@ fn the_output_oob_dialog_on_a_terminal_answers_a_device_over_bluez() {
         q(&plan),
         q(&dir.path().join("stderr"))
     );
-    let Some(pane) = Pane::start("meshprov-bluez-oob", &cmd) else {
+    let Some(pane) = Pane::start("meshprov-bluez-oob", 120, 40, &cmd) else {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         return;
     };
@@ -1854,7 +1776,7 @@ fn the_output_oob_dialog_on_a_terminal_answers_a_device_over_bluez() {
     let value = shown
         .recv_timeout(Duration::from_secs(10))
         .expect("the device shows its value");
-    pane.keys(&["-l", &value]);
+    pane.text(&value);
     pane.wait("the value typed", 5, |s| {
         s.contains(&format!("Value:  {value}▏"))
     });

@@ -11,94 +11,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A tmux server of our own (its socket name), killed with the test.
-struct Tmux {
-    socket: String,
-    pid: Option<u32>,
-    /// The process in the pane, when the test started meshprov there directly.
-    pane: Option<u32>,
-}
-
-impl Tmux {
-    fn run(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "e2e"])
-            .unwrap_or_default()
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "e2e"];
-        args.extend_from_slice(keys);
-        self.run(&args).expect("tmux send-keys");
-        // Give the UI a frame to react.
-        std::thread::sleep(Duration::from_millis(150));
-    }
-
-    fn text(&self, text: &str) {
-        self.run(&["send-keys", "-t", "e2e", "-l", text])
-            .expect("tmux send-keys -l");
-        std::thread::sleep(Duration::from_millis(150));
-    }
-
-    fn alternate_on(&self) -> bool {
-        self.run(&["display", "-p", "-t", "e2e", "#{alternate_on}"])
-            .is_some_and(|s| s.trim() == "1")
-    }
-
-    /// Waits until the screen satisfies `ok` (at most `secs`); returns it, or fails with the
-    /// last screen and what was waited for.
-    fn wait(&self, what: &str, secs: u64, ok: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let s = self.screen();
-            if ok(&s) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {secs} s waiting for {what}; the screen:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.run(&["kill-server"]);
-        if let Some(pid) = self.pid {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-        }
-        if let Some(pid) = self.pane {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        }
-    }
-}
-
-fn have_tmux() -> bool {
-    match Command::new("tmux").arg("-V").output() {
-        Ok(o) if o.status.success() => true,
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "tmux is needed for this test (CI installs it)"
-            );
-            eprintln!("skipped: tmux is not installed");
-            false
-        }
-    }
-}
+mod tmux_support;
+use tmux_support::{Pane, shell_quote};
 
 /// The dashboard's count of a category (`done 12`, `failed 1`), if the dashboard is shown.
 fn count(screen: &str, label: &str) -> Option<u32> {
@@ -123,23 +37,11 @@ fn device_rows(screen: &str) -> Vec<&str> {
         .collect()
 }
 
-fn shell_quote(p: &Path) -> String {
-    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
-}
-
 #[test]
 fn the_demo_in_the_terminal_ui() {
-    if !have_tmux() {
-        return;
-    }
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("demo");
-    let mut tmux = Tmux {
-        socket: format!("meshprov-e2e-{}", std::process::id()),
-        pid: None,
-        pane: None,
-    };
     // After the binary: its exit code, whether the line discipline is cooked again, then a
     // pause so the pane can be read.
     let cmd = format!(
@@ -148,21 +50,9 @@ fn the_demo_in_the_terminal_ui() {
         shell_quote(Path::new(env!("CARGO_BIN_EXE_meshprov"))),
         shell_quote(&dir)
     );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "e2e",
-        "-x",
-        "120",
-        "-y",
-        "40",
-        &cmd,
-    ])
-    .expect("tmux new-session");
-    tmux.pid = tmux
-        .run(&["display", "-p", "-t", "e2e", "#{pid}"])
-        .and_then(|s| s.trim().parse().ok());
+    let Some(tmux) = Pane::start("meshprov-e2e", 120, 40, &cmd) else {
+        return;
+    };
 
     // 1. The dashboard, and progress: the done count rises.
     let s = tmux.wait("the dashboard, running", 20, |s| {
@@ -313,16 +203,8 @@ fn the_demo_in_the_terminal_ui() {
 /// terminal for ever (it did: crossterm's poll reads end-of-file in a loop and never returns).
 #[test]
 fn a_closed_terminal_ends_the_run() {
-    if !have_tmux() {
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("demo");
-    let mut tmux = Tmux {
-        socket: format!("meshprov-e2e-hup-{}", std::process::id()),
-        pid: None,
-        pane: None,
-    };
     // Its stderr to a file: the terminal will be gone when it writes there.
     let stderr = tmp.path().join("stderr.txt");
     let cmd = format!(
@@ -331,28 +213,16 @@ fn a_closed_terminal_ends_the_run() {
         shell_quote(&dir),
         shell_quote(&stderr)
     );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "e2e",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        &cmd,
-    ])
-    .expect("tmux new-session");
-    tmux.pid = tmux
-        .run(&["display", "-p", "-t", "e2e", "#{pid}"])
-        .and_then(|s| s.trim().parse().ok());
-    tmux.pane = tmux
-        .run(&["display", "-p", "-t", "e2e", "#{pane_pid}"])
-        .and_then(|s| s.trim().parse().ok());
+    let Some(tmux) = Pane::start("meshprov-e2e-hup", 100, 30, &cmd) else {
+        return;
+    };
     tmux.wait("the dashboard, running", 20, |s| {
         s.contains("1 Dashboard") && count(s, "done").is_some_and(|d| d >= 1)
     });
-    let (server, pane) = (tmux.pid.expect("tmux pid"), tmux.pane.expect("pane pid"));
+    let (server, pane) = (
+        tmux.server.expect("tmux pid"),
+        tmux.process.expect("pane pid"),
+    );
     let alive = |pid: u32| {
         Path::new(&format!("/proc/{pid}")).exists()
             && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -404,31 +274,6 @@ fn a_closed_terminal_ends_the_run() {
     );
 }
 
-/// A tmux server of our own running `cmd` in a `w`×`h` pane.
-fn tmux_with(socket: &str, w: u16, h: u16, cmd: &str) -> Tmux {
-    let mut tmux = Tmux {
-        socket: format!("{socket}-{}", std::process::id()),
-        pid: None,
-        pane: None,
-    };
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "e2e",
-        "-x",
-        &w.to_string(),
-        "-y",
-        &h.to_string(),
-        cmd,
-    ])
-    .expect("tmux new-session");
-    tmux.pid = tmux
-        .run(&["display", "-p", "-t", "e2e", "#{pid}"])
-        .and_then(|s| s.trim().parse().ok());
-    tmux
-}
-
 /// `meshprov key-refresh` in the terminal UI on a store a headless demo rollout made: the
 /// dashboard follows the procedure through its phases to the end, the key refresh screen lists
 /// every node done with phase 3, `q` quits without a question once it is over, and the store
@@ -436,7 +281,7 @@ fn tmux_with(socket: &str, w: u16, h: u16, cmd: &str) -> Tmux {
 /// with the way to resume, and a headless re-run of the same command resumes and completes it.
 #[test]
 fn key_refresh_in_the_terminal_ui() {
-    if !have_tmux() {
+    if !tmux_support::available() {
         return;
     }
     let t0 = Instant::now();
@@ -474,7 +319,7 @@ fn key_refresh_in_the_terminal_ui() {
     };
 
     // 1. A whole key refresh: the phases go by on the dashboard.
-    let tmux = tmux_with("meshprov-e2e-kr", 120, 40, &kr_cmd(5));
+    let tmux = Pane::start("meshprov-e2e-kr", 120, 40, &kr_cmd(5)).expect("tmux");
     let s = tmux.wait("the key refresh dashboard", 20, |s| {
         s.contains("┌ Key refresh") && s.contains("Network demo") && s.contains("of 30 nodes")
     });
@@ -532,7 +377,7 @@ fn key_refresh_in_the_terminal_ui() {
     drop(tmux);
 
     // 2. Another refresh, quit in phase 1: asked first, exit 3, the journal kept.
-    let tmux = tmux_with("meshprov-e2e-kr2", 100, 30, &kr_cmd(2));
+    let tmux = Pane::start("meshprov-e2e-kr2", 100, 30, &kr_cmd(2)).expect("tmux");
     tmux.wait("phase 1 under way", 20, |s| {
         s.lines().any(|l| {
             l.contains("1 distributing keys")

@@ -6,117 +6,17 @@
 //! its pid) at the end. Without tmux the test fails when `CI` is set and is skipped otherwise.
 
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 use meshprov::store::{KdfParams, Passphrase, Store};
 
 const PASS: &str = "tui dialog passphrase";
 
-struct Tmux {
-    socket: String,
-    pid: Option<u32>,
-}
-
-impl Tmux {
-    fn run(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "pp"])
-            .unwrap_or_default()
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "pp"];
-        args.extend_from_slice(keys);
-        self.run(&args).expect("tmux send-keys");
-        std::thread::sleep(Duration::from_millis(150));
-    }
-
-    fn text(&self, text: &str) {
-        self.run(&["send-keys", "-t", "pp", "-l", text])
-            .expect("tmux send-keys -l");
-        std::thread::sleep(Duration::from_millis(150));
-    }
-
-    fn wait(&self, what: &str, secs: u64, ok: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let s = self.screen();
-            if ok(&s) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {secs} s waiting for {what}; the screen:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn start(&mut self, cmd: &str) {
-        self.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "pp",
-            "-x",
-            "120",
-            "-y",
-            "40",
-            cmd,
-        ])
-        .expect("tmux new-session");
-        self.pid = self
-            .run(&["display", "-p", "-t", "pp", "#{pid}"])
-            .and_then(|s| s.trim().parse().ok());
-    }
-
-    fn stop(&mut self) {
-        let _ = self.run(&["kill-server"]);
-        if let Some(pid) = self.pid.take() {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn have_tmux() -> bool {
-    match Command::new("tmux").arg("-V").output() {
-        Ok(o) if o.status.success() => true,
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "tmux is needed for this test (CI installs it)"
-            );
-            eprintln!("skipped: tmux is not installed");
-            false
-        }
-    }
-}
-
-fn shell_quote(p: &Path) -> String {
-    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
-}
+mod tmux_support;
+use tmux_support::{Pane, shell_quote};
 
 #[test]
 fn the_passphrase_dialog_before_a_run() {
-    if !have_tmux() {
+    if !tmux_support::available() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -132,11 +32,7 @@ fn the_passphrase_dialog_before_a_run() {
         shell_quote(Path::new(env!("CARGO_BIN_EXE_meshprov"))),
         shell_quote(&dir)
     );
-    let mut tmux = Tmux {
-        socket: format!("meshprov-pp-{}", std::process::id()),
-        pid: None,
-    };
-    tmux.start(&cmd);
+    let mut tmux = Pane::start("meshprov-pp", 120, 40, &cmd).expect("tmux");
     let s = tmux.wait("the passphrase dialog", 20, |s| {
         s.contains("Passphrase") && s.contains("network store is encrypted")
     });
@@ -162,11 +58,7 @@ fn the_passphrase_dialog_before_a_run() {
     tmux.stop();
 
     // Esc: no run, exit 2, and the terminal back.
-    let mut tmux = Tmux {
-        socket: format!("meshprov-pp2-{}", std::process::id()),
-        pid: None,
-    };
-    tmux.start(&cmd);
+    let tmux = Pane::start("meshprov-pp2", 120, 40, &cmd).expect("tmux");
     tmux.wait("the passphrase dialog", 20, |s| s.contains("Passphrase"));
     tmux.keys(&["Escape"]);
     let s = tmux.wait("the exit", 20, |s| s.contains("EXIT="));
@@ -177,7 +69,7 @@ fn the_passphrase_dialog_before_a_run() {
 /// Without the terminal UI: a no-echo prompt on the terminal, three tries.
 #[test]
 fn the_no_echo_prompt_on_a_terminal() {
-    if !have_tmux() {
+    if !tmux_support::available() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -194,11 +86,7 @@ fn the_no_echo_prompt_on_a_terminal() {
         shell_quote(Path::new(env!("CARGO_BIN_EXE_meshprov"))),
         shell_quote(&db)
     );
-    let mut tmux = Tmux {
-        socket: format!("meshprov-pp3-{}", std::process::id()),
-        pid: None,
-    };
-    tmux.start(&cmd);
+    let tmux = Pane::start("meshprov-pp3", 120, 40, &cmd).expect("tmux");
     tmux.wait("the prompt", 20, |s| s.contains("Passphrase for"));
     tmux.text("not it at all");
     tmux.keys(&["Enter"]);
