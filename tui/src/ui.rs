@@ -257,6 +257,29 @@ fn counts_line(t: &Theme, c: &Counts) -> Line<'static> {
     Line::from(spans)
 }
 
+/// A dashboard's progress gauge: `ratio` done, with `label` over it.
+fn progress_gauge(t: &Theme, ratio: f64, label: String) -> Gauge<'static> {
+    Gauge::default()
+        .ratio(ratio.clamp(0.0, 1.0))
+        .label(label)
+        .use_unicode(true)
+        .gauge_style(t.gauge())
+}
+
+/// A dashboard's body under its gauge: the main part beside the recent events on a wide
+/// terminal, above them (a third of the height, 3–8 lines) on a narrow one.
+fn body_and_log(rest: Rect) -> (Rect, Rect) {
+    if rest.width >= WIDE {
+        let [a, b] = Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
+            .areas(rest);
+        (a, b)
+    } else {
+        let log_h = (rest.height / 3).clamp(3, 8);
+        let [a, b] = Layout::vertical([Constraint::Min(3), Constraint::Length(log_h)]).areas(rest);
+        (a, b)
+    }
+}
+
 fn render_dashboard(frame: &mut Frame<'_>, app: &mut App, area: Rect) {
     if app.model.devices.is_empty() && app.model.key_refresh.is_some() {
         // `meshprov key-refresh`: no devices to roll out, a key refresh to follow.
@@ -297,28 +320,9 @@ fn render_dashboard(frame: &mut Frame<'_>, app: &mut App, area: Rect) {
     );
     let total = c.total().max(1);
     let ratio = f64::from(c.done) / f64::from(total);
-    frame.render_widget(
-        Gauge::default()
-            .ratio(ratio.clamp(0.0, 1.0))
-            .label(format!(
-                "{} / {} done ({:.0}%)",
-                c.done,
-                c.total(),
-                ratio * 100.0
-            ))
-            .use_unicode(true)
-            .gauge_style(t.gauge()),
-        gauge,
-    );
-    let (tree_area, log_area) = if rest.width >= WIDE {
-        let [a, b] = Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
-            .areas(rest);
-        (a, b)
-    } else {
-        let log_h = (rest.height / 3).clamp(3, 8);
-        let [a, b] = Layout::vertical([Constraint::Min(3), Constraint::Length(log_h)]).areas(rest);
-        (a, b)
-    };
+    let label = format!("{} / {} done ({:.0}%)", c.done, c.total(), ratio * 100.0);
+    frame.render_widget(progress_gauge(&t, ratio, label), gauge);
+    let (tree_area, log_area) = body_and_log(rest);
     render_tree(frame, app, tree_area);
     render_log_block(frame, app, log_area, " Recent events ", 0, false);
 }
@@ -379,28 +383,14 @@ fn render_kr_dashboard(frame: &mut Frame<'_>, app: &mut App, area: Rect) {
     // Acknowledgements: three per node in the procedure.
     let acks: u32 = c.confirmed.iter().sum();
     let ratio = f64::from(acks) / f64::from((3 * c.nodes).max(1));
-    frame.render_widget(
-        Gauge::default()
-            .ratio(ratio.clamp(0.0, 1.0))
-            .label(format!(
-                "{finished} / {} nodes finished, {acks} of {} phase acknowledgements ({:.0}%)",
-                c.nodes,
-                3 * c.nodes,
-                ratio * 100.0
-            ))
-            .use_unicode(true)
-            .gauge_style(t.gauge()),
-        gauge,
+    let label = format!(
+        "{finished} / {} nodes finished, {acks} of {} phase acknowledgements ({:.0}%)",
+        c.nodes,
+        3 * c.nodes,
+        ratio * 100.0
     );
-    let (left, log_area) = if rest.width >= WIDE {
-        let [a, b] = Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
-            .areas(rest);
-        (a, b)
-    } else {
-        let log_h = (rest.height / 3).clamp(3, 8);
-        let [a, b] = Layout::vertical([Constraint::Min(3), Constraint::Length(log_h)]).areas(rest);
-        (a, b)
-    };
+    frame.render_widget(progress_gauge(&t, ratio, label), gauge);
+    let (left, log_area) = body_and_log(rest);
     let block = Block::bordered().title(" Phases · nodes left behind ");
     let inner = block.inner(left);
     frame.render_widget(block, left);
