@@ -30,20 +30,21 @@ fn options(dir: &std::path::Path, devices: usize, loss: f64, faulty: f64) -> Soa
 #[test]
 fn every_fault_and_a_blackout_on_a_small_building() {
     let dir = tempfile::tempdir().unwrap();
-    // 60 devices, 24 faulty: every kind twice; 20 % loss and a minute of blackout.
-    let out = soak::run(&options(dir.path(), 60, 0.2, 0.4)).unwrap();
+    // 65 devices, 26 faulty: every kind twice; 20 % loss and a minute of blackout.
+    let out = soak::run(&options(dir.path(), 65, 0.2, 0.4)).unwrap();
     let text = out.to_text();
     println!("{text}");
     assert!(out.passed(), "{text}");
     for k in FAULTY_KINDS {
         assert_eq!(out.kinds[&k].devices, 2, "{}", k.name());
     }
-    assert_eq!(out.kinds[&Kind::Healthy].devices, 36);
+    assert_eq!(out.kinds[&Kind::Healthy].devices, 39);
     // The faults did happen: nobody that should fail is done, the blackout lost copies.
     let failing = [
         Kind::VanishForGood,
         Kind::LateBeyond,
         Kind::ProvisioningFailed,
+        Kind::RefusesData,
         Kind::ReflectPublicKey,
         Kind::ReflectConfirmation,
         Kind::ReflectRandom,
@@ -59,7 +60,7 @@ fn every_fault_and_a_blackout_on_a_small_building() {
     assert!(out.air.adv_blackout > 0, "{:?}", out.air);
     assert_eq!(
         out.report.summary.failed,
-        18 + out.kinds[&Kind::VanishAfterPdus].failed
+        2 * failing.len() + out.kinds[&Kind::VanishAfterPdus].failed
     );
     assert!(out.report.devices.iter().all(|d| d.stage.is_final()));
     assert!(
@@ -75,7 +76,7 @@ fn every_fault_and_a_blackout_on_a_small_building() {
 
     // Same seed, same run.
     let again = tempfile::tempdir().unwrap();
-    let out2 = soak::run(&options(again.path(), 60, 0.2, 0.4)).unwrap();
+    let out2 = soak::run(&options(again.path(), 65, 0.2, 0.4)).unwrap();
     let stages = |o: &soak::SoakOutcome| {
         o.report
             .devices

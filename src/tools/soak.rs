@@ -125,8 +125,10 @@ pub enum Kind {
     LateWithin,
     /// Answers 65–90 s late (beyond the 60 s protocol timer).
     LateBeyond,
-    /// Answers a step with Provisioning Failed and a code.
+    /// Answers a step before the Provisioning Data with Provisioning Failed and a code.
     ProvisioningFailed,
+    /// Answers its Provisioning Data with Provisioning Failed and a code (it takes no key).
+    RefusesData,
     /// Sends the provisioner's Public Key back.
     ReflectPublicKey,
     /// Sends the provisioner's Confirmation back.
@@ -142,13 +144,14 @@ pub enum Kind {
 }
 
 /// Every faulty kind, in the order they are handed out.
-pub const FAULTY_KINDS: [Kind; 12] = [
+pub const FAULTY_KINDS: [Kind; 13] = [
     Kind::VanishForGood,
     Kind::VanishAndReturn,
     Kind::VanishAfterPdus,
     Kind::LateWithin,
     Kind::LateBeyond,
     Kind::ProvisioningFailed,
+    Kind::RefusesData,
     Kind::ReflectPublicKey,
     Kind::ReflectConfirmation,
     Kind::ReflectRandom,
@@ -168,6 +171,7 @@ impl Kind {
             Kind::LateWithin => "late (1-5 s)",
             Kind::LateBeyond => "late (65-90 s)",
             Kind::ProvisioningFailed => "Provisioning Failed",
+            Kind::RefusesData => "refuses its Provisioning Data",
             Kind::ReflectPublicKey => "reflect public key",
             Kind::ReflectConfirmation => "reflect confirmation",
             Kind::ReflectRandom => "reflect random",
@@ -187,6 +191,9 @@ impl Kind {
                 "failed after retries, never provisioned"
             }
             Kind::ProvisioningFailed => "failed, the code reported, never provisioned",
+            Kind::RefusesData => {
+                "failed with the code, voided (not in the store) and not retried after it"
+            }
             Kind::ReflectPublicKey | Kind::ReflectConfirmation | Kind::ReflectRandom => {
                 "failed, reflection named and not retried, never provisioned"
             }
@@ -238,9 +245,22 @@ impl Kind {
                 } else {
                     format!("\"{code}\"")
                 };
-                // Before the Provisioning Data: a device that refuses the Data itself is
-                // the garbage and vanish kinds' business.
+                // Before the Provisioning Data (a refused Data is RefusesData).
                 format!("fail_at = \"{}\"\nfail_code = {code}\n", STEPS[pick(5)])
+            }
+            Kind::RefusesData => {
+                // The codes a device answers a Provisioning Data with (MshPRT v1.1 §5.4.4).
+                const DATA_CODES: [&str; 5] = [
+                    "decryption-failed",
+                    "unexpected-error",
+                    "cannot-assign-addresses",
+                    "invalid-data",
+                    "out-of-resources",
+                ];
+                format!(
+                    "fail_at = \"data\"\nfail_code = \"{}\"\n",
+                    DATA_CODES[pick(5)]
+                )
             }
             Kind::ReflectPublicKey => "reflect = [\"public-key\"]\n".into(),
             Kind::ReflectConfirmation => "reflect = [\"confirmation\"]\n".into(),
@@ -879,7 +899,7 @@ pub fn run(opts: &SoakOptions) -> Result<SoakOutcome, RolloutError> {
                 (!(failed && retried && !holds_keys))
                     .then(|| why("should fail after retries without keys"))
             }
-            Kind::ProvisioningFailed => {
+            Kind::ProvisioningFailed | Kind::RefusesData => {
                 let code = d
                     .fault
                     .lines()
@@ -893,11 +913,18 @@ pub fn run(opts: &SoakOptions) -> Result<SoakOutcome, RolloutError> {
                     .or_else(|| u8::from_str_radix(code.trim_start_matches("0x"), 16).ok())
                     .map(|c| format!("({c:#04x})"))
                     .unwrap_or_default();
-                (!(failed && never && !hex.is_empty() && reason.contains(&hex))).then(|| {
-                    why(&format!(
-                        "should fail with {hex} in its reason, never provisioned"
-                    ))
-                })
+                // A refused Data voids the commit at once (not in the store) and is not
+                // retried (earlier attempts may have lost their link before it).
+                let refused_again = d.kind == Kind::RefusesData
+                    && retry_reasons
+                        .iter()
+                        .any(|r| r.contains("refused its Provisioning Data"));
+                (!(failed && never && !refused_again && !hex.is_empty() && reason.contains(&hex)))
+                    .then(|| {
+                        why(&format!(
+                            "should fail with {hex} in its reason, not retried after a refused Data, never provisioned"
+                        ))
+                    })
             }
             Kind::ReflectPublicKey | Kind::ReflectConfirmation | Kind::ReflectRandom => {
                 let named = match d.kind {
