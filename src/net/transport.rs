@@ -21,7 +21,9 @@
 //! - receiver: acknowledgement delay `min(SegN + 1, 2.5) × 60 ms` (ack delay increment 1,
 //!   segment interval step 5), discard (incomplete) timeout 10 s (discard timeout 1:
 //!   `(1+1) × 5 s`), no acknowledgement retransmission besides the acks re-sent when segments
-//!   of a completed message arrive again.
+//!   of a completed message arrive again — at most one per SeqAuth every
+//!   `ack delay increment × segment reception interval` = `2.5 × 60 ms` = 150 ms
+//!   ([`SarConfig::reack_interval`], §3.5.3.4).
 //!
 //! BlueZ (reference §6.3) uses a 2 s segment timeout and a 60 s message timeout; the faster
 //! 1.1 values are kept because the Config client retries whole requests on its own timer.
@@ -61,6 +63,11 @@ pub const MAX_UNSEG_ACCESS: usize = 15;
 pub const MAX_UNSEG_CONTROL: usize = 11;
 /// Segment Acknowledgment control opcode (§3.6.5.2).
 pub const OPCODE_SEGMENT_ACK: u8 = 0x00;
+
+/// The acknowledgment delay increment in halves: `SAR Acknowledgment Delay Increment + 1.5`
+/// with the state at its default 1, i.e. 2.5 (§3.5.3.4; UNVERIFIED default, see the module
+/// documentation).
+const ACK_DELAY_INCREMENT_HALVES: u32 = 5;
 
 /// Segmentation fields of a segmented lower transport PDU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -343,8 +350,22 @@ impl SarConfig {
 
     /// `min(SegN + 1, 2.5) × segment interval` (ack delay increment 1).
     fn ack_delay(&self, seg_n: u8) -> Duration {
-        let halves = (2 * (u32::from(seg_n) + 1)).min(5);
+        let halves = (2 * (u32::from(seg_n) + 1)).min(ACK_DELAY_INCREMENT_HALVES);
         self.rx_segment_interval * halves / 2
+    }
+
+    /// The shortest time between two Segment Acknowledgments for the same SeqAuth of a
+    /// message already received in full: `acknowledgment delay increment × segment reception
+    /// interval` (MshPRT v1.1 §3.5.3.4: the lower transport layer shall not send more than one
+    /// Segment Acknowledgment message for the same SeqAuth in that period). 150 ms by
+    /// default.
+    ///
+    /// Each retransmission round of the sender arrives as one PDU per segment, and each of
+    /// those as several copies (Network Transmit); acknowledging every copy made a provisioner
+    /// answer one round of a 3-segment Composition Data Status with up to nine identical acks,
+    /// which clogged its own advertising queue (README, "Soak and fault runs").
+    pub fn reack_interval(&self) -> Duration {
+        self.rx_segment_interval * ACK_DELAY_INCREMENT_HALVES / 2
     }
 }
 
@@ -645,6 +666,9 @@ struct RxDone {
     iv_index: u32,
     seq_auth: u32,
     block_ack: u32,
+    /// When the last acknowledgement for it was sent: the next one waits
+    /// [`SarConfig::reack_interval`].
+    last_ack: Option<Instant>,
 }
 
 /// The transport layers over one [`NetworkLayer`].
@@ -1288,10 +1312,18 @@ impl<S: SeqSource> Transport<S> {
         let seq_auth = seq_auth_of(h.seq, seg.seq_zero).ok_or(Dropped::Stale)?;
         let key = (n.iv_index, seq_auth);
         let unicast = address::is_unicast(h.dst);
-        // A segment of a message already completed: acknowledge it again.
-        if let Some(d) = self.rx_done.get(&h.src).copied() {
+        // A segment of a message already completed: the sender missed our acknowledgement.
+        // Acknowledge it again, but not more than once per re-ack interval (§3.5.3.4): its
+        // other segments and their Network Transmit copies arrive within that interval.
+        let reack_interval = self.config.sar.reack_interval();
+        if let Some(d) = self.rx_done.get_mut(&h.src) {
             if (d.iv_index, d.seq_auth) == key {
-                if unicast {
+                let due = d
+                    .last_ack
+                    .is_none_or(|t| now.saturating_duration_since(t) >= reack_interval);
+                if unicast && due {
+                    d.last_ack = Some(now);
+                    let d = *d;
                     self.send_ack(
                         d.net_key_index,
                         d.dst,
@@ -1378,6 +1410,7 @@ impl<S: SeqSource> Transport<S> {
             iv_index: s.iv_index,
             seq_auth: s.seq_auth,
             block_ack: s.received,
+            last_ack: unicast.then_some(now),
         };
         self.rx_done.insert(h.src, done);
         if unicast {
