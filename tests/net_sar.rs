@@ -4,10 +4,12 @@
 
 mod net_support;
 
+use meshprov::crypto::network::decrypt_pdu;
+use meshprov::crypto::toolbox;
 use meshprov::net::network::MemorySeqSource;
 use meshprov::net::transport::{
-    AccessSend, Destination, KeySelect, KeyUsed, SarConfig, SendFailure, Transport,
-    TransportConfig, TransportEvent,
+    AccessSend, Destination, KeySelect, KeyUsed, LowerPdu, SarConfig, SegmentAck, SendFailure,
+    Transport, TransportConfig, TransportEvent,
 };
 use meshprov::time::Instant;
 use net_support::*;
@@ -284,6 +286,115 @@ fn a_completed_message_is_acknowledged_again_at_most_once_per_interval() {
             acknowledged: true
         }]
     );
+}
+
+/// The Segment Acknowledgment in a PDU `to` sent (its BlockAck).
+fn block_ack_of(pdu: &[u8]) -> u32 {
+    let d = decrypt_pdu(&toolbox::k2(&net_key(), &[0]), IV.index, pdu).expect("decrypts");
+    match LowerPdu::parse(true, &d.transport_pdu).expect("lower transport PDU") {
+        LowerPdu::UnsegmentedControl { opcode: 0, params } => {
+            SegmentAck::parse(&params).expect("an ack").block_ack
+        }
+        other => panic!("not a Segment Acknowledgment: {other:?}"),
+    }
+}
+
+/// MshPRT v1.1 §3.5.3.3.1/§3.5.3.3.3: the SAR Unicast Retransmissions timer starts "when the
+/// last segment marked as unacknowledged is transmitted". A round still waiting for the bearer
+/// (a radio busy with other PDUs) is not retransmitted on top of itself. In the 1,000-device
+/// soak the timer ran from the moment a round was queued behind 8–16 s of PDUs, so every
+/// segmented request was queued three times before its first copy went on air.
+#[test]
+fn the_retransmission_timer_starts_when_the_round_has_been_taken() {
+    let (mut a, _b) = pair();
+    a.send_access(Instant::ZERO, access_to_node(payload(30)))
+        .unwrap();
+    assert_eq!(a.transmits_waiting(), 3);
+    assert_eq!(a.poll_timeout(), None, "no timer while the round waits");
+    // The radio is busy for two seconds: nothing is queued again meanwhile.
+    a.handle_timeout(Instant::from_millis(2_000));
+    assert_eq!(a.transmits_waiting(), 3, "the round was not queued again");
+    let taken = Instant::from_millis(2_000);
+    for k in 0..3 {
+        assert!(a.poll_transmit_at(taken).is_some(), "segment {k}");
+        let expect = (k == 2).then(|| taken + Duration::from_millis(200 + 50 * 7));
+        assert_eq!(a.poll_timeout(), expect, "after segment {k}");
+    }
+    a.handle_timeout(taken + Duration::from_millis(549));
+    assert_eq!(a.transmits_waiting(), 0);
+    a.handle_timeout(taken + Duration::from_millis(550));
+    assert_eq!(
+        a.transmits_waiting(),
+        3,
+        "the second round, 550 ms after the first left"
+    );
+}
+
+/// A segment that the receiver acknowledges while its retransmission still waits for the
+/// bearer is withdrawn (and with the whole message acknowledged, every waiting segment).
+#[test]
+fn segments_acknowledged_while_they_wait_are_withdrawn() {
+    let (mut a, mut b) = pair();
+    let id = a
+        .send_access(Instant::ZERO, access_to_node(payload(30)))
+        .unwrap();
+    let first: Vec<_> = std::iter::from_fn(|| a.poll_transmit_at(Instant::ZERO)).collect();
+    // Segment 2 is late (another path); the receiver acknowledges 0 and 1.
+    b.handle_network_pdu(Instant::ZERO, &first[0].pdu).unwrap();
+    b.handle_network_pdu(Instant::ZERO, &first[1].pdu).unwrap();
+    let t = b.poll_timeout().expect("ack timer");
+    b.handle_timeout(t);
+    let ack = b.poll_transmit_at(t).expect("ack");
+    assert_eq!(block_ack_of(&ack.pdu), 0b011);
+    // The sender's timer fires first: segment 2 is queued again (its ack is late).
+    let t = a.poll_timeout().expect("retransmission timer");
+    a.handle_timeout(t);
+    assert_eq!(
+        a.transmits_waiting(),
+        3,
+        "nothing acknowledged yet: all three"
+    );
+    a.handle_network_pdu(t, &ack.pdu).unwrap();
+    assert_eq!(a.transmits_waiting(), 1, "segments 0 and 1 withdrawn");
+    assert_eq!(a.poll_timeout(), None, "segment 2 still waits: no timer");
+    // The late copy of segment 2 completes the message; the ack finishes the sender, and the
+    // waiting copy of segment 2 is never sent.
+    b.handle_network_pdu(t, &first[2].pdu).unwrap();
+    let done = b.poll_transmit_at(t).expect("the completion ack");
+    assert_eq!(block_ack_of(&done.pdu), 0b111);
+    a.handle_network_pdu(t, &done.pdu).unwrap();
+    assert_eq!(a.transmits_waiting(), 0);
+    assert!(a.poll_transmit_at(t).is_none());
+    assert_eq!(
+        std::iter::from_fn(|| a.poll_event()).collect::<Vec<_>>(),
+        vec![TransportEvent::Sent {
+            id,
+            acknowledged: true
+        }]
+    );
+}
+
+/// A receiver whose Segment Acknowledgment still waits for the bearer when it acknowledges
+/// the same message again sends only the newer one, in the older one's place.
+#[test]
+fn a_waiting_acknowledgement_is_replaced_by_a_newer_one() {
+    let (mut a, mut b) = pair();
+    a.send_access(Instant::ZERO, access_to_node(payload(30)))
+        .unwrap();
+    let first: Vec<_> = std::iter::from_fn(|| a.poll_transmit_at(Instant::ZERO)).collect();
+    b.handle_network_pdu(Instant::ZERO, &first[0].pdu).unwrap();
+    let t = b.poll_timeout().expect("ack timer");
+    b.handle_timeout(t);
+    assert_eq!(b.transmits_waiting(), 1);
+    b.handle_network_pdu(t, &first[1].pdu).unwrap();
+    let t = b.poll_timeout().expect("ack timer");
+    b.handle_timeout(t);
+    assert_eq!(b.transmits_waiting(), 1, "replaced, not added");
+    let ack = b.poll_transmit_at(t).expect("ack");
+    assert_eq!(block_ack_of(&ack.pdu), 0b011, "the newer acknowledgement");
+    b.handle_network_pdu(t, &first[2].pdu).unwrap();
+    assert_eq!(b.transmits_waiting(), 1, "the completion ack");
+    assert_eq!(block_ack_of(&b.poll_transmit_at(t).unwrap().pdu), 0b111);
 }
 
 #[test]
