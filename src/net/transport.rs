@@ -1351,15 +1351,12 @@ impl<S: SeqSource> Transport<S> {
         let all = self.tx[i].all();
         let newly = ack.block_ack & all & !self.tx[i].acked;
         self.tx[i].acked |= ack.block_ack & all;
+        // The timer runs once the whole round has been taken (§3.5.3.3.1).
+        let timer_running = self.tx[i].deadline.is_some();
         // Acknowledged segments still waiting for the bearer are not sent at all.
         let acked = self.tx[i].acked;
         let withdrawn = self.withdraw_segments(id, |o| acked & (1u32 << o) == 0);
         self.tx[i].unsent = self.tx[i].unsent.saturating_sub(withdrawn);
-        if withdrawn > 0 && self.tx[i].unsent == 0 {
-            // What was left of the round is withdrawn: the round is out.
-            let interval = self.tx[i].interval(&self.config.sar);
-            self.tx[i].deadline = Some(now + interval);
-        }
         if self.tx[i].acked == all {
             self.finish_tx(
                 i,
@@ -1373,9 +1370,14 @@ impl<S: SeqSource> Transport<S> {
         if newly != 0 {
             self.tx[i].without_progress_left =
                 self.config.sar.unicast_retransmissions_without_progress;
-            if self.tx[i].unsent > 0 {
-                // The round is still being transmitted (its timer is not running, §3.5.3.3.2):
-                // the missing segments are on their way.
+            if !timer_running {
+                // The round is still being transmitted: the missing segments are on their
+                // way (§3.5.3.3.2 resends on progress only while the timer runs). If the
+                // rest of the round was just withdrawn, the round is out: the timer starts.
+                if self.tx[i].unsent == 0 {
+                    let interval = self.tx[i].interval(&self.config.sar);
+                    self.tx[i].deadline = Some(now + interval);
+                }
                 return Ok(());
             }
             // Progress: resend what is missing now; the timer restarts when it has left.
