@@ -374,6 +374,45 @@ fn segments_acknowledged_while_they_wait_are_withdrawn() {
     );
 }
 
+/// An acknowledgement that withdraws the rest of a round still being taken ends the round: the
+/// retransmission timer starts (§3.5.3.3.1), and the segments of this round already taken are
+/// not queued again at once (the progress resend of §3.5.3.3.2 is for a running timer only).
+#[test]
+fn an_acknowledgement_that_completes_a_round_being_taken_starts_the_timer() {
+    let (mut a, mut b) = pair();
+    a.send_access(Instant::ZERO, access_to_node(payload(30)))
+        .unwrap();
+    let first: Vec<_> = std::iter::from_fn(|| a.poll_transmit_at(Instant::ZERO)).collect();
+    assert_eq!(first.len(), 3);
+    // Segment 1 is lost; the receiver acknowledges 0 and 2, and its ack is late.
+    b.handle_network_pdu(Instant::ZERO, &first[0].pdu).unwrap();
+    b.handle_network_pdu(Instant::ZERO, &first[2].pdu).unwrap();
+    let t = b.poll_timeout().expect("ack timer");
+    b.handle_timeout(t);
+    let ack = b.poll_transmit_at(t).expect("ack");
+    assert_eq!(block_ack_of(&ack.pdu), 0b101);
+    // The sender's timer fires: all three queued again; segments 0 and 1 are taken.
+    let t = a.poll_timeout().expect("retransmission timer");
+    a.handle_timeout(t);
+    assert_eq!(a.transmits_waiting(), 3);
+    assert!(a.poll_transmit_at(t).is_some());
+    assert!(a.poll_transmit_at(t).is_some());
+    assert_eq!(a.transmits_waiting(), 1, "segment 2 waits");
+    assert_eq!(a.poll_timeout(), None, "the round is not out: no timer");
+    // The ack withdraws segment 2: the round is out, segment 1 has just been taken.
+    a.handle_network_pdu(t, &ack.pdu).unwrap();
+    assert_eq!(
+        a.transmits_waiting(),
+        0,
+        "segment 1 is not queued again at once"
+    );
+    let next = a.poll_timeout().expect("the retransmission timer runs");
+    assert!(next > t, "{next:?} after {t:?}");
+    // When it fires, the one missing segment goes again.
+    a.handle_timeout(next);
+    assert_eq!(a.transmits_waiting(), 1, "segment 1 again");
+}
+
 /// A receiver whose Segment Acknowledgment still waits for the bearer when it acknowledges
 /// the same message again sends only the newer one, in the older one's place.
 #[test]
