@@ -190,9 +190,24 @@ impl<S: SeqSource> ConfigHost<S> {
         }
     }
 
-    /// The next network PDU to advertise.
+    /// The next network PDU to advertise (all of them at once: see
+    /// [`ConfigHost::poll_transmit_at`] for a driver that pulls when its radio is free).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transport.poll_transmit()
+    }
+
+    /// The next network PDU, taken at `now` by a radio that sends it now
+    /// ([`Transport::poll_transmit_at`]). A driver that calls it only when its radio can take
+    /// a PDU leaves the backlog here: segmented requests are then retransmitted only after
+    /// their round went on air (MshPRT v1.1 §3.5.3.3.1), acknowledged segments and superseded
+    /// Segment Acknowledgments are withdrawn before they are sent.
+    pub fn poll_transmit_at(&mut self, now: Instant) -> Option<Transmit> {
+        self.transport.poll_transmit_at(now)
+    }
+
+    /// Network PDUs waiting for [`ConfigHost::poll_transmit_at`].
+    pub fn transmits_waiting(&self) -> usize {
+        self.transport.transmits_waiting()
     }
 
     /// When [`ConfigHost::handle_timeout`] is next needed.

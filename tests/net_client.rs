@@ -204,9 +204,10 @@ fn a_lost_reply_is_recovered_by_the_client_retry() {
             },
         )
         .unwrap();
-    // The node's first reply PDUs (the transport ack and the status segments) are lost until
-    // the transport gives up; the client's retry gets through.
-    let events = drive(&mut c, &mut a, &mut b, |from_prov, n| !from_prov && n <= 12);
+    // Every PDU the node sends for the first attempt is lost — the transport ack, the status,
+    // and one re-ack for each of the two retransmitted rounds (MshPRT v1.1 §3.5.3.4: one per
+    // SeqAuth and 150 ms) — until the transport gives up; the client's retry gets through.
+    let events = drive(&mut c, &mut a, &mut b, |from_prov, n| !from_prov && n <= 4);
     assert!(
         matches!(events.as_slice(), [ConfigEvent::Response { id: got, .. }] if *got == id),
         "{events:?}"

@@ -4,13 +4,16 @@
 
 mod net_support;
 
+use meshprov::crypto::network::decrypt_pdu;
+use meshprov::crypto::toolbox;
 use meshprov::net::network::MemorySeqSource;
 use meshprov::net::transport::{
-    AccessSend, Destination, KeySelect, KeyUsed, SarConfig, SendFailure, Transport,
-    TransportConfig, TransportEvent,
+    AccessSend, Destination, KeySelect, KeyUsed, LowerPdu, SarConfig, SegmentAck, SendFailure,
+    Transport, TransportConfig, TransportEvent,
 };
 use meshprov::time::Instant;
 use net_support::*;
+use std::time::Duration;
 
 type T = Transport<MemorySeqSource>;
 
@@ -206,8 +209,8 @@ fn duplicates_are_ignored_and_a_completed_message_is_acknowledged_again() {
     let reacks: Vec<_> = std::iter::from_fn(|| b.poll_transmit()).collect();
     assert_eq!(
         reacks.len(),
-        third.len(),
-        "one ack per retransmitted segment"
+        1,
+        "one ack for the whole retransmitted round (MshPRT v1.1 §3.5.3.4)"
     );
     a.handle_network_pdu(t2, &reacks[0].pdu).unwrap();
     assert!(matches!(
@@ -217,6 +220,220 @@ fn duplicates_are_ignored_and_a_completed_message_is_acknowledged_again() {
             ..
         })
     ));
+}
+
+/// MshPRT v1.1 §3.5.3.4, Most Recent SeqAuth: segments of a message already received in full
+/// are acknowledged again, but not more than once per SeqAuth in `acknowledgment delay
+/// increment × segment reception interval` (2.5 × 60 ms = 150 ms). Acknowledging every copy
+/// flooded the provisioner's own advertising queue in the 1,000-device soak: a node's
+/// retransmitted round of three segments arrives as nine copies (Network Transmit count 3),
+/// and each got its own acknowledgement — 19,234 acks for about a thousand Composition Data
+/// Status messages — until the queue held ten seconds of PDUs and a node's configuration
+/// requests went unanswered six attempts in a row.
+#[test]
+fn a_completed_message_is_acknowledged_again_at_most_once_per_interval() {
+    let (mut a, mut b) = pair();
+    let id = a
+        .send_access(Instant::ZERO, access_to_node(payload(30)))
+        .unwrap();
+    let first: Vec<_> = std::iter::from_fn(|| a.poll_transmit()).collect();
+    assert_eq!(first.len(), 3, "34 octets of upper PDU in 3 segments");
+    for p in &first {
+        b.handle_network_pdu(Instant::ZERO, &p.pdu).unwrap();
+    }
+    assert_eq!(
+        received(&std::iter::from_fn(|| b.poll_event()).collect::<Vec<_>>()).len(),
+        1
+    );
+    let acks: Vec<_> = std::iter::from_fn(|| b.poll_transmit()).collect();
+    assert_eq!(acks.len(), 1, "the completion is acknowledged at once");
+    // Copies of the first round still arriving within the interval get no second ack.
+    b.handle_network_pdu(Instant::from_millis(40), &first[2].pdu)
+        .unwrap();
+    assert!(b.poll_transmit().is_none(), "within 150 ms of the last ack");
+    // The acknowledgement is lost: the sender retransmits all three segments, and the bearer
+    // sends each PDU three times (Network Transmit): nine copies 15 ms apart.
+    let mut reacks = 0;
+    for round in 0..2 {
+        let t = a.poll_timeout().expect("retransmission timer");
+        a.handle_timeout(t);
+        let again: Vec<_> = std::iter::from_fn(|| a.poll_transmit()).collect();
+        assert_eq!(again.len(), 3, "round {round}: every segment again");
+        let mut at = t;
+        for p in &again {
+            for _copy in 0..3 {
+                let _ = b.handle_network_pdu(at, &p.pdu);
+                at = at + Duration::from_millis(15);
+            }
+        }
+        assert!(b.poll_event().is_none(), "never delivered twice");
+        let sent: Vec<_> = std::iter::from_fn(|| b.poll_transmit()).collect();
+        assert_eq!(
+            sent.len(),
+            1,
+            "round {round}: one acknowledgement for nine copies in 135 ms"
+        );
+        reacks += sent.len();
+        if round == 1 {
+            a.handle_network_pdu(at, &sent[0].pdu).unwrap();
+        }
+    }
+    assert_eq!(reacks, 2);
+    assert_eq!(
+        std::iter::from_fn(|| a.poll_event()).collect::<Vec<_>>(),
+        vec![TransportEvent::Sent {
+            id,
+            acknowledged: true
+        }]
+    );
+}
+
+/// The Segment Acknowledgment in a PDU `to` sent (its BlockAck).
+fn block_ack_of(pdu: &[u8]) -> u32 {
+    let d = decrypt_pdu(&toolbox::k2(&net_key(), &[0]), IV.index, pdu).expect("decrypts");
+    match LowerPdu::parse(true, &d.transport_pdu).expect("lower transport PDU") {
+        LowerPdu::UnsegmentedControl { opcode: 0, params } => {
+            SegmentAck::parse(&params).expect("an ack").block_ack
+        }
+        other => panic!("not a Segment Acknowledgment: {other:?}"),
+    }
+}
+
+/// MshPRT v1.1 §3.5.3.3.1/§3.5.3.3.3: the SAR Unicast Retransmissions timer starts "when the
+/// last segment marked as unacknowledged is transmitted". A round still waiting for the bearer
+/// (a radio busy with other PDUs) is not retransmitted on top of itself. In the 1,000-device
+/// soak the timer ran from the moment a round was queued behind 8–16 s of PDUs, so every
+/// segmented request was queued three times before its first copy went on air.
+#[test]
+fn the_retransmission_timer_starts_when_the_round_has_been_taken() {
+    let (mut a, _b) = pair();
+    a.send_access(Instant::ZERO, access_to_node(payload(30)))
+        .unwrap();
+    assert_eq!(a.transmits_waiting(), 3);
+    assert_eq!(a.poll_timeout(), None, "no timer while the round waits");
+    // The radio is busy for two seconds: nothing is queued again meanwhile.
+    a.handle_timeout(Instant::from_millis(2_000));
+    assert_eq!(a.transmits_waiting(), 3, "the round was not queued again");
+    let taken = Instant::from_millis(2_000);
+    for k in 0..3 {
+        assert!(a.poll_transmit_at(taken).is_some(), "segment {k}");
+        let expect = (k == 2).then(|| taken + Duration::from_millis(200 + 50 * 7));
+        assert_eq!(a.poll_timeout(), expect, "after segment {k}");
+    }
+    a.handle_timeout(taken + Duration::from_millis(549));
+    assert_eq!(a.transmits_waiting(), 0);
+    a.handle_timeout(taken + Duration::from_millis(550));
+    assert_eq!(
+        a.transmits_waiting(),
+        3,
+        "the second round, 550 ms after the first left"
+    );
+}
+
+/// A segment that the receiver acknowledges while its retransmission still waits for the
+/// bearer is withdrawn (and with the whole message acknowledged, every waiting segment).
+#[test]
+fn segments_acknowledged_while_they_wait_are_withdrawn() {
+    let (mut a, mut b) = pair();
+    let id = a
+        .send_access(Instant::ZERO, access_to_node(payload(30)))
+        .unwrap();
+    let first: Vec<_> = std::iter::from_fn(|| a.poll_transmit_at(Instant::ZERO)).collect();
+    // Segment 2 is late (another path); the receiver acknowledges 0 and 1.
+    b.handle_network_pdu(Instant::ZERO, &first[0].pdu).unwrap();
+    b.handle_network_pdu(Instant::ZERO, &first[1].pdu).unwrap();
+    let t = b.poll_timeout().expect("ack timer");
+    b.handle_timeout(t);
+    let ack = b.poll_transmit_at(t).expect("ack");
+    assert_eq!(block_ack_of(&ack.pdu), 0b011);
+    // The sender's timer fires first: segment 2 is queued again (its ack is late).
+    let t = a.poll_timeout().expect("retransmission timer");
+    a.handle_timeout(t);
+    assert_eq!(
+        a.transmits_waiting(),
+        3,
+        "nothing acknowledged yet: all three"
+    );
+    a.handle_network_pdu(t, &ack.pdu).unwrap();
+    assert_eq!(a.transmits_waiting(), 1, "segments 0 and 1 withdrawn");
+    assert_eq!(a.poll_timeout(), None, "segment 2 still waits: no timer");
+    // The late copy of segment 2 completes the message; the ack finishes the sender, and the
+    // waiting copy of segment 2 is never sent.
+    b.handle_network_pdu(t, &first[2].pdu).unwrap();
+    let done = b.poll_transmit_at(t).expect("the completion ack");
+    assert_eq!(block_ack_of(&done.pdu), 0b111);
+    a.handle_network_pdu(t, &done.pdu).unwrap();
+    assert_eq!(a.transmits_waiting(), 0);
+    assert!(a.poll_transmit_at(t).is_none());
+    assert_eq!(
+        std::iter::from_fn(|| a.poll_event()).collect::<Vec<_>>(),
+        vec![TransportEvent::Sent {
+            id,
+            acknowledged: true
+        }]
+    );
+}
+
+/// An acknowledgement that withdraws the rest of a round still being taken ends the round: the
+/// retransmission timer starts (§3.5.3.3.1), and the segments of this round already taken are
+/// not queued again at once (the progress resend of §3.5.3.3.2 is for a running timer only).
+#[test]
+fn an_acknowledgement_that_completes_a_round_being_taken_starts_the_timer() {
+    let (mut a, mut b) = pair();
+    a.send_access(Instant::ZERO, access_to_node(payload(30)))
+        .unwrap();
+    let first: Vec<_> = std::iter::from_fn(|| a.poll_transmit_at(Instant::ZERO)).collect();
+    assert_eq!(first.len(), 3);
+    // Segment 1 is lost; the receiver acknowledges 0 and 2, and its ack is late.
+    b.handle_network_pdu(Instant::ZERO, &first[0].pdu).unwrap();
+    b.handle_network_pdu(Instant::ZERO, &first[2].pdu).unwrap();
+    let t = b.poll_timeout().expect("ack timer");
+    b.handle_timeout(t);
+    let ack = b.poll_transmit_at(t).expect("ack");
+    assert_eq!(block_ack_of(&ack.pdu), 0b101);
+    // The sender's timer fires: all three queued again; segments 0 and 1 are taken.
+    let t = a.poll_timeout().expect("retransmission timer");
+    a.handle_timeout(t);
+    assert_eq!(a.transmits_waiting(), 3);
+    assert!(a.poll_transmit_at(t).is_some());
+    assert!(a.poll_transmit_at(t).is_some());
+    assert_eq!(a.transmits_waiting(), 1, "segment 2 waits");
+    assert_eq!(a.poll_timeout(), None, "the round is not out: no timer");
+    // The ack withdraws segment 2: the round is out, segment 1 has just been taken.
+    a.handle_network_pdu(t, &ack.pdu).unwrap();
+    assert_eq!(
+        a.transmits_waiting(),
+        0,
+        "segment 1 is not queued again at once"
+    );
+    let next = a.poll_timeout().expect("the retransmission timer runs");
+    assert!(next > t, "{next:?} after {t:?}");
+    // When it fires, the one missing segment goes again.
+    a.handle_timeout(next);
+    assert_eq!(a.transmits_waiting(), 1, "segment 1 again");
+}
+
+/// A receiver whose Segment Acknowledgment still waits for the bearer when it acknowledges
+/// the same message again sends only the newer one, in the older one's place.
+#[test]
+fn a_waiting_acknowledgement_is_replaced_by_a_newer_one() {
+    let (mut a, mut b) = pair();
+    a.send_access(Instant::ZERO, access_to_node(payload(30)))
+        .unwrap();
+    let first: Vec<_> = std::iter::from_fn(|| a.poll_transmit_at(Instant::ZERO)).collect();
+    b.handle_network_pdu(Instant::ZERO, &first[0].pdu).unwrap();
+    let t = b.poll_timeout().expect("ack timer");
+    b.handle_timeout(t);
+    assert_eq!(b.transmits_waiting(), 1);
+    b.handle_network_pdu(t, &first[1].pdu).unwrap();
+    let t = b.poll_timeout().expect("ack timer");
+    b.handle_timeout(t);
+    assert_eq!(b.transmits_waiting(), 1, "replaced, not added");
+    let ack = b.poll_transmit_at(t).expect("ack");
+    assert_eq!(block_ack_of(&ack.pdu), 0b011, "the newer acknowledgement");
+    b.handle_network_pdu(t, &first[2].pdu).unwrap();
+    assert_eq!(b.transmits_waiting(), 1, "the completion ack");
+    assert_eq!(block_ack_of(&b.poll_transmit_at(t).unwrap().pdu), 0b111);
 }
 
 #[test]

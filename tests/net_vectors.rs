@@ -306,7 +306,8 @@ fn network_layer_alone_reproduces_message_6_header_fields() {
 
 /// Segments may arrive out of order (different relay paths): the second segment's higher SEQ
 /// does not make the first a replay. A replay of the whole message afterwards is acknowledged
-/// again and never delivered twice; a replay of a single unsegmented PDU is dropped.
+/// again — once, and not within 150 ms of the last acknowledgement (MshPRT v1.1 §3.5.3.4) —
+/// and never delivered twice.
 #[test]
 fn message_6_segments_out_of_order_and_replayed() {
     let c = case("message_6");
@@ -326,11 +327,19 @@ fn message_6_segments_out_of_order_and_replayed() {
         rx.handle_network_pdu(Instant::from_millis(5), p).unwrap();
     }
     assert!(rx.poll_event().is_none(), "never delivered twice");
+    assert!(
+        rx.poll_transmit().is_none(),
+        "5 ms after the acknowledgement: not again yet"
+    );
+    for p in &pdus {
+        rx.handle_network_pdu(Instant::from_millis(200), p).unwrap();
+    }
+    assert!(rx.poll_event().is_none(), "never delivered twice");
     let reacks: Vec<_> = std::iter::from_fn(|| rx.poll_transmit()).collect();
     assert_eq!(
         reacks.len(),
-        2,
-        "each replayed segment is acknowledged again"
+        1,
+        "the replayed message is acknowledged again, once for both segments"
     );
     let d = open(0x1234_5678, &reacks[0].pdu);
     assert_eq!(hex::encode(&d.transport_pdu), "0026ac00000003");

@@ -21,7 +21,9 @@
 //! - receiver: acknowledgement delay `min(SegN + 1, 2.5) × 60 ms` (ack delay increment 1,
 //!   segment interval step 5), discard (incomplete) timeout 10 s (discard timeout 1:
 //!   `(1+1) × 5 s`), no acknowledgement retransmission besides the acks re-sent when segments
-//!   of a completed message arrive again.
+//!   of a completed message arrive again — at most one per SeqAuth every
+//!   `ack delay increment × segment reception interval` = `2.5 × 60 ms` = 150 ms
+//!   ([`SarConfig::reack_interval`], §3.5.3.4).
 //!
 //! BlueZ (reference §6.3) uses a 2 s segment timeout and a 60 s message timeout; the faster
 //! 1.1 values are kept because the Config client retries whole requests on its own timer.
@@ -31,6 +33,18 @@
 //! A Segment Acknowledgment with BlockAck 0 means the receiver cannot take the message
 //! (§3.5.3.3): the transmitter cancels with [`SendFailure::ReceiverBusy`]. This receiver sends
 //! such an ack when it already reassembles [`SarConfig::max_rx_sessions`] messages.
+//!
+//! # Segments leave when the bearer takes them
+//!
+//! PDUs wait in this layer until the driver takes them ([`Transport::poll_transmit_at`]), and a
+//! SAR retransmission timer starts only when the last unacknowledged segment of a round has
+//! been taken (§3.5.3.3.1, §3.5.3.3.3: "when the last segment marked as unacknowledged is
+//! transmitted"), never when the round was queued. A driver that takes one PDU whenever its
+//! radio can send one (the simulated rollout) thus never queues a retransmission round behind
+//! the unsent copies of the previous one; segments acknowledged while they wait are withdrawn,
+//! and a Segment Acknowledgment still waiting is replaced by a newer one for the same SeqAuth
+//! rather than followed by it. A driver that takes everything at once
+//! ([`Transport::poll_transmit`]) gets the timers started at that instant.
 //!
 //! # One message at a time per destination
 //!
@@ -61,6 +75,11 @@ pub const MAX_UNSEG_ACCESS: usize = 15;
 pub const MAX_UNSEG_CONTROL: usize = 11;
 /// Segment Acknowledgment control opcode (§3.6.5.2).
 pub const OPCODE_SEGMENT_ACK: u8 = 0x00;
+
+/// The acknowledgment delay increment in halves: `SAR Acknowledgment Delay Increment + 1.5`
+/// with the state at its default 1, i.e. 2.5 (§3.5.3.4; UNVERIFIED default, see the module
+/// documentation).
+const ACK_DELAY_INCREMENT_HALVES: u32 = 5;
 
 /// Segmentation fields of a segmented lower transport PDU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -343,8 +362,22 @@ impl SarConfig {
 
     /// `min(SegN + 1, 2.5) × segment interval` (ack delay increment 1).
     fn ack_delay(&self, seg_n: u8) -> Duration {
-        let halves = (2 * (u32::from(seg_n) + 1)).min(5);
+        let halves = (2 * (u32::from(seg_n) + 1)).min(ACK_DELAY_INCREMENT_HALVES);
         self.rx_segment_interval * halves / 2
+    }
+
+    /// The shortest time between two Segment Acknowledgments for the same SeqAuth of a
+    /// message already received in full: `acknowledgment delay increment × segment reception
+    /// interval` (MshPRT v1.1 §3.5.3.4: the lower transport layer shall not send more than one
+    /// Segment Acknowledgment message for the same SeqAuth in that period). 150 ms by
+    /// default.
+    ///
+    /// Each retransmission round of the sender arrives as one PDU per segment, and each of
+    /// those as several copies (Network Transmit); acknowledging every copy made a provisioner
+    /// answer one round of a 3-segment Composition Data Status with up to nine identical acks,
+    /// which clogged its own advertising queue (README, "Soak and fault runs").
+    pub fn reack_interval(&self) -> Duration {
+        self.rx_segment_interval * ACK_DELAY_INCREMENT_HALVES / 2
     }
 }
 
@@ -595,10 +628,23 @@ struct TxSession {
     acked: u32,
     retransmissions_left: u8,
     without_progress_left: u8,
-    deadline: Instant,
+    /// Segments of the current round still waiting in [`Transport::transmits`].
+    unsent: usize,
+    /// When the retransmission timer expires; `None` while segments of the round wait
+    /// (§3.5.3.3.1: the timer starts when the last of them is transmitted).
+    deadline: Option<Instant>,
 }
 
 impl TxSession {
+    /// The initial value of its retransmission timer.
+    fn interval(&self, sar: &SarConfig) -> Duration {
+        if address::is_unicast(self.dst) {
+            sar.unicast_interval(self.ttl)
+        } else {
+            sar.multicast_interval
+        }
+    }
+
     fn all(&self) -> u32 {
         mask(self.segments.len())
     }
@@ -637,6 +683,24 @@ struct RxSession {
     discard_deadline: Instant,
 }
 
+/// What a PDU waiting in [`Transport::transmits`] is, so that it can be withdrawn or replaced
+/// before the bearer takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Segment `seg_o` of the segmented message `id`.
+    Segment { id: MessageId, seg_o: u8 },
+    /// A Segment Acknowledgment from `from` to `to` for `seq_zero`.
+    Ack { from: u16, to: u16, seq_zero: u16 },
+    /// An unsegmented message.
+    Other,
+}
+
+#[derive(Debug)]
+struct Outgoing {
+    origin: Origin,
+    transmit: Transmit,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct RxDone {
     net_key_index: u16,
@@ -645,6 +709,9 @@ struct RxDone {
     iv_index: u32,
     seq_auth: u32,
     block_ack: u32,
+    /// When the last acknowledgement for it was sent: the next one waits
+    /// [`SarConfig::reack_interval`].
+    last_ack: Option<Instant>,
 }
 
 /// The transport layers over one [`NetworkLayer`].
@@ -660,8 +727,10 @@ pub struct Transport<S> {
     queue: VecDeque<Queued>,
     rx: HashMap<u16, RxSession>,
     rx_done: HashMap<u16, RxDone>,
-    transmits: VecDeque<Transmit>,
+    transmits: VecDeque<Outgoing>,
     events: VecDeque<TransportEvent>,
+    /// The latest time given to any method: [`Transport::poll_transmit`] takes PDUs then.
+    clock: Instant,
 }
 
 /// SeqAuth's SEQ from a segment's SEQ and SeqZero (§3.5.3.1), or `None` if it would be
@@ -687,7 +756,26 @@ impl<S: SeqSource> Transport<S> {
             rx_done: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            clock: Instant::ZERO,
         }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
+    }
+
+    fn push_transmit(&mut self, origin: Origin, transmit: Transmit) {
+        self.transmits.push_back(Outgoing { origin, transmit });
+    }
+
+    /// Withdraws the waiting segments of message `id` that `keep` rejects; returns how many.
+    fn withdraw_segments(&mut self, id: MessageId, keep: impl Fn(u8) -> bool) -> usize {
+        let before = self.transmits.len();
+        self.transmits.retain(|o| match o.origin {
+            Origin::Segment { id: i, seg_o } if i == id => keep(seg_o),
+            _ => true,
+        });
+        before - self.transmits.len()
     }
 
     /// The network layer (subnets, IV Index, elements, subscriptions).
@@ -792,6 +880,7 @@ impl<S: SeqSource> Transport<S> {
     /// Queues an access message. Unsegmented messages go out at once; segmented ones start
     /// when no earlier segmented message from `src` to the same destination is in flight.
     pub fn send_access(&mut self, now: Instant, msg: AccessSend) -> Result<MessageId> {
+        self.tick(now);
         let mic = if msg.big_mic { 8 } else { 4 };
         if msg.access_pdu.is_empty() || msg.access_pdu.len() + mic > 32 * ACCESS_SEGMENT {
             return Err(NetError::InvalidArgument("access PDU of 1..=380 octets"));
@@ -816,13 +905,14 @@ impl<S: SeqSource> Transport<S> {
             _ => {}
         }
         let id = self.new_id();
-        self.enqueue(now, Queued::Access(msg, id));
+        self.enqueue(Queued::Access(msg, id));
         Ok(id)
     }
 
     /// Queues a transport control message (opcode 0x01..=0x7F; Segment Acknowledgments are
     /// this layer's own business).
     pub fn send_control(&mut self, now: Instant, msg: ControlSend) -> Result<MessageId> {
+        self.tick(now);
         let ControlSend {
             net_key_index,
             src,
@@ -842,18 +932,15 @@ impl<S: SeqSource> Transport<S> {
         self.check_common(net_key_index, src, dst, ttl)?;
         let id = self.new_id();
         let ttl = ttl.unwrap_or(self.config.default_ttl);
-        self.enqueue(
-            now,
-            Queued::Control {
-                id,
-                net_key_index,
-                src,
-                dst,
-                ttl,
-                opcode,
-                params,
-            },
-        );
+        self.enqueue(Queued::Control {
+            id,
+            net_key_index,
+            src,
+            dst,
+            ttl,
+            opcode,
+            params,
+        });
         Ok(id)
     }
 
@@ -878,9 +965,9 @@ impl<S: SeqSource> Transport<S> {
         Ok(())
     }
 
-    fn enqueue(&mut self, now: Instant, q: Queued) {
+    fn enqueue(&mut self, q: Queued) {
         self.queue.push_back(q);
-        self.start_queued(now);
+        self.start_queued();
     }
 
     fn queued_route(q: &Queued) -> (u16, u16) {
@@ -891,7 +978,7 @@ impl<S: SeqSource> Transport<S> {
     }
 
     /// Starts every queued message whose (src, dst) has no segmented message in flight.
-    fn start_queued(&mut self, now: Instant) {
+    fn start_queued(&mut self) {
         let mut i = 0;
         while i < self.queue.len() {
             let route = Self::queued_route(&self.queue[i]);
@@ -909,7 +996,7 @@ impl<S: SeqSource> Transport<S> {
             let id = match &q {
                 Queued::Access(_, id) | Queued::Control { id, .. } => *id,
             };
-            if self.start(now, q).is_err() {
+            if self.start(q).is_err() {
                 self.events.push_back(TransportEvent::Failed {
                     id,
                     reason: SendFailure::Aborted,
@@ -918,9 +1005,9 @@ impl<S: SeqSource> Transport<S> {
         }
     }
 
-    fn start(&mut self, now: Instant, q: Queued) -> Result<()> {
+    fn start(&mut self, q: Queued) -> Result<()> {
         match q {
-            Queued::Access(m, id) => self.start_access(now, m, id),
+            Queued::Access(m, id) => self.start_access(m, id),
             Queued::Control {
                 id,
                 net_key_index,
@@ -941,7 +1028,7 @@ impl<S: SeqSource> Transport<S> {
                 if params.len() <= MAX_UNSEG_CONTROL {
                     let pdu = LowerPdu::UnsegmentedControl { opcode, params }.to_vec();
                     let t = self.net.encrypt(net_key_index, &header(seq), &pdu)?;
-                    self.transmits.push_back(t);
+                    self.push_transmit(Origin::Other, t);
                     self.events.push_back(TransportEvent::Sent {
                         id,
                         acknowledged: false,
@@ -967,12 +1054,12 @@ impl<S: SeqSource> Transport<S> {
                     })
                     .collect();
                 let route = (src, dst, ttl, true);
-                self.start_segmented(now, id, net_key_index, route, seq, segments)
+                self.start_segmented(id, net_key_index, route, seq, segments)
             }
         }
     }
 
-    fn start_access(&mut self, now: Instant, m: AccessSend, id: MessageId) -> Result<()> {
+    fn start_access(&mut self, m: AccessSend, id: MessageId) -> Result<()> {
         let dst = m.dst.address();
         let ttl = m.ttl.unwrap_or(self.config.default_ttl);
         let seq = self.net.next_seq(m.src)?;
@@ -1034,7 +1121,7 @@ impl<S: SeqSource> Transport<S> {
             }
             .to_vec();
             let t = self.net.encrypt(m.net_key_index, &header, &pdu)?;
-            self.transmits.push_back(t);
+            self.push_transmit(Origin::Other, t);
             self.events.push_back(TransportEvent::Sent {
                 id,
                 acknowledged: false,
@@ -1062,13 +1149,12 @@ impl<S: SeqSource> Transport<S> {
             })
             .collect();
         let route = (m.src, dst, ttl, false);
-        self.start_segmented(now, id, m.net_key_index, route, seq, segments)
+        self.start_segmented(id, m.net_key_index, route, seq, segments)
     }
 
     /// `route` is (src, dst, ttl, ctl).
     fn start_segmented(
         &mut self,
-        now: Instant,
         id: MessageId,
         net_key_index: u16,
         (src, dst, ttl, ctl): (u16, u16, u8, bool),
@@ -1094,25 +1180,26 @@ impl<S: SeqSource> Transport<S> {
                 sar.multicast_retransmissions
             },
             without_progress_left: sar.unicast_retransmissions_without_progress,
-            deadline: now
-                + if unicast {
-                    sar.unicast_interval(ttl)
-                } else {
-                    sar.multicast_interval
-                },
+            unsent: 0,
+            deadline: None,
         };
         // The first segment carries SeqAuth itself as its SEQ.
-        self.send_segments(&mut s, Some(seq_auth))?;
+        if let Err(e) = self.send_segments(&mut s, Some(seq_auth)) {
+            self.withdraw_segments(id, |_| false);
+            return Err(e);
+        }
         self.tx.push(s);
         Ok(())
     }
 
-    /// Sends every unacknowledged segment of `s`, each with a new SEQ (the first one with
-    /// `first_seq` when given).
+    /// Queues every unacknowledged segment of `s` (a new round), each with a new SEQ (the
+    /// first one with `first_seq` when given); its retransmission timer waits until the
+    /// bearer has taken them all.
     fn send_segments(&mut self, s: &mut TxSession, mut first_seq: Option<u32>) -> Result<()> {
         if self.net.iv_index().tx() != s.iv_index {
             return Err(NetError::InvalidArgument("IV Index changed"));
         }
+        s.deadline = None;
         for (o, pdu) in s.segments.iter().enumerate() {
             if s.acked & (1 << o) != 0 {
                 continue;
@@ -1134,19 +1221,38 @@ impl<S: SeqSource> Transport<S> {
                 dst: s.dst,
             };
             let t = self.net.encrypt(s.net_key_index, &header, pdu)?;
-            self.transmits.push_back(t);
+            // At most 32 segments (checked by send_access/send_control): `o` fits a SegO.
+            let seg_o = o as u8;
+            self.transmits.push_back(Outgoing {
+                origin: Origin::Segment { id: s.id, seg_o },
+                transmit: t,
+            });
+            s.unsent += 1;
         }
         Ok(())
     }
 
-    fn finish_tx(&mut self, now: Instant, i: usize, event: TransportEvent) {
-        self.tx.swap_remove(i);
+    /// Ends message `i` with `event`: its segments still waiting are withdrawn.
+    fn finish_tx(&mut self, i: usize, event: TransportEvent) {
+        let s = self.tx.swap_remove(i);
+        self.withdraw_segments(s.id, |_| false);
         self.events.push_back(event);
-        self.start_queued(now);
+        self.start_queued();
+    }
+
+    /// A message whose round could not be queued (SEQ exhausted, IV Index changed).
+    fn abort_tx(&mut self, id: MessageId) {
+        self.withdraw_segments(id, |_| false);
+        self.events.push_back(TransportEvent::Failed {
+            id,
+            reason: SendFailure::Aborted,
+        });
+        self.start_queued();
     }
 
     /// Handles one received network PDU (the AD type 0x2A payload).
     pub fn handle_network_pdu(&mut self, now: Instant, pdu: &[u8]) -> RxResult {
+        self.tick(now);
         let n = self.net.decrypt_unchecked(pdu).map_err(Dropped::Network)?;
         let h = n.header;
         let lower = LowerPdu::parse(h.ctl, &n.transport_pdu).map_err(Dropped::Malformed)?;
@@ -1234,7 +1340,6 @@ impl<S: SeqSource> Transport<S> {
         let id = self.tx[i].id;
         if ack.block_ack == 0 {
             self.finish_tx(
-                now,
                 i,
                 TransportEvent::Failed {
                     id,
@@ -1246,9 +1351,14 @@ impl<S: SeqSource> Transport<S> {
         let all = self.tx[i].all();
         let newly = ack.block_ack & all & !self.tx[i].acked;
         self.tx[i].acked |= ack.block_ack & all;
+        // The timer runs once the whole round has been taken (§3.5.3.3.1).
+        let timer_running = self.tx[i].deadline.is_some();
+        // Acknowledged segments still waiting for the bearer are not sent at all.
+        let acked = self.tx[i].acked;
+        let withdrawn = self.withdraw_segments(id, |o| acked & (1u32 << o) == 0);
+        self.tx[i].unsent = self.tx[i].unsent.saturating_sub(withdrawn);
         if self.tx[i].acked == all {
             self.finish_tx(
-                now,
                 i,
                 TransportEvent::Sent {
                     id,
@@ -1258,19 +1368,23 @@ impl<S: SeqSource> Transport<S> {
             return Ok(());
         }
         if newly != 0 {
-            // Progress: resend what is missing now and restart the timer.
+            self.tx[i].without_progress_left =
+                self.config.sar.unicast_retransmissions_without_progress;
+            if !timer_running {
+                // The round is still being transmitted: the missing segments are on their
+                // way (§3.5.3.3.2 resends on progress only while the timer runs). If the
+                // rest of the round was just withdrawn, the round is out: the timer starts.
+                if self.tx[i].unsent == 0 {
+                    let interval = self.tx[i].interval(&self.config.sar);
+                    self.tx[i].deadline = Some(now + interval);
+                }
+                return Ok(());
+            }
+            // Progress: resend what is missing now; the timer restarts when it has left.
             let mut s = self.tx.swap_remove(i);
-            s.without_progress_left = self.config.sar.unicast_retransmissions_without_progress;
-            s.deadline = now + self.config.sar.unicast_interval(s.ttl);
             match self.send_segments(&mut s, None) {
                 Ok(()) => self.tx.push(s),
-                Err(_) => {
-                    self.events.push_back(TransportEvent::Failed {
-                        id,
-                        reason: SendFailure::Aborted,
-                    });
-                    self.start_queued(now);
-                }
+                Err(_) => self.abort_tx(id),
             }
         }
         Ok(())
@@ -1288,10 +1402,18 @@ impl<S: SeqSource> Transport<S> {
         let seq_auth = seq_auth_of(h.seq, seg.seq_zero).ok_or(Dropped::Stale)?;
         let key = (n.iv_index, seq_auth);
         let unicast = address::is_unicast(h.dst);
-        // A segment of a message already completed: acknowledge it again.
-        if let Some(d) = self.rx_done.get(&h.src).copied() {
+        // A segment of a message already completed: the sender missed our acknowledgement.
+        // Acknowledge it again, but not more than once per re-ack interval (§3.5.3.4): its
+        // other segments and their Network Transmit copies arrive within that interval.
+        let reack_interval = self.config.sar.reack_interval();
+        if let Some(d) = self.rx_done.get_mut(&h.src) {
             if (d.iv_index, d.seq_auth) == key {
-                if unicast {
+                let due = d
+                    .last_ack
+                    .is_none_or(|t| now.saturating_duration_since(t) >= reack_interval);
+                if unicast && due {
+                    d.last_ack = Some(now);
+                    let d = *d;
                     self.send_ack(
                         d.net_key_index,
                         d.dst,
@@ -1378,6 +1500,7 @@ impl<S: SeqSource> Transport<S> {
             iv_index: s.iv_index,
             seq_auth: s.seq_auth,
             block_ack: s.received,
+            last_ack: unicast.then_some(now),
         };
         self.rx_done.insert(h.src, done);
         if unicast {
@@ -1450,7 +1573,17 @@ impl<S: SeqSource> Transport<S> {
             dst: to,
         };
         if let Ok(t) = self.net.encrypt(net_key_index, &header, &pdu) {
-            self.transmits.push_back(t);
+            let origin = Origin::Ack {
+                from,
+                to,
+                seq_zero: ack.seq_zero,
+            };
+            // An older acknowledgement of the same message still waiting says less: this one
+            // takes its place in the queue.
+            match self.transmits.iter_mut().find(|o| o.origin == origin) {
+                Some(waiting) => waiting.transmit = t,
+                None => self.push_transmit(origin, t),
+            }
         }
     }
 
@@ -1525,6 +1658,7 @@ impl<S: SeqSource> Transport<S> {
 
     /// Runs the timers that are due at `now`; a spurious call is a no-op.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick(now);
         // Receivers: acknowledgement and discard timers.
         let mut acks = Vec::new();
         self.rx.retain(|&src, s| {
@@ -1543,7 +1677,7 @@ impl<S: SeqSource> Transport<S> {
         // Transmitters: retransmission rounds.
         let mut i = 0;
         while i < self.tx.len() {
-            if self.tx[i].deadline > now {
+            if self.tx[i].deadline.is_none_or(|d| d > now) {
                 i += 1;
                 continue;
             }
@@ -1563,34 +1697,47 @@ impl<S: SeqSource> Transport<S> {
                     }
                 };
                 self.events.push_back(event);
-                self.start_queued(now);
+                self.start_queued();
                 continue;
             }
             s.retransmissions_left -= 1;
             s.without_progress_left = s.without_progress_left.saturating_sub(1);
-            s.deadline = now
-                + if unicast {
-                    self.config.sar.unicast_interval(s.ttl)
-                } else {
-                    self.config.sar.multicast_interval
-                };
             match self.send_segments(&mut s, None) {
                 Ok(()) => self.tx.push(s),
-                Err(_) => {
-                    self.events.push_back(TransportEvent::Failed {
-                        id: s.id,
-                        reason: SendFailure::Aborted,
-                    });
-                    self.start_queued(now);
-                }
+                Err(_) => self.abort_tx(s.id),
             }
             // swap_remove moved another session into `i`: look at it next.
         }
     }
 
-    /// The next network PDU to send.
+    /// The next network PDU to send, taken at the latest time this transport was given
+    /// (the instant of the call that queued it, for a driver that takes every PDU at once).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        self.poll_transmit_at(self.clock)
+    }
+
+    /// The next network PDU, taken at `now` by a bearer that sends it now. The SAR
+    /// retransmission timer of a segmented message starts when the last segment of its round
+    /// is taken (MshPRT v1.1 §3.5.3.3.1 and §3.5.3.3.3), so a driver that calls this only
+    /// when its radio can send — leaving the backlog here — never has a round retransmitted
+    /// before it went on air.
+    pub fn poll_transmit_at(&mut self, now: Instant) -> Option<Transmit> {
+        self.tick(now);
+        let out = self.transmits.pop_front()?;
+        if let Origin::Segment { id, .. } = out.origin
+            && let Some(s) = self.tx.iter_mut().find(|s| s.id == id)
+        {
+            s.unsent = s.unsent.saturating_sub(1);
+            if s.unsent == 0 {
+                s.deadline = Some(self.clock + s.interval(&self.config.sar));
+            }
+        }
+        Some(out.transmit)
+    }
+
+    /// Network PDUs waiting for the bearer.
+    pub fn transmits_waiting(&self) -> usize {
+        self.transmits.len()
     }
 
     /// The next event.
@@ -1600,7 +1747,7 @@ impl<S: SeqSource> Transport<S> {
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let tx = self.tx.iter().map(|t| t.deadline);
+        let tx = self.tx.iter().filter_map(|t| t.deadline);
         let rx = self
             .rx
             .values()

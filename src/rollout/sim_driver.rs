@@ -566,7 +566,13 @@ pub fn run(
                 }
             }
             progress |= conf.drive(now);
-            while let Some(t) = conf.poll_transmit() {
+            // One network PDU at a time, taken when the copies of the previous one are out:
+            // the backlog stays in the transport, which starts a segmented message's
+            // retransmission timer only when its round has gone on air (MshPRT v1.1
+            // §3.5.3.3.1) and withdraws what became stale meanwhile.
+            if net_out.is_empty()
+                && let Some(t) = conf.poll_transmit_at(now)
+            {
                 progress = true;
                 net_out.push(now, &t);
             }
