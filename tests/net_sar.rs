@@ -263,7 +263,7 @@ fn a_completed_message_is_acknowledged_again_at_most_once_per_interval() {
         for p in &again {
             for _copy in 0..3 {
                 let _ = b.handle_network_pdu(at, &p.pdu);
-                at = at + Duration::from_millis(15);
+                at += Duration::from_millis(15);
             }
         }
         assert!(b.poll_event().is_none(), "never delivered twice");

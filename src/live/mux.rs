@@ -121,6 +121,8 @@ pub struct Mux {
     events: VecDeque<MuxEvent>,
     oob: Option<mpsc::UnboundedReceiver<(SessionId, OobValue)>>,
     adverts: u64,
+    /// When the radio last brought an advertisement or GATT data.
+    last_heard: Option<Instant>,
 }
 
 impl std::fmt::Debug for Mux {
@@ -157,6 +159,7 @@ impl Mux {
             events: VecDeque::new(),
             oob: None,
             adverts: 0,
+            last_heard: None,
         }
     }
 
@@ -274,6 +277,11 @@ impl Mux {
     /// Advertising events sent so far.
     pub fn adverts_sent(&self) -> u64 {
         self.adverts
+    }
+
+    /// When the radio last brought an advertisement or GATT data (`None`: nothing yet).
+    pub fn last_heard(&self) -> Option<Instant> {
+        self.last_heard
     }
 
     /// The next event, in order.
@@ -499,6 +507,9 @@ impl Mux {
         now: Instant,
         ev: RadioEvent,
     ) {
+        if matches!(ev, RadioEvent::Adv(_) | RadioEvent::Gatt { .. }) {
+            self.last_heard = Some(now);
+        }
         match ev {
             RadioEvent::Adv(r) if r.ad_type == AD_TYPE_PB_ADV => {
                 if let Some(h) = prov {

@@ -157,6 +157,10 @@ pub struct DeviceStatus {
     retry_at: Option<Instant>,
     #[serde(skip)]
     phase_started: Option<Instant>,
+    /// Failed attempts of this phase that did not count against `policy.retries`: nothing
+    /// was heard on the radio while they ran ([`Engine::air_heard`]).
+    #[serde(skip)]
+    quiet_attempts: u32,
 }
 
 /// What the engine reports: the JSON lines of `meshprov rollout --json`, and what a TUI
@@ -520,6 +524,9 @@ pub struct Engine {
     unplanned: BTreeMap<DeviceUuid, Heard>,
     /// Unplanned devices the installer ignores.
     ignored: BTreeSet<DeviceUuid>,
+    /// When the radio last brought anything (any advertisement or GATT data), once the driver
+    /// reports it ([`Engine::air_heard`]).
+    last_heard: Option<Instant>,
 }
 
 fn display<S: serde::Serializer>(u: &DeviceUuid, s: S) -> Result<S::Ok, S::Error> {
@@ -557,6 +564,7 @@ impl Engine {
             discovery: None,
             unplanned: BTreeMap::new(),
             ignored: BTreeSet::new(),
+            last_heard: None,
         };
         let already_done = devices
             .iter()
@@ -609,6 +617,7 @@ impl Engine {
             entered: now,
             retry_at: None,
             phase_started: None,
+            quiet_attempts: 0,
         };
         self.index.insert(d.uuid, self.devices.len());
         self.devices.push(status);
@@ -667,6 +676,16 @@ impl Engine {
             }
         }
         None
+    }
+
+    /// The radio brought something at `now` (any advertisement or GATT data). Drivers call
+    /// it for everything they receive; a failed attempt during which nothing at all was heard
+    /// (the adapter or the whole air was out) does not count against `policy.retries`
+    /// ([`Engine::phase_failed`]). Without these calls every attempt counts.
+    pub fn air_heard(&mut self, now: Instant) {
+        if self.last_heard.is_none_or(|t| t < now) {
+            self.last_heard = Some(now);
+        }
     }
 
     /// A device was heard on the air. A planned (or ignored) device changes nothing. An
@@ -944,6 +963,7 @@ impl Engine {
         d.address = Some(address);
         d.elements = Some(elements);
         d.attempt = 0;
+        d.quiet_attempts = 0;
         self.set_stage(i, Stage::Committed);
         self.emit(Some(*uuid), EventKind::Provisioned { address, elements });
     }
@@ -1011,11 +1031,36 @@ impl Engine {
         let Some(i) = self.find(uuid, &[stage]) else {
             return;
         };
+        // Nothing heard on the radio since this attempt began, though it was heard within
+        // `backoff_max` before: the radio (or the whole air) went out, not just this device:
+        // the attempt does not count, up to `retries` such attempts. An air that was already
+        // silent (only dead devices left) counts as usual, so they still fail in time.
+        let quiet = retryable
+            && self.devices[i].quiet_attempts < self.config.retries
+            && match (self.last_heard, self.devices[i].phase_started) {
+                (Some(heard), Some(began)) => {
+                    heard < began && heard + self.config.backoff_max >= began
+                }
+                _ => false,
+            };
         self.end_phase(i, phase);
+        let reason = if quiet {
+            format!(
+                "{reason}; nothing was heard on the radio during this attempt, so it does not count against policy.retries"
+            )
+        } else {
+            reason
+        };
         self.devices[i].last_error = Some(reason.clone());
+        if quiet {
+            let d = &mut self.devices[i];
+            d.quiet_attempts += 1;
+            d.attempt = d.attempt.saturating_sub(1);
+        }
         let attempt = self.devices[i].attempt;
         if retryable && attempt <= self.config.retries && !self.stopping {
-            let shift = attempt.saturating_sub(1).min(20);
+            let tries = attempt + self.devices[i].quiet_attempts;
+            let shift = tries.saturating_sub(1).min(20);
             let backoff = self
                 .config
                 .backoff
@@ -1106,6 +1151,7 @@ impl Engine {
                 self.set_stage(i, back);
                 let d = &mut self.devices[i];
                 d.attempt = 0;
+                d.quiet_attempts = 0;
                 d.retry_at = None;
                 d.retry_at_ms = None;
                 d.failed_phase = None;
@@ -1402,6 +1448,119 @@ mod tests {
             2
         );
         assert!(matches!(ev.last(), Some(EventKind::Failed { .. })));
+    }
+
+    /// Runs one device's provisioning attempts: each `heard` entry says whether the radio
+    /// brought anything during that attempt. Returns the Provision actions' attempt numbers
+    /// and the device's final stage.
+    fn attempts_with_radio(cfg: EngineConfig, heard: &[bool]) -> (Vec<u32>, Stage, Engine) {
+        let mut e = engine(1, cfg);
+        let u = uuid(0);
+        let mut now = Instant::from_millis(10_000);
+        // The radio worked before the run's first attempt (a beacon).
+        e.air_heard(Instant::from_millis(9_000));
+        let mut numbers = Vec::new();
+        for &h in heard {
+            let a = drain(&mut e, now);
+            let Some(Action::Provision { attempt, .. }) = a.first() else {
+                break;
+            };
+            numbers.push(*attempt);
+            if h {
+                e.air_heard(now + Duration::from_secs(1));
+            }
+            now += Duration::from_secs(5);
+            e.phase_failed(now, &u, Phase::Provisioning, "timeout".into(), true);
+            if let Some(t) = e.poll_timeout() {
+                now = t;
+            }
+        }
+        let stage = e.status(&u).map(|s| s.stage).unwrap();
+        (numbers, stage, e)
+    }
+
+    #[test]
+    fn an_attempt_during_which_the_radio_heard_nothing_does_not_count() {
+        let cfg = EngineConfig {
+            provision_limit: 1,
+            retries: 2,
+            backoff: Duration::from_secs(1),
+            ..EngineConfig::default()
+        };
+        // Attempt 1 heard the air; 2 and 3 ran in a blackout; then 2 and 3 again, heard.
+        let (numbers, stage, mut e) =
+            attempts_with_radio(cfg.clone(), &[true, false, false, true, true, true]);
+        assert_eq!(numbers, vec![1, 2, 2, 2, 3]);
+        assert_eq!(stage, Stage::Failed);
+        let quiet = events(&mut e)
+            .into_iter()
+            .filter(|k| {
+                matches!(k, EventKind::Retrying { reason, .. }
+                    if reason.contains("nothing was heard on the radio"))
+            })
+            .count();
+        assert_eq!(quiet, 2, "the reason says why the attempt did not count");
+        // Every attempt heard something: the usual three.
+        let (numbers, stage, _) = attempts_with_radio(cfg.clone(), &[true; 6]);
+        assert_eq!((numbers, stage), (vec![1, 2, 3], Stage::Failed));
+        // A radio that stays silent: at most `retries` attempts do not count.
+        let (numbers, stage, _) = attempts_with_radio(cfg, &[false; 8]);
+        assert_eq!((numbers, stage), (vec![1, 1, 1, 2, 3], Stage::Failed));
+    }
+
+    #[test]
+    fn an_air_silent_for_longer_than_backoff_max_counts_as_usual() {
+        // Only dead devices left: nothing has been heard for longer than backoff_max before
+        // the attempt began, so its failures count and the device fails in time.
+        let cfg = EngineConfig {
+            provision_limit: 1,
+            retries: 2,
+            backoff: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(1),
+            ..EngineConfig::default()
+        };
+        let mut e = engine(1, cfg);
+        let u = uuid(0);
+        e.air_heard(Instant::ZERO);
+        let mut now = Instant::from_millis(30_000);
+        let mut numbers = Vec::new();
+        for _ in 0..6 {
+            let a = drain(&mut e, now);
+            let Some(Action::Provision { attempt, .. }) = a.first() else {
+                break;
+            };
+            numbers.push(*attempt);
+            now += Duration::from_secs(5);
+            e.phase_failed(now, &u, Phase::Provisioning, "timeout".into(), true);
+            if let Some(t) = e.poll_timeout() {
+                now = t;
+            }
+        }
+        assert_eq!(numbers, vec![1, 2, 3]);
+        assert_eq!(e.status(&u).map(|s| s.stage), Some(Stage::Failed));
+    }
+
+    #[test]
+    fn without_radio_reports_every_attempt_counts() {
+        let cfg = EngineConfig {
+            provision_limit: 1,
+            retries: 2,
+            backoff: Duration::from_secs(1),
+            ..EngineConfig::default()
+        };
+        let mut e = engine(1, cfg);
+        let u = uuid(0);
+        let mut now = Instant::ZERO;
+        let mut n = 0;
+        while let Some(Action::Provision { .. }) = drain(&mut e, now).first() {
+            n += 1;
+            e.phase_failed(now, &u, Phase::Provisioning, "timeout".into(), true);
+            match e.poll_timeout() {
+                Some(t) => now = t,
+                None => break,
+            }
+        }
+        assert_eq!(n, 3);
     }
 
     #[test]

@@ -308,6 +308,9 @@ pub async fn run<R: Radio>(
         )
         .await
         .map_err(radio_err)?;
+        if let Some(t) = mux.last_heard() {
+            engine.air_heard(t);
+        }
         while let Some(ev) = mux.poll_event() {
             match ev {
                 MuxEvent::Unprovisioned {

@@ -432,6 +432,7 @@ pub fn run(
             while let Some(d) = air.pop_due() {
                 progress = true;
                 if d.to() == me {
+                    engine.air_heard(now);
                     match &d {
                         Delivery::Adv { ad_type, data, .. } if *ad_type == AD_TYPE_PB_ADV => {
                             host.handle_adv(now, data);

@@ -871,14 +871,23 @@ pub fn run(opts: &SoakOptions) -> Result<SoakOutcome, RolloutError> {
         let never = !holds_keys && !in_store;
         let why = |what: &str| {
             format!(
-                "{key} ({}; {}): {what}; it is {:?}{}",
+                "{key} ({}{}): {what}; it is {:?}{}{}",
                 d.kind.name(),
-                d.fault.trim().replace('\n', ", "),
+                if d.fault.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", d.fault.trim().replace('\n', ", "))
+                },
                 st.stage,
                 if reason.is_empty() {
                     String::new()
                 } else {
                     format!(" ({reason})")
+                },
+                if retry_reasons.is_empty() {
+                    String::new()
+                } else {
+                    format!("; retried after: {}", retry_reasons.join("; "))
                 }
             )
         };
