@@ -1450,15 +1450,21 @@ mod tests {
         assert!(matches!(ev.last(), Some(EventKind::Failed { .. })));
     }
 
-    /// Runs one device's provisioning attempts: each `heard` entry says whether the radio
-    /// brought anything during that attempt. Returns the Provision actions' attempt numbers
-    /// and the device's final stage.
-    fn attempts_with_radio(cfg: EngineConfig, heard: &[bool]) -> (Vec<u32>, Stage, Engine) {
+    /// Runs one device's provisioning attempts from 10 s, the radio last heard at
+    /// `heard_before` (`None`: the driver never reports the radio): each `heard` entry says
+    /// whether the radio brought anything during that attempt. Returns the Provision actions'
+    /// attempt numbers and the device's final stage.
+    fn attempts_with_radio(
+        cfg: EngineConfig,
+        heard_before: Option<Instant>,
+        heard: &[bool],
+    ) -> (Vec<u32>, Stage, Engine) {
         let mut e = engine(1, cfg);
         let u = uuid(0);
         let mut now = Instant::from_millis(10_000);
-        // The radio worked before the run's first attempt (a beacon).
-        e.air_heard(Instant::from_millis(9_000));
+        if let Some(t) = heard_before {
+            e.air_heard(t);
+        }
         let mut numbers = Vec::new();
         for &h in heard {
             let a = drain(&mut e, now);
@@ -1489,7 +1495,7 @@ mod tests {
         };
         // Attempt 1 heard the air; 2 and 3 ran in a blackout; then 2 and 3 again, heard.
         let (numbers, stage, mut e) =
-            attempts_with_radio(cfg.clone(), &[true, false, false, true, true, true]);
+            attempts_with_radio(cfg.clone(), BEACON, &[true, false, false, true, true, true]);
         assert_eq!(numbers, vec![1, 2, 2, 2, 3]);
         assert_eq!(stage, Stage::Failed);
         let quiet = events(&mut e)
@@ -1501,43 +1507,29 @@ mod tests {
             .count();
         assert_eq!(quiet, 2, "the reason says why the attempt did not count");
         // Every attempt heard something: the usual three.
-        let (numbers, stage, _) = attempts_with_radio(cfg.clone(), &[true; 6]);
+        let (numbers, stage, _) = attempts_with_radio(cfg.clone(), BEACON, &[true; 6]);
         assert_eq!((numbers, stage), (vec![1, 2, 3], Stage::Failed));
         // A radio that stays silent: at most `retries` attempts do not count.
-        let (numbers, stage, _) = attempts_with_radio(cfg, &[false; 8]);
+        let (numbers, stage, _) = attempts_with_radio(cfg, BEACON, &[false; 8]);
         assert_eq!((numbers, stage), (vec![1, 1, 1, 2, 3], Stage::Failed));
     }
+
+    /// The radio worked just before the first attempt (a beacon at 9 s).
+    const BEACON: Option<Instant> = Some(Instant::from_millis(9_000));
 
     #[test]
     fn an_air_silent_for_longer_than_backoff_max_counts_as_usual() {
         // Only dead devices left: nothing has been heard for longer than backoff_max before
-        // the attempt began, so its failures count and the device fails in time.
+        // the attempts began, so their failures count and the device fails in time.
         let cfg = EngineConfig {
             provision_limit: 1,
             retries: 2,
             backoff: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(1),
+            backoff_max: Duration::from_millis(500),
             ..EngineConfig::default()
         };
-        let mut e = engine(1, cfg);
-        let u = uuid(0);
-        e.air_heard(Instant::ZERO);
-        let mut now = Instant::from_millis(30_000);
-        let mut numbers = Vec::new();
-        for _ in 0..6 {
-            let a = drain(&mut e, now);
-            let Some(Action::Provision { attempt, .. }) = a.first() else {
-                break;
-            };
-            numbers.push(*attempt);
-            now += Duration::from_secs(5);
-            e.phase_failed(now, &u, Phase::Provisioning, "timeout".into(), true);
-            if let Some(t) = e.poll_timeout() {
-                now = t;
-            }
-        }
-        assert_eq!(numbers, vec![1, 2, 3]);
-        assert_eq!(e.status(&u).map(|s| s.stage), Some(Stage::Failed));
+        let (numbers, stage, _) = attempts_with_radio(cfg, BEACON, &[false; 6]);
+        assert_eq!((numbers, stage), (vec![1, 2, 3], Stage::Failed));
     }
 
     #[test]
@@ -1548,19 +1540,8 @@ mod tests {
             backoff: Duration::from_secs(1),
             ..EngineConfig::default()
         };
-        let mut e = engine(1, cfg);
-        let u = uuid(0);
-        let mut now = Instant::ZERO;
-        let mut n = 0;
-        while let Some(Action::Provision { .. }) = drain(&mut e, now).first() {
-            n += 1;
-            e.phase_failed(now, &u, Phase::Provisioning, "timeout".into(), true);
-            match e.poll_timeout() {
-                Some(t) => now = t,
-                None => break,
-            }
-        }
-        assert_eq!(n, 3);
+        let (numbers, stage, _) = attempts_with_radio(cfg, None, &[false; 6]);
+        assert_eq!((numbers, stage), (vec![1, 2, 3], Stage::Failed));
     }
 
     #[test]
