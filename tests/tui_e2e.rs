@@ -203,17 +203,33 @@ fn the_demo_in_the_terminal_ui() {
 /// terminal for ever (it did: crossterm's poll reads end-of-file in a loop and never returns).
 #[test]
 fn a_closed_terminal_ends_the_run() {
+    // meshprov is the session leader: the kernel's SIGHUP reaches it.
+    closed_terminal_ends_the_run("meshprov-e2e-hup", "exec ", "");
+}
+
+/// The same when no SIGHUP comes: the kernel signals only the session leader, here a shell
+/// that ignores it and forwards nothing (a wrapper script, `trap '' HUP`). meshprov notices
+/// the hung-up terminal itself (it spun at 80 % CPU for ever before).
+#[test]
+fn a_closed_terminal_ends_the_run_without_a_sighup() {
+    closed_terminal_ends_the_run("meshprov-e2e-nohup", "trap '' HUP; ", "; exit $?");
+}
+
+/// Starts the demo in tmux as `{before}meshprov demo …{after}` (a `sh -c` line), kills the
+/// tmux server once devices are done, and asserts that what the pane ran exits within 15 s,
+/// without the last-resort grace, and that a rerun finishes the building.
+fn closed_terminal_ends_the_run(socket: &str, before: &str, after: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("demo");
     // Its stderr to a file: the terminal will be gone when it writes there.
     let stderr = tmp.path().join("stderr.txt");
     let cmd = format!(
-        "exec env TERM=xterm-256color {} demo --dir {} --speed 30 2>{}",
+        "{before}env TERM=xterm-256color {} demo --dir {} --speed 30 2>{}{after}",
         shell_quote(Path::new(env!("CARGO_BIN_EXE_meshprov"))),
         shell_quote(&dir),
         shell_quote(&stderr)
     );
-    let Some(tmux) = Pane::start("meshprov-e2e-hup", 100, 30, &cmd) else {
+    let Some(tmux) = Pane::start(socket, 100, 30, &cmd) else {
         return;
     };
     tmux.wait("the dashboard, running", 20, |s| {
@@ -250,8 +266,18 @@ fn a_closed_terminal_ends_the_run() {
                     .collect()
             })
             .unwrap_or_default();
+        // Kill what the pane ran (and the shell's children) before failing: nothing is left
+        // spinning after the test.
+        let children = std::fs::read_to_string(format!("/proc/{pane}/task/{pane}/children"))
+            .unwrap_or_default();
+        for pid in children
+            .split_whitespace()
+            .chain([pane.to_string().as_str()])
+        {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
         panic!(
-            "meshprov (pid {pane}) still runs 15 s after its terminal went away; threads: {threads:?}"
+            "meshprov (pid {pane}, children {children:?}) still runs 15 s after its terminal went away; threads: {threads:?}"
         );
     }
     // The run settled after the stop: the last-resort grace (which ends a run that does not

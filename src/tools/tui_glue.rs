@@ -706,7 +706,13 @@ struct View {
     state: Arc<Mutex<State>>,
     ui: Option<JoinHandle<io::Result<()>>>,
     signalled: Arc<AtomicBool>,
+    /// When the terminal was last checked for a hang-up, and whether it had hung up.
+    last_check: std::cell::Cell<Option<std::time::Instant>>,
+    hung_up: std::cell::Cell<bool>,
 }
+
+/// How often a running view checks that its terminal is still there ([`View::must_end`]).
+const TERMINAL_CHECK: Duration = Duration::from_millis(500);
 
 impl View {
     /// Takes the terminal (alternate screen, raw mode; restored on every exit path) and starts
@@ -740,6 +746,8 @@ impl View {
             state,
             ui: Some(ui),
             signalled,
+            last_check: std::cell::Cell::new(None),
+            hung_up: std::cell::Cell::new(false),
         })
     }
 
@@ -763,9 +771,37 @@ impl View {
         let _ = meshprov_tui::terminal::restore_terminal();
     }
 
-    /// The view thread ended (the terminal is gone) or a signal asked the run to end.
+    /// The view thread ended (the terminal is gone), a signal asked the run to end, or the
+    /// terminal hung up without a SIGHUP reaching meshprov.
+    ///
+    /// The kernel sends SIGHUP on a hang-up to the session leader only; when that is a shell
+    /// that ignores it (`trap '' HUP`, a wrapper script) nobody forwards it, and the view
+    /// thread sits in crossterm's poll reading end-of-file for ever. A hung-up terminal
+    /// answers every ioctl with EIO, so `isatty` on our output turns false: checked at most
+    /// every [`TERMINAL_CHECK`].
     fn must_end(&self) -> bool {
-        self.ui.as_ref().is_none_or(|u| u.is_finished()) || self.signalled.load(Ordering::SeqCst)
+        self.ui.as_ref().is_none_or(|u| u.is_finished())
+            || self.signalled.load(Ordering::SeqCst)
+            || self.terminal_gone()
+    }
+
+    fn terminal_gone(&self) -> bool {
+        if self.hung_up.get() {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        if self
+            .last_check
+            .get()
+            .is_some_and(|t| now.duration_since(t) < TERMINAL_CHECK)
+        {
+            return false;
+        }
+        self.last_check.set(Some(now));
+        use std::io::IsTerminal;
+        let gone = !io::stdout().is_terminal();
+        self.hung_up.set(gone);
+        gone
     }
 
     fn take_actions(&self) -> Vec<Action> {
