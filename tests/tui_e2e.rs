@@ -68,7 +68,7 @@ fn the_demo_in_the_terminal_ui() {
 
     // 2. Pause: the screen says so and the counts stop once the sessions under way end. Kept
     //    short: no attempt starts while paused, so a pause delays the late light's failure
-    //    (switched on at 600 s, it must fail first, at 422 s plus the pause).
+    //    (switched on at 900 s, it must fail first, at 542 s plus the pause).
     tmux.keys(&["Space"]);
     tmux.wait("paused", 5, |s| s.contains("paused"));
     let mut last = (u32::MAX, u32::MAX);
@@ -143,7 +143,8 @@ fn the_demo_in_the_terminal_ui() {
     );
     assert!(s.contains("AppKey Add"), "no configuration steps:\n{s}");
 
-    // 5. The late light (switched on 10 minutes into the run) fails; retry it.
+    // 5. The late light (switched on 15 minutes into the run) fails; retry it. Its new
+    //    attempts run until then, so the quit below comes while work runs.
     tmux.keys(&["1"]);
     let s = tmux.wait("the late device to fail", 40, |s| {
         count(s, "failed") == Some(1)
