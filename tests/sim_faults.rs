@@ -571,3 +571,108 @@ fn a_device_that_refuses_its_provisioning_data_is_voided_at_once_and_provisioned
         assert_eq!((node.address, node.state), (address, NodeState::Configured));
     }
 }
+
+/// A device that vanishes when its Provisioning Data arrives (it never takes it) and is still
+/// away at the next attempt's Link Open: the driver cannot tell it from a node that took its
+/// keys, so it configures the unconfirmed node, which cannot answer. When the device is back it
+/// beacons as unprovisioned: that proves it holds no key, so the commit is voided (addresses
+/// retired, journal `unconfirmed-void`) and the device is provisioned afresh, at a new address,
+/// and ends done. (It ended failed before; the soak's `vanish and return` kind met it.)
+#[test]
+fn a_device_back_after_vanishing_at_its_data_is_voided_when_it_beacons_and_provisioned_afresh() {
+    use meshprov::rollout::sim_driver::{self, SimOptions};
+    use meshprov::rollout::{self, Collect, EventKind, Plan, SharedStore, Stage};
+    use meshprov::store::NodeState;
+    use meshprov::uuid::DeviceUuid;
+    use rand_chacha::ChaCha20Rng;
+    use rand_chacha::rand_core::SeedableRng;
+
+    const UUID: &str = "7b2c1a90-0000-4000-8000-0000000000b1";
+    let dir = tempfile::tempdir().unwrap();
+    let building = format!(
+        "[[device]]\nuuid = \"{UUID}\"\nstatic_oob = \"{STATIC}\"\necdh_ms = 20\nelements = 2\n\
+         [device.fault]\nvanish_at = \"data\"\nreturn_after_s = 120\n"
+    );
+    let plan_text = format!(
+        "[network]\nname = \"vanish\"\nstore = \"network.db\"\n[provisioner]\nunicast_ranges = [\"0001-00FF\"]\n\
+         [policy]\nauth = [\"static\"]\nretries = 8\nbackoff_ms = 1000\n[templates.t]\ndefault_ttl = 5\n\
+         [[device]]\nuuid = \"{UUID}\"\nauth = \"static:{STATIC}\"\ntemplate = \"t\"\n"
+    );
+    std::fs::write(dir.path().join("plan.toml"), plan_text).unwrap();
+    let plan = Plan::load(&dir.path().join("plan.toml")).unwrap();
+    let building = meshprov::sim::building::Building::parse(&building, "b.toml").unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let store = rollout::open_store(&plan, &mut rng).unwrap();
+    let store: SharedStore = std::rc::Rc::new(std::cell::RefCell::new(store));
+    let prepared = rollout::prepare(&plan, &mut store.borrow_mut(), &mut rng).unwrap();
+    let mut events = Collect::default();
+    let opts = SimOptions {
+        seed: 5,
+        loss: Some(0.0),
+        ..SimOptions::default()
+    };
+    let out = sim_driver::run(
+        &plan,
+        &building,
+        store.clone(),
+        &prepared,
+        &opts,
+        &mut events,
+    )
+    .unwrap();
+    let kinds: Vec<EventKind> = events.events.iter().map(|e| e.kind.clone()).collect();
+    let d = &out.report.devices[0];
+    assert_eq!(d.stage, Stage::Done, "{:?}: {kinds:#?}", d.last_error);
+    // Provisioned twice: the unconfirmed commit, then afresh at another address.
+    let addresses: Vec<u16> = kinds
+        .iter()
+        .filter_map(|k| match k {
+            EventKind::Provisioned { address, .. } => Some(*address),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(addresses.len(), 2, "{kinds:#?}");
+    let (first, second) = (addresses[0], addresses[1]);
+    assert!(
+        second > first + 1,
+        "the new range {second:#06x} is past the voided one {first:#06x}"
+    );
+    // Its configuration was tried and failed while it was away, then the beacon voided it.
+    let back = kinds
+        .iter()
+        .position(|k| {
+            matches!(k, EventKind::Retrying { phase: rollout::Phase::Provisioning, reason, .. }
+                if reason.contains("Unprovisioned Device beacons again")
+                    && reason.contains(&format!("0x{first:04x}")))
+        })
+        .unwrap_or_else(|| panic!("no retry after its beacon: {kinds:#?}"));
+    assert!(
+        kinds[..back]
+            .iter()
+            .any(|k| matches!(k, EventKind::ConfiguringStarted { .. })),
+        "{kinds:#?}"
+    );
+    // The store: the node at the new address, configured; the first commit voided and its
+    // addresses retired, with the reason in the journal.
+    let s = store.borrow();
+    let uuid: DeviceUuid = UUID.parse().unwrap();
+    let node = s.node_by_uuid(&uuid).unwrap();
+    assert_eq!((node.address, node.state), (second, NodeState::Configured));
+    let voids: Vec<_> = s
+        .journal()
+        .unwrap()
+        .into_iter()
+        .filter(|j| j.uuid == Some(uuid) && j.event == "unconfirmed-void")
+        .collect();
+    assert_eq!(voids.len(), 1, "{voids:?}");
+    assert!(
+        voids[0]
+            .detail
+            .contains(&format!("addresses {first:04x}-{:04x} retired", first + 1))
+            && voids[0]
+                .detail
+                .contains("Unprovisioned Device beacons again"),
+        "{}",
+        voids[0].detail
+    );
+}

@@ -968,6 +968,43 @@ impl Engine {
         self.emit(Some(*uuid), EventKind::Provisioned { address, elements });
     }
 
+    /// `uuid`, whose node was committed but never confirmed (no Provisioning Complete seen),
+    /// is heard as an unprovisioned device again: it never took its Provisioning Data (or was
+    /// reset since), and the driver has voided the commit. While it waits between
+    /// configuration attempts, or after its configuration failed, it goes back to provisioning
+    /// with fresh attempts (a `retrying` event with `reason`). Returns whether it did; in any
+    /// other stage (a job under way, done, skipped, excluded) nothing changes.
+    pub fn unprovisioned_again(&mut self, now: Instant, uuid: &DeviceUuid, reason: String) -> bool {
+        self.handle_timeout(now);
+        let Some(i) = self.find(uuid, &[Stage::Committed, Stage::Failed]) else {
+            return false;
+        };
+        if self.devices[i].address.is_none() {
+            return false;
+        }
+        self.set_stage(i, Stage::Scheduled);
+        let d = &mut self.devices[i];
+        d.address = None;
+        d.elements = None;
+        d.attempt = 0;
+        d.quiet_attempts = 0;
+        d.retry_at = None;
+        d.retry_at_ms = None;
+        d.failed_phase = None;
+        d.last_error = Some(reason.clone());
+        self.retries += 1;
+        self.emit(
+            Some(*uuid),
+            EventKind::Retrying {
+                phase: Phase::Provisioning,
+                reason,
+                attempt: 1,
+                backoff_ms: 0,
+            },
+        );
+        true
+    }
+
     /// The configuration of `uuid` starts with `requests` Config requests.
     pub fn configuring(&mut self, now: Instant, uuid: &DeviceUuid, requests: usize) {
         self.handle_timeout(now);
@@ -1542,6 +1579,64 @@ mod tests {
         };
         let (numbers, stage, _) = attempts_with_radio(cfg, None, &[false; 6]);
         assert_eq!((numbers, stage), (vec![1, 2, 3], Stage::Failed));
+    }
+
+    #[test]
+    fn a_device_unprovisioned_again_goes_back_to_provisioning_with_fresh_attempts() {
+        let cfg = EngineConfig {
+            provision_limit: 1,
+            configure_limit: 1,
+            retries: 1,
+            ..EngineConfig::default()
+        };
+        let mut e = engine(1, cfg);
+        let u = uuid(0);
+        let now = Instant::ZERO;
+        let why = || "beacons again".to_string();
+        // Not provisioned yet: nothing to undo.
+        assert_eq!(drain(&mut e, now).len(), 1);
+        assert!(!e.unprovisioned_again(now, &u, why()), "provisioning");
+        e.provisioned(now, &u, 0x10, 2);
+        // Configuring (a job under way): left alone.
+        assert!(matches!(
+            drain(&mut e, now).as_slice(),
+            [Action::Configure { .. }]
+        ));
+        assert!(!e.unprovisioned_again(now, &u, why()), "configuring");
+        // Its configuration failed for good: back to provisioning, fresh attempts.
+        e.phase_failed(now, &u, Phase::Configuring, "no answer".into(), true);
+        let t = e.poll_timeout().unwrap();
+        assert!(matches!(
+            drain(&mut e, t).as_slice(),
+            [Action::Configure { .. }]
+        ));
+        e.phase_failed(t, &u, Phase::Configuring, "no answer".into(), true);
+        assert_eq!(e.status(&u).map(|s| s.stage), Some(Stage::Failed));
+        let _ = events(&mut e);
+        assert!(e.unprovisioned_again(t, &u, why()));
+        let s = e.status(&u).unwrap();
+        assert_eq!((s.stage, s.address, s.attempt), (Stage::Scheduled, None, 0));
+        assert_eq!(s.failed_phase, None);
+        assert!(matches!(
+            events(&mut e).as_slice(),
+            [EventKind::Retrying {
+                phase: Phase::Provisioning,
+                attempt: 1,
+                ..
+            }]
+        ));
+        assert_eq!(
+            drain(&mut e, t),
+            vec![Action::Provision {
+                uuid: u,
+                attempt: 1
+            }]
+        );
+        // Done: a beacon cannot be its (nothing changes).
+        e.provisioned(t, &u, 0x20, 2);
+        let _ = drain(&mut e, t);
+        e.configured(t, &u);
+        assert!(!e.unprovisioned_again(t, &u, why()), "verifying");
     }
 
     #[test]

@@ -96,6 +96,51 @@ pub(crate) fn start<S: SeqSource>(
     })
 }
 
+/// Why a commit is voided when its device is heard as unprovisioned again.
+pub(crate) const UNPROVISIONED_AGAIN: &str = "the device sends Unprovisioned Device beacons again, so it never received its Provisioning Data (or was reset since)";
+
+/// An Unprovisioned Device beacon from `uuid` (a planned device): when its node is
+/// unconfirmed — committed, Provisioning Complete never seen — and the engine has it waiting
+/// between configuration attempts or failed (`busy`: nothing under way for it in the driver),
+/// the device holds no key: the commit is voided (addresses retired, journal
+/// `unconfirmed-void`) and the engine provisions it afresh ([`Engine::unprovisioned_again`]).
+/// Returns whether it did.
+pub(crate) fn unprovisioned_again(
+    engine: &mut Engine,
+    sink: &mut crate::rollout::PlanSink,
+    now: Instant,
+    uuid: &DeviceUuid,
+    busy: bool,
+) -> Result<bool, crate::store::StoreError> {
+    use crate::rollout::Stage;
+    if busy
+        || !engine.status(uuid).is_some_and(|s| {
+            s.address.is_some() && matches!(s.stage, Stage::Committed | Stage::Failed)
+        })
+    {
+        return Ok(false);
+    }
+    let unconfirmed = match sink.store.borrow().node_by_uuid(uuid) {
+        Ok(n) => n.state == crate::store::NodeState::Unconfirmed,
+        Err(_) => false,
+    };
+    if !unconfirmed {
+        return Ok(false);
+    }
+    let first = sink
+        .store
+        .borrow_mut()
+        .void_unconfirmed(uuid, UNPROVISIONED_AGAIN)?;
+    sink.committed.remove(uuid);
+    Ok(engine.unprovisioned_again(
+        now,
+        uuid,
+        format!(
+            "{UNPROVISIONED_AGAIN}: its commit at 0x{first:04x} was voided and it is provisioned afresh"
+        ),
+    ))
+}
+
 /// A job that did not end within `policy.configure_timeout_s` (`how` says more, or is empty):
 /// the phase failed, to be retried.
 pub(crate) fn timed_out(

@@ -330,6 +330,10 @@ pub async fn run<R: Radio>(
                             },
                         );
                     }
+                    let busy = runs
+                        .get(&uuid)
+                        .is_some_and(|r| r.session.is_some() || r.discovering || r.job.is_some());
+                    jobs::unprovisioned_again(&mut engine, &mut sink, now, &uuid, busy)?;
                 }
                 MuxEvent::ProxyAdvert { address, data, .. } => {
                     if !proxy_mode {

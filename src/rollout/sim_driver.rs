@@ -124,20 +124,34 @@ pub fn run(
     let mut air = SimAir::new(air_config, opts.seed);
     let me = air.add_endpoint();
     air.set_floor(me, building.provisioner.floor);
-    // The provisioner hears PB-ADV while provisioning and network PDUs while configuring.
-    air.set_rx_filter(
-        me,
-        RxFilter::Patterns(
-            [AD_TYPE_PB_ADV, AD_TYPE_MESH_MESSAGE]
-                .into_iter()
-                .map(|ad_type| AdvPattern {
-                    ad_type,
-                    offset: 0,
-                    bytes: Vec::new(),
-                })
-                .collect(),
-        ),
-    );
+    // The provisioner hears PB-ADV while provisioning and network PDUs while configuring;
+    // Unprovisioned Device beacons only while they matter (hearing every beacon of a large
+    // building costs the simulation a third of its time): unplanned devices on the air, for
+    // the discovery rule, or a device whose commit is unconfirmed (it may never have taken
+    // its Provisioning Data: its beacon would prove it, [`jobs::unprovisioned_again`]).
+    let set_filter = |air: &mut SimAir, beacons: bool| {
+        let mut patterns = vec![
+            (AD_TYPE_PB_ADV, Vec::new()),
+            (AD_TYPE_MESH_MESSAGE, Vec::new()),
+        ];
+        if beacons {
+            patterns.push((AD_TYPE_MESH_BEACON, vec![0x00]));
+        }
+        air.set_rx_filter(
+            me,
+            RxFilter::Patterns(
+                patterns
+                    .into_iter()
+                    .map(|(ad_type, bytes)| AdvPattern {
+                        ad_type,
+                        offset: 0,
+                        bytes,
+                    })
+                    .collect(),
+            ),
+        );
+    };
+    set_filter(&mut air, false);
 
     let mut config = engine_config(plan);
     if let Some(c) = opts.concurrency {
@@ -160,26 +174,10 @@ pub fn run(
         }
     }
     let unplanned_on_air = targets.len() > prepared.targets.len();
-    if unplanned_on_air {
-        // Unprovisioned Device beacons (type 0x00) tell the engine who is there.
-        air.set_rx_filter(
-            me,
-            RxFilter::Patterns(
-                [
-                    (AD_TYPE_PB_ADV, Vec::new()),
-                    (AD_TYPE_MESH_MESSAGE, Vec::new()),
-                    (AD_TYPE_MESH_BEACON, vec![0x00]),
-                ]
-                .into_iter()
-                .map(|(ad_type, bytes)| AdvPattern {
-                    ad_type,
-                    offset: 0,
-                    bytes,
-                })
-                .collect(),
-            ),
-        );
-    }
+    set_filter(&mut air, unplanned_on_air);
+    let mut hearing_beacons = unplanned_on_air;
+    // Devices configured from an unconfirmed commit in this run (their beacons are watched).
+    let mut unconfirmed_watch: BTreeSet<usize> = BTreeSet::new();
 
     // The virtual devices, aligned with `targets`.
     let n = targets.len();
@@ -460,6 +458,18 @@ pub fn run(
                                         },
                                     );
                                 }
+                                if let Some(&i) = by_uuid.get(&uuid) {
+                                    let busy = runs[i].session.is_some() || runs[i].job.is_some();
+                                    if jobs::unprovisioned_again(
+                                        &mut engine,
+                                        &mut sink,
+                                        now,
+                                        &uuid,
+                                        busy,
+                                    )? {
+                                        runs[i].unconfirmed = None;
+                                    }
+                                }
                             }
                         }
                         Delivery::Adv { .. } => {}
@@ -660,8 +670,9 @@ pub fn run(
                 Some(Err(e)) => {
                     if let Some((a, n)) = runs[i].unconfirmed.take() {
                         // The device did not take a new link either: it may well hold its
-                        // keys. Configuring it tells.
+                        // keys. Configuring it tells, or its beacon if it is back without.
                         engine.provisioned(now, &uuid, a, n);
+                        unconfirmed_watch.insert(i);
                     } else if let Some(&(a, n)) = sink.committed.get(&uuid) {
                         // Committed, Provisioning Complete never seen: did the device get its
                         // data? The next attempt's Link Open tells (a device that got it no
@@ -742,6 +753,22 @@ pub fn run(
             }
             false
         });
+
+        unconfirmed_watch.retain(|&i| {
+            engine.status(&targets[i].uuid).is_some_and(|s| {
+                matches!(
+                    s.stage,
+                    crate::rollout::Stage::Committed
+                        | crate::rollout::Stage::Configuring
+                        | crate::rollout::Stage::Verifying
+                ) && s.address.is_some()
+            })
+        });
+        let want = unplanned_on_air || !unconfirmed_watch.is_empty();
+        if want != hearing_beacons {
+            set_filter(&mut air, want);
+            hearing_beacons = want;
+        }
 
         // 5. The observer: events, snapshot, commands.
         let mut changed = false;
