@@ -125,17 +125,24 @@ pub fn run(
     let me = air.add_endpoint();
     air.set_floor(me, building.provisioner.floor);
     // The provisioner hears PB-ADV while provisioning and network PDUs while configuring;
-    // Unprovisioned Device beacons only while they matter (hearing every beacon of a large
-    // building costs the simulation a third of its time): unplanned devices on the air, for
-    // the discovery rule, or a device whose commit is unconfirmed (it may never have taken
-    // its Provisioning Data: its beacon would prove it, [`jobs::unprovisioned_again`]).
-    let set_filter = |air: &mut SimAir, beacons: bool| {
+    // Unprovisioned Device beacons only as far as they matter (hearing every beacon of a large
+    // building would cost the simulation half its time): every one while unplanned devices are
+    // on the air, for the discovery rule; else only those of devices whose commit is
+    // unconfirmed (their beacon proves they never took their Provisioning Data,
+    // [`jobs::unprovisioned_again`]).
+    let set_filter = |air: &mut SimAir, all_beacons: bool, watched: &[DeviceUuid]| {
         let mut patterns = vec![
             (AD_TYPE_PB_ADV, Vec::new()),
             (AD_TYPE_MESH_MESSAGE, Vec::new()),
         ];
-        if beacons {
+        if all_beacons {
             patterns.push((AD_TYPE_MESH_BEACON, vec![0x00]));
+        } else {
+            for u in watched {
+                let mut prefix = vec![0x00];
+                prefix.extend_from_slice(&u.0);
+                patterns.push((AD_TYPE_MESH_BEACON, prefix));
+            }
         }
         air.set_rx_filter(
             me,
@@ -151,7 +158,7 @@ pub fn run(
             ),
         );
     };
-    set_filter(&mut air, false);
+    set_filter(&mut air, false, &[]);
 
     let mut config = engine_config(plan);
     if let Some(c) = opts.concurrency {
@@ -174,8 +181,9 @@ pub fn run(
         }
     }
     let unplanned_on_air = targets.len() > prepared.targets.len();
-    set_filter(&mut air, unplanned_on_air);
-    let mut hearing_beacons = unplanned_on_air;
+    set_filter(&mut air, unplanned_on_air, &[]);
+    // The watched devices the filter was last set for.
+    let mut filtered: BTreeSet<usize> = BTreeSet::new();
     // Devices configured from an unconfirmed commit in this run (their beacons are watched).
     let mut unconfirmed_watch: BTreeSet<usize> = BTreeSet::new();
 
@@ -764,10 +772,11 @@ pub fn run(
                 ) && s.address.is_some()
             })
         });
-        let want = unplanned_on_air || !unconfirmed_watch.is_empty();
-        if want != hearing_beacons {
-            set_filter(&mut air, want);
-            hearing_beacons = want;
+        if !unplanned_on_air && unconfirmed_watch != filtered {
+            let watched: Vec<DeviceUuid> =
+                unconfirmed_watch.iter().map(|&i| targets[i].uuid).collect();
+            set_filter(&mut air, false, &watched);
+            filtered = unconfirmed_watch.clone();
         }
 
         // 5. The observer: events, snapshot, commands.
