@@ -384,12 +384,9 @@ fn a_session_that_ends_before_the_installer_reads_the_value_does_not_stop_time()
 /// the code and is not retried, and a rerun provisions it afresh.
 #[test]
 fn a_device_that_refuses_its_provisioning_data_is_voided_at_once_and_provisioned_afresh_later() {
-    use meshprov::rollout::sim_driver::{self, SimOptions};
-    use meshprov::rollout::{self, Collect, EventKind, Plan, SharedStore, Stage};
+    use meshprov::rollout::{self, EventKind, Plan, Stage};
     use meshprov::store::{NodeState, StoreError};
     use meshprov::uuid::DeviceUuid;
-    use rand_chacha::ChaCha20Rng;
-    use rand_chacha::rand_core::SeedableRng;
 
     const HEALTHY: &str = "7b2c1a90-0000-4000-8000-0000000000a1";
     const ADDRESSES: &str = "7b2c1a90-0000-4000-8000-0000000000a2";
@@ -426,29 +423,7 @@ fn a_device_that_refuses_its_provisioning_data_is_voided_at_once_and_provisioned
     }
     std::fs::write(dir.path().join("plan.toml"), plan_text).unwrap();
     let plan = Plan::load(&dir.path().join("plan.toml")).unwrap();
-    let run = |building: &str, seed: u64| {
-        let building = meshprov::sim::building::Building::parse(building, "b.toml").unwrap();
-        let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let store = rollout::open_store(&plan, &mut rng).unwrap();
-        let store: SharedStore = std::rc::Rc::new(std::cell::RefCell::new(store));
-        let prepared = rollout::prepare(&plan, &mut store.borrow_mut(), &mut rng).unwrap();
-        let mut events = Collect::default();
-        let opts = SimOptions {
-            seed,
-            loss: Some(0.0),
-            ..SimOptions::default()
-        };
-        let out = sim_driver::run(
-            &plan,
-            &building,
-            store.clone(),
-            &prepared,
-            &opts,
-            &mut events,
-        )
-        .unwrap();
-        (out, events.events, store)
-    };
+    let run = |building: &str, seed: u64| rollout_on_sim(&plan, building, seed);
     let of = |events: &[rollout::RolloutEvent], uuid: &str| -> Vec<EventKind> {
         events
             .iter()
@@ -580,12 +555,9 @@ fn a_device_that_refuses_its_provisioning_data_is_voided_at_once_and_provisioned
 /// and ends done. (It ended failed before; the soak's `vanish and return` kind met it.)
 #[test]
 fn a_device_back_after_vanishing_at_its_data_is_voided_when_it_beacons_and_provisioned_afresh() {
-    use meshprov::rollout::sim_driver::{self, SimOptions};
-    use meshprov::rollout::{self, Collect, EventKind, Plan, SharedStore, Stage};
+    use meshprov::rollout::{self, EventKind, Plan, Stage};
     use meshprov::store::NodeState;
     use meshprov::uuid::DeviceUuid;
-    use rand_chacha::ChaCha20Rng;
-    use rand_chacha::rand_core::SeedableRng;
 
     const UUID: &str = "7b2c1a90-0000-4000-8000-0000000000b1";
     let dir = tempfile::tempdir().unwrap();
@@ -600,27 +572,8 @@ fn a_device_back_after_vanishing_at_its_data_is_voided_when_it_beacons_and_provi
     );
     std::fs::write(dir.path().join("plan.toml"), plan_text).unwrap();
     let plan = Plan::load(&dir.path().join("plan.toml")).unwrap();
-    let building = meshprov::sim::building::Building::parse(&building, "b.toml").unwrap();
-    let mut rng = ChaCha20Rng::seed_from_u64(5);
-    let store = rollout::open_store(&plan, &mut rng).unwrap();
-    let store: SharedStore = std::rc::Rc::new(std::cell::RefCell::new(store));
-    let prepared = rollout::prepare(&plan, &mut store.borrow_mut(), &mut rng).unwrap();
-    let mut events = Collect::default();
-    let opts = SimOptions {
-        seed: 5,
-        loss: Some(0.0),
-        ..SimOptions::default()
-    };
-    let out = sim_driver::run(
-        &plan,
-        &building,
-        store.clone(),
-        &prepared,
-        &opts,
-        &mut events,
-    )
-    .unwrap();
-    let kinds: Vec<EventKind> = events.events.iter().map(|e| e.kind.clone()).collect();
+    let (out, events, store) = rollout_on_sim(&plan, &building, 5);
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind.clone()).collect();
     let d = &out.report.devices[0];
     assert_eq!(d.stage, Stage::Done, "{:?}: {kinds:#?}", d.last_error);
     // Provisioned twice: the unconfirmed commit, then afresh at another address.
@@ -675,4 +628,42 @@ fn a_device_back_after_vanishing_at_its_data_is_voided_when_it_beacons_and_provi
         "{}",
         voids[0].detail
     );
+}
+
+/// `plan` rolled out on the simulated radio over `building` (a building file's text), without
+/// loss, from a new store: the outcome, the events, the store.
+fn rollout_on_sim(
+    plan: &meshprov::rollout::Plan,
+    building: &str,
+    seed: u64,
+) -> (
+    meshprov::rollout::sim_driver::SimOutcome,
+    Vec<meshprov::rollout::RolloutEvent>,
+    meshprov::rollout::SharedStore,
+) {
+    use meshprov::rollout::sim_driver::{self, SimOptions};
+    use meshprov::rollout::{self, Collect, SharedStore};
+    use rand_chacha::ChaCha20Rng;
+    use rand_chacha::rand_core::SeedableRng;
+    let building = meshprov::sim::building::Building::parse(building, "b.toml").unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let store = rollout::open_store(plan, &mut rng).unwrap();
+    let store: SharedStore = std::rc::Rc::new(std::cell::RefCell::new(store));
+    let prepared = rollout::prepare(plan, &mut store.borrow_mut(), &mut rng).unwrap();
+    let mut events = Collect::default();
+    let opts = SimOptions {
+        seed,
+        loss: Some(0.0),
+        ..SimOptions::default()
+    };
+    let out = sim_driver::run(
+        plan,
+        &building,
+        store.clone(),
+        &prepared,
+        &opts,
+        &mut events,
+    )
+    .unwrap();
+    (out, events.events, store)
 }
