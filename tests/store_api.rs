@@ -307,3 +307,69 @@ fn default_paths_follow_xdg() {
     // Only the pure part: the file name of a network.
     assert_eq!(store::file_stem("Floor 3/West"), "Floor_3_West");
 }
+
+/// A device provisioned afresh while its earlier node is `unconfirmed` (it was heard as
+/// unprovisioned): its new range avoids the earlier one, and only its new commit — made once
+/// the new session authenticated the device — voids the earlier node, in one transaction. A
+/// superseding session that never commits (a spoofed beacon: the real device holds its keys
+/// and takes no link) leaves the earlier node and its key as they were. A confirmed node is
+/// never superseded.
+#[test]
+fn a_superseding_commit_voids_the_unconfirmed_node_it_replaces_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = with_network(&dir);
+    let (u, v) = (dev(1), dev(2));
+    assert_eq!(s.allocate_unicast(&u, 2).unwrap(), 1);
+    s.commit_node(&new_node(u, 1, 2)).unwrap(); // unconfirmed, 0001-0002
+    assert_eq!(s.allocate_unicast(&v, 1).unwrap(), 3);
+    s.commit_node(&new_node(v, 3, 1)).unwrap();
+    s.confirm_node(&v).unwrap(); // provisioned, 0003
+    // A plain allocation or commit still refuses the UUID.
+    assert!(matches!(
+        s.allocate_unicast(&u, 2),
+        Err(StoreError::UuidInUse { .. })
+    ));
+    // A superseding session that gives up before its commit: nothing changes.
+    let b = s.allocate_unicast_superseding(&u, 2).unwrap();
+    assert_eq!(b, 4, "the new range avoids 0001-0002 and 0003");
+    s.release_reservation(&u).unwrap();
+    let n = s.node_by_uuid(&u).unwrap();
+    assert_eq!((n.address, n.state), (1, NodeState::Unconfirmed));
+    assert_eq!(
+        n.device_key,
+        new_node(u, 1, 2).device_key,
+        "its key is kept"
+    );
+    // A superseding session that commits: the earlier node voided, the new one committed.
+    let b = s.allocate_unicast_superseding(&u, 2).unwrap();
+    let mut fresh = new_node(u, b, 2);
+    fresh.device_key = DevKey::from_bytes([0x5a; 16]);
+    s.commit_node_superseding(&fresh, "authenticated anew")
+        .unwrap();
+    let n = s.node_by_uuid(&u).unwrap();
+    assert_eq!((n.address, n.state), (b, NodeState::Unconfirmed));
+    assert_eq!(n.device_key, fresh.device_key);
+    let voids: Vec<String> = s
+        .journal()
+        .unwrap()
+        .into_iter()
+        .filter(|j| j.uuid == Some(u) && j.event == "unconfirmed-void")
+        .map(|j| j.detail)
+        .collect();
+    assert_eq!(
+        voids,
+        vec!["addresses 0001-0002 retired: authenticated anew".to_string()]
+    );
+    // Retired, not released: another device never gets 0001-0002.
+    assert_eq!(s.allocate_unicast(&dev(3), 2).unwrap(), b + 2);
+    // A confirmed node is never superseded.
+    assert!(matches!(
+        s.allocate_unicast_superseding(&v, 1),
+        Err(StoreError::UuidInUse { .. })
+    ));
+    assert!(matches!(
+        s.commit_node_superseding(&new_node(v, 20, 1), "no"),
+        Err(StoreError::UuidInUse { .. })
+    ));
+    assert_eq!(s.node_by_uuid(&v).unwrap().state, NodeState::Provisioned);
+}

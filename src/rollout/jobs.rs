@@ -96,15 +96,16 @@ pub(crate) fn start<S: SeqSource>(
     })
 }
 
-/// Why a commit is voided when its device is heard as unprovisioned again.
-pub(crate) const UNPROVISIONED_AGAIN: &str = "the device sends Unprovisioned Device beacons again, so it never received its Provisioning Data (or was reset since)";
-
 /// An Unprovisioned Device beacon from `uuid` (a planned device): when its node is
 /// unconfirmed — committed, Provisioning Complete never seen — and the engine has it waiting
 /// between configuration attempts or failed (`busy`: nothing under way for it in the driver),
-/// the device holds no key: the commit is voided (addresses retired, journal
-/// `unconfirmed-void`) and the engine provisions it afresh ([`Engine::unprovisioned_again`]).
-/// Returns whether it did.
+/// the device seems to hold no key: the engine provisions it afresh
+/// ([`Engine::unprovisioned_again`]). Nothing is voided yet: a beacon is not authenticated, and
+/// anyone in range could send one with this UUID. The earlier node is voided only when a new
+/// session has authenticated the device, in the transaction of its new commit
+/// ([`PlanSink::superseding`](crate::rollout::PlanSink::superseding)); until then it stays
+/// `unconfirmed` with its key, so a spoofed beacon costs attempts, never a key. Returns
+/// whether it started.
 pub(crate) fn unprovisioned_again(
     engine: &mut Engine,
     sink: &mut crate::rollout::PlanSink,
@@ -120,23 +121,20 @@ pub(crate) fn unprovisioned_again(
     {
         return Ok(false);
     }
-    let unconfirmed = match sink.store.borrow().node_by_uuid(uuid) {
-        Ok(n) => n.state == crate::store::NodeState::Unconfirmed,
-        Err(_) => false,
+    let node = match sink.store.borrow().node_by_uuid(uuid) {
+        Ok(n) if n.state == crate::store::NodeState::Unconfirmed => n,
+        _ => return Ok(false),
     };
-    if !unconfirmed {
-        return Ok(false);
-    }
-    let first = sink
-        .store
-        .borrow_mut()
-        .void_unconfirmed(uuid, UNPROVISIONED_AGAIN)?;
+    sink.superseding.insert(*uuid);
+    // Its earlier commit no longer decides what a failed session means: a new session that
+    // fails before committing leaves the earlier node as it is, for a later run to configure.
     sink.committed.remove(uuid);
     Ok(engine.unprovisioned_again(
         now,
         uuid,
         format!(
-            "{UNPROVISIONED_AGAIN}: its commit at 0x{first:04x} was voided and it is provisioned afresh"
+            "the device sends Unprovisioned Device beacons again, so it seems never to have received its Provisioning Data: it is provisioned afresh, and its earlier commit at 0x{:04x} is voided once the new session has authenticated it",
+            node.address
         ),
     ))
 }

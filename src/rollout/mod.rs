@@ -478,7 +478,15 @@ pub struct PlanSink {
     pub details: BTreeMap<DeviceUuid, (Option<Location>, Option<String>)>,
     /// Committed in this run: address and element count.
     pub committed: BTreeMap<DeviceUuid, (u16, u8)>,
+    /// Devices provisioned afresh while their earlier node is `unconfirmed` (heard as
+    /// unprovisioned since): their next commit voids that node in the same transaction
+    /// ([`Store::commit_node_superseding`](crate::store::Store::commit_node_superseding)).
+    pub superseding: std::collections::BTreeSet<DeviceUuid>,
 }
+
+/// Why an `unconfirmed` node is voided when its device, heard as unprovisioned since, is
+/// committed again by an authenticated session.
+pub const SUPERSEDED: &str = "the device sent Unprovisioned Device beacons after its Provisioning Complete was lost and was authenticated in a new session, so it never took its earlier Provisioning Data";
 
 impl std::fmt::Debug for PlanSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -509,16 +517,20 @@ impl PlanSink {
             store,
             details,
             committed: BTreeMap::new(),
+            superseding: std::collections::BTreeSet::new(),
         }
     }
 }
 
 impl NodeSink for PlanSink {
     fn allocate(&mut self, uuid: &DeviceUuid, elements: u8) -> Result<u16, String> {
-        self.store
-            .borrow_mut()
-            .allocate_unicast(uuid, elements)
-            .map_err(|e| e.to_string())
+        let mut store = self.store.borrow_mut();
+        if self.superseding.contains(uuid) {
+            store.allocate_unicast_superseding(uuid, elements)
+        } else {
+            store.allocate_unicast(uuid, elements)
+        }
+        .map_err(|e| e.to_string())
     }
 
     fn commit(&mut self, record: &NodeRecord) -> Result<(), String> {
@@ -527,18 +539,25 @@ impl NodeSink for PlanSink {
             .get(&record.uuid)
             .cloned()
             .unwrap_or((None, None));
-        self.store
-            .borrow_mut()
-            .commit_node(&crate::store::NewNode {
-                uuid: record.uuid,
-                name: record.name.clone(),
-                address: record.address,
-                elements: record.elements,
-                device_key: record.device_key.clone(),
-                net_key_index: record.net_key_index,
-                location,
-            })
+        let new = crate::store::NewNode {
+            uuid: record.uuid,
+            name: record.name.clone(),
+            address: record.address,
+            elements: record.elements,
+            device_key: record.device_key.clone(),
+            net_key_index: record.net_key_index,
+            location,
+        };
+        {
+            let mut store = self.store.borrow_mut();
+            if self.superseding.contains(&record.uuid) {
+                store.commit_node_superseding(&new, SUPERSEDED)
+            } else {
+                store.commit_node(&new)
+            }
             .map_err(|e| e.to_string())?;
+        }
+        self.superseding.remove(&record.uuid);
         self.committed
             .insert(record.uuid, (record.address, record.elements));
         if serial.is_some() {

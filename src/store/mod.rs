@@ -887,6 +887,26 @@ impl Store {
     /// ones included), no other reservation and no excluded address ([`first_fit`]).
     /// Idempotent: a reservation of the same UUID and element count is returned again.
     pub fn allocate_unicast(&mut self, uuid: &DeviceUuid, elements: u8) -> Result<u16, StoreError> {
+        self.allocate_unicast_for(uuid, elements, false)
+    }
+
+    /// [`Store::allocate_unicast`] for a device whose node is `unconfirmed` and that is being
+    /// provisioned afresh ([`Store::commit_node_superseding`]): its node does not stand in the
+    /// way (any other state still does). The new range avoids the old node's addresses.
+    pub fn allocate_unicast_superseding(
+        &mut self,
+        uuid: &DeviceUuid,
+        elements: u8,
+    ) -> Result<u16, StoreError> {
+        self.allocate_unicast_for(uuid, elements, true)
+    }
+
+    fn allocate_unicast_for(
+        &mut self,
+        uuid: &DeviceUuid,
+        elements: u8,
+        superseding: bool,
+    ) -> Result<u16, StoreError> {
         if elements == 0 {
             return Err(StoreError::InvalidArgument(
                 "a device has at least one element".into(),
@@ -906,7 +926,9 @@ impl Store {
                 })
             })?
             .collect::<Result<_, _>>()?;
-        if let Some((address, state)) = node_state_by_uuid(&tx, uuid)? {
+        if let Some((address, state)) = node_state_by_uuid(&tx, uuid)?
+            && !(superseding && state == NodeState::Unconfirmed)
+        {
             return Err(StoreError::UuidInUse {
                 uuid: *uuid,
                 address,
@@ -965,6 +987,25 @@ impl Store {
     /// and consumes the reservation. Durable (fsynced) when it returns. The addresses must be the
     /// device's reservation, or free.
     pub fn commit_node(&mut self, node: &NewNode) -> Result<(), StoreError> {
+        self.commit_node_for(node, None)
+    }
+
+    /// [`Store::commit_node`] for a device provisioned afresh while its earlier node is still
+    /// `unconfirmed` (its Provisioning Complete was lost, then the device was heard as
+    /// unprovisioned): called, like any commit, once the new session has authenticated the
+    /// device — which a device holding its keys cannot do — so in the same transaction the
+    /// earlier node is voided (its addresses retired, journal `unconfirmed-void` with `why`),
+    /// and the new node committed. Without an earlier node it is a plain commit; an earlier node
+    /// in any other state is refused ([`StoreError::UuidInUse`]).
+    pub fn commit_node_superseding(&mut self, node: &NewNode, why: &str) -> Result<(), StoreError> {
+        self.commit_node_for(node, Some(why))
+    }
+
+    fn commit_node_for(
+        &mut self,
+        node: &NewNode,
+        supersede: Option<&str>,
+    ) -> Result<(), StoreError> {
         if node.elements == 0 {
             return Err(StoreError::InvalidArgument(
                 "a device has at least one element".into(),
@@ -972,11 +1013,23 @@ impl Store {
         }
         let tx = begin(&mut self.conn)?;
         if let Some((address, state)) = node_state_by_uuid(&tx, &node.uuid)? {
-            return Err(StoreError::UuidInUse {
-                uuid: node.uuid,
-                address,
-                state,
-            });
+            match supersede {
+                Some(why) if state == NodeState::Unconfirmed => {
+                    let elements: u8 = tx.query_row(
+                        "SELECT elements FROM nodes WHERE uuid = ?1",
+                        [&node.uuid.0[..]],
+                        |r| r.get(0),
+                    )?;
+                    rollout::void_in(&tx, &node.uuid, address, elements, why)?;
+                }
+                _ => {
+                    return Err(StoreError::UuidInUse {
+                        uuid: node.uuid,
+                        address,
+                        state,
+                    });
+                }
+            }
         }
         let known: bool = tx.query_row(
             "SELECT count(*) FROM net_keys WHERE idx = ?1",

@@ -87,26 +87,7 @@ impl Store {
             )));
         }
         let tx = self.write()?;
-        let iv: u32 = tx.query_row("SELECT iv_index FROM network", [], |r| r.get(0))?;
-        for a in node.address..node.address + u16::from(node.elements) {
-            tx.execute(
-                "INSERT OR IGNORE INTO exclusions (iv_index, address) VALUES (?1, ?2)",
-                params![iv, a],
-            )?;
-        }
-        tx.execute("DELETE FROM nodes WHERE uuid = ?1", [&uuid.0[..]])?;
-        tx.execute(
-            "INSERT INTO journal (at, uuid, event, detail) VALUES (?1, ?2, 'unconfirmed-void', ?3)",
-            params![
-                super::now_iso8601(),
-                &uuid.0[..],
-                format!(
-                    "addresses {:04X}-{:04X} retired: {why}",
-                    node.address,
-                    node.address + u16::from(node.elements) - 1
-                )
-            ],
-        )?;
+        void_in(&tx, uuid, node.address, node.elements, why)?;
         touch(&tx)?;
         tx.commit()?;
         Ok(node.address)
@@ -269,6 +250,38 @@ fn ensure_model(
     tx.execute(
         "INSERT OR IGNORE INTO models (node, element, vendor, model_id) VALUES (?1, ?2, ?3, ?4)",
         params![u, element, model.vendor, model.id],
+    )?;
+    Ok(())
+}
+
+/// The body of [`Store::void_unconfirmed`] inside `tx`: the node's addresses retired, the node
+/// removed, one journal line. The caller has checked that the node is `unconfirmed`.
+pub(super) fn void_in(
+    tx: &rusqlite::Transaction<'_>,
+    uuid: &DeviceUuid,
+    address: u16,
+    elements: u8,
+    why: &str,
+) -> Result<(), StoreError> {
+    let iv: u32 = tx.query_row("SELECT iv_index FROM network", [], |r| r.get(0))?;
+    for a in address..address + u16::from(elements) {
+        tx.execute(
+            "INSERT OR IGNORE INTO exclusions (iv_index, address) VALUES (?1, ?2)",
+            params![iv, a],
+        )?;
+    }
+    tx.execute("DELETE FROM nodes WHERE uuid = ?1", [&uuid.0[..]])?;
+    tx.execute(
+        "INSERT INTO journal (at, uuid, event, detail) VALUES (?1, ?2, 'unconfirmed-void', ?3)",
+        params![
+            super::now_iso8601(),
+            &uuid.0[..],
+            format!(
+                "addresses {:04X}-{:04X} retired: {why}",
+                address,
+                address + u16::from(elements) - 1
+            )
+        ],
     )?;
     Ok(())
 }
