@@ -301,16 +301,7 @@ fn render_dashboard(frame: &mut Frame<'_>, app: &mut App, area: Rect) {
         (None, _) => "throughput: none finished yet".to_owned(),
     };
     let lines = vec![
-        Line::from(vec![
-            Span::styled("Network ", t.dim()),
-            Span::styled(m.network.clone(), t.title()),
-            Span::styled("  radio ", t.dim()),
-            Span::raw(m.radio.clone()),
-            Span::styled("  elapsed ", t.dim()),
-            Span::raw(clock(m.elapsed)),
-            Span::styled("  ", t.dim()),
-            Span::styled(m.run.label(), t.title()),
-        ]),
+        run_header(&t, m),
         counts_line(&t, &c),
         Line::from(Span::raw(rate)),
     ];
@@ -325,6 +316,20 @@ fn render_dashboard(frame: &mut Frame<'_>, app: &mut App, area: Rect) {
     let (tree_area, log_area) = body_and_log(rest);
     render_tree(frame, app, tree_area);
     render_log_block(frame, app, log_area, " Recent events ", 0, false);
+}
+
+/// The first line of both dashboards: network, radio, elapsed time and the run's state.
+fn run_header(t: &Theme, m: &ViewModel) -> Line<'static> {
+    Line::from(vec![
+        Span::styled("Network ", t.dim()),
+        Span::styled(m.network.clone(), t.title()),
+        Span::styled("  radio ", t.dim()),
+        Span::raw(m.radio.clone()),
+        Span::styled("  elapsed ", t.dim()),
+        Span::raw(clock(m.elapsed)),
+        Span::styled("  ", t.dim()),
+        Span::styled(m.run.label(), t.title()),
+    ])
 }
 
 /// The dashboard of a key refresh run: network, radio, elapsed time and state, the phase, the
@@ -344,16 +349,7 @@ fn render_kr_dashboard(frame: &mut Frame<'_>, app: &mut App, area: Rect) {
     let finished = c.confirmed[2];
     let in_progress = c.nodes.saturating_sub(finished + c.failed);
     let lines = vec![
-        Line::from(vec![
-            Span::styled("Network ", t.dim()),
-            Span::styled(m.network.clone(), t.title()),
-            Span::styled("  radio ", t.dim()),
-            Span::raw(m.radio.clone()),
-            Span::styled("  elapsed ", t.dim()),
-            Span::raw(clock(m.elapsed)),
-            Span::styled("  ", t.dim()),
-            Span::styled(m.run.label(), t.title()),
-        ]),
+        run_header(&t, m),
         Line::from(vec![
             Span::styled(format!("NetKey {} · phase ", kr.net_key_index), t.dim()),
             Span::styled(kr.phase.label(), t.title()),
