@@ -188,13 +188,7 @@ fn the_demo_in_the_terminal_ui() {
     );
     assert!(!s.contains("1 Dashboard"), "{s}");
     // The store is consistent: a rerun resumes and finishes the building (headless).
-    let out = Command::new(env!("CARGO_BIN_EXE_meshprov"))
-        .args(["demo", "--headless", "--dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let stdout = headless_demo(&dir);
     assert!(stdout.contains("devices done"), "{stdout}");
     eprintln!("tui_e2e: {:.1} s", t0.elapsed().as_secs_f64());
 }
@@ -288,17 +282,7 @@ fn closed_terminal_ends_the_run(socket: &str, before: &str, after: &str) {
     assert!(!err.contains("did not settle"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     // The store is consistent: a headless rerun finishes the building.
-    let out = Command::new(env!("CARGO_BIN_EXE_meshprov"))
-        .args(["demo", "--headless", "--dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    headless_demo(&dir);
 }
 
 /// `meshprov key-refresh` in the terminal UI on a store a headless demo rollout made: the
@@ -315,17 +299,7 @@ fn key_refresh_in_the_terminal_ui() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("demo");
     let bin = Path::new(env!("CARGO_BIN_EXE_meshprov"));
-    let out = Command::new(bin)
-        .args(["demo", "--headless", "--dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    headless_demo(&dir);
     let store = dir.join("network.db");
     let radio = format!("sim:{}", dir.join("building.toml").display());
     let kr_cmd = |speed: u32| {
@@ -448,4 +422,16 @@ fn key_refresh_in_the_terminal_ui() {
         "key_refresh_in_the_terminal_ui: {:.1} s",
         t0.elapsed().as_secs_f64()
     );
+}
+
+/// `meshprov demo --headless --dir DIR`, which must finish every device (exit 0); its stdout.
+fn headless_demo(dir: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_meshprov"))
+        .args(["demo", "--headless", "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    stdout
 }
